@@ -1,0 +1,30 @@
+"""Tunnel ports: one OVS port per (remote hypervisor, encapsulation), keyed by flow.
+
+The VNI/GRE key is not a port property (options:key=flow); flows set tunnel_id per packet, so
+one port carries every network of that encapsulation to that remote hypervisor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+
+_PREFIX = {"vxlan": "vx", "gre": "gr", "geneve": "gn"}
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class TunnelPort:
+    name: str  # OVS port/interface name on br-int, at most 15 characters
+    encapsulation: str  # "vxlan" | "gre" | "geneve" (OVS interface type)
+    remote_ip: str
+    remote_hypervisor: str
+
+
+def tunnel_port_name(encapsulation: str, remote_ip: str) -> str:
+    """Deterministic from the remote address, so every controller names ports alike."""
+    return f"{_PREFIX[encapsulation]}{int(IPv4Address(remote_ip)):08x}"
+
+
+def tunnel_port(encapsulation: str, remote_ip: str, remote_hypervisor: str) -> TunnelPort:
+    return TunnelPort(tunnel_port_name(encapsulation, remote_ip), encapsulation, remote_ip,
+                      remote_hypervisor)

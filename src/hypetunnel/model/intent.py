@@ -1,0 +1,109 @@
+"""The intent: what the provider and tenants asked for, as strict pydantic models.
+
+Optional fields (VNI, VM IP/MAC/hypervisor) may be absent in what the user writes; the
+allocator fills them in before anything is stored, so the stored intent is always complete.
+"""
+
+from __future__ import annotations
+
+import re
+from ipaddress import IPv4Address, IPv4Network
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Encapsulation = Literal["vxlan", "gre", "geneve"]
+DatapathType = Literal["system", "netdev"]
+
+# Names become parts of port names, namespace names and URLs: keep them DNS-label-like.
+Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,30}$")]
+MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
+
+# Encapsulation overhead on the underlay, inner Ethernet header included (as Neutron counts it).
+ENCAP_OVERHEAD: dict[str, int] = {"vxlan": 50, "gre": 42, "geneve": 50}
+MAX_VNI = (1 << 24) - 1  # VXLAN/Geneve VNIs are 24 bits; GRE keys are 32, we keep one space
+MANAGEMENT_VNI = MAX_VNI  # reserved for the management overlay
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class Fabric(StrictModel):
+    encapsulation: Encapsulation = "vxlan"
+    underlay_mtu: int = Field(default=1500, ge=576, le=9216)
+    # Production hypervisors use the kernel datapath; the namespace lab needs "netdev".
+    datapath_type: DatapathType = "system"
+
+
+class Hypervisor(StrictModel):
+    name: Name
+    underlay_ip: IPv4Address | None = None
+    # OVSDB endpoint of the hypervisor's Open vSwitch ("tcp:10.0.0.1:6640", "unix:/run/db.sock").
+    # Filled in at enlistment; a hypervisor without one is known but not driven.
+    ovsdb: str | None = None
+
+
+class Network(StrictModel):
+    name: Name
+    cidr: IPv4Network
+    vni: int | None = Field(default=None, ge=1, le=MAX_VNI - 1)
+
+    @field_validator("cidr")
+    @classmethod
+    def _room_for_hosts(cls, v: IPv4Network) -> IPv4Network:
+        if v.prefixlen > 29:
+            raise ValueError("prefix must be /29 or shorter to leave room for a gateway and VMs")
+        return v
+
+
+class VM(StrictModel):
+    name: Name
+    network: Name
+    hypervisor: Name | None = None
+    ip: IPv4Address | None = None
+    mac: str | None = None
+
+    @field_validator("mac", mode="before")
+    @classmethod
+    def _mac(cls, v: object) -> object:
+        if v is None:
+            return v
+        s = str(v).lower()
+        if not MAC_RE.match(s):
+            raise ValueError("must be a MAC address like 02:00:00:00:00:10")
+        if int(s[:2], 16) & 1:
+            raise ValueError("must be a unicast MAC (least significant bit of the first octet 0)")
+        return s
+
+
+class Tenant(StrictModel):
+    name: Name
+    encapsulation: Encapsulation | None = None
+    networks: list[Network] = Field(default_factory=list)
+    vms: list[VM] = Field(default_factory=list)
+
+
+class Intent(StrictModel):
+    fabric: Fabric = Field(default_factory=Fabric)
+    hypervisors: list[Hypervisor] = Field(default_factory=list)
+    tenants: list[Tenant] = Field(default_factory=list)
+
+    def tenant(self, name: str) -> Tenant | None:
+        return next((t for t in self.tenants if t.name == name), None)
+
+    def hypervisor(self, name: str) -> Hypervisor | None:
+        return next((h for h in self.hypervisors if h.name == name), None)
+
+
+def vm_id(tenant: str, vm: str) -> str:
+    """The VM's identity on the wire: the value of external_ids:iface-id on its switch port."""
+    return f"{tenant}/{vm}"
+
+
+def network_encapsulation(fabric: Fabric, tenant: Tenant) -> Encapsulation:
+    return tenant.encapsulation or fabric.encapsulation
+
+
+def network_mtu(fabric: Fabric, encapsulation: str) -> int:
+    return fabric.underlay_mtu - ENCAP_OVERHEAD[encapsulation]

@@ -1,0 +1,35 @@
+"""What a hypervisor's OVSDB tells the controller: observed state, flowing back north."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from hypetunnel.compiler.tunnels import TunnelPort
+
+
+@dataclass(frozen=True, slots=True)
+class PortInfo:
+    name: str
+    ofport: int  # -1 while OVS has not assigned one (or the port failed)
+    iface_id: str | None = None  # external_ids:iface-id: the VM id bound to this port
+    link_up: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchObservation:
+    """A consistent snapshot of one hypervisor's integration bridge, taken from OVSDB."""
+
+    hypervisor: str
+    bridge: str
+    datapath_id: int | None
+    ports: Mapping[str, PortInfo] = field(default_factory=dict)
+    tunnels: frozenset[TunnelPort] = frozenset()  # tunnel ports HypeTunnel created (external_ids)
+
+    def ofport(self, name: str) -> int | None:
+        p = self.ports.get(name)
+        return p.ofport if p is not None and p.ofport > 0 else None
+
+    def bindings(self) -> dict[str, PortInfo]:
+        """VM id -> port, for ports that carry an iface-id and have an OpenFlow port number."""
+        return {p.iface_id: p for p in self.ports.values() if p.iface_id and p.ofport > 0}
