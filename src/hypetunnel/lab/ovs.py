@@ -1,0 +1,117 @@
+"""One Open vSwitch instance (its own ovsdb-server and ovs-vswitchd) for one lab hypervisor.
+
+Every instance has its own run/log/db directory, so many can live on one machine; started
+inside the hypervisor's network namespace, ovs-vswitchd learns that namespace's routes, which
+the userspace datapath needs to send tunnel packets.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from hypetunnel.lab.proc import LabError, run, wait_until
+
+SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
+
+
+@dataclass
+class OvsInstance:
+    directory: Path
+    netns: str | None = None
+
+    @property
+    def db_sock(self) -> Path:
+        return self.directory / "db.sock"
+
+    @property
+    def endpoint(self) -> str:
+        return f"unix:{self.db_sock}"
+
+    def _env(self) -> dict[str, str]:
+        d = str(self.directory)
+        return {**os.environ, "OVS_RUNDIR": d, "OVS_LOGDIR": d, "OVS_DBDIR": d,
+                "OVS_SYSCONFDIR": d, "OVS_PKGDATADIR": "/usr/share/openvswitch"}
+
+    def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        d = self.directory
+        db = d / "conf.db"
+        if not db.exists():
+            run(["ovsdb-tool", "create", str(db), str(SCHEMA)])
+        run(["ovsdb-server", str(db), f"--remote=punix:{self.db_sock}",
+             f"--pidfile={d}/ovsdb-server.pid", f"--unixctl={d}/ovsdb-server.ctl",
+             f"--log-file={d}/ovsdb-server.log", "--detach", "--no-chdir"],
+            netns=self.netns, env=self._env())
+        self.vsctl("--no-wait", "init")
+        run(["ovs-vswitchd", self.endpoint, f"--pidfile={d}/ovs-vswitchd.pid",
+             f"--unixctl={d}/ovs-vswitchd.ctl", f"--log-file={d}/ovs-vswitchd.log",
+             "--detach", "--no-chdir", "--disable-system"],
+            netns=self.netns, env=self._env())
+        wait_until(lambda: (d / "ovs-vswitchd.ctl").exists(), 20, f"ovs-vswitchd in {d}")
+
+    def vsctl(self, *args: str, check: bool = True) -> str:
+        return run(["ovs-vsctl", f"--db={self.endpoint}", "--timeout=20", *args],
+                   check=check, env=self._env()).stdout.strip()
+
+    def appctl(self, *args: str, check: bool = True) -> str:
+        return run(["ovs-appctl", "-t", str(self.directory / "ovs-vswitchd.ctl"), *args],
+                   check=check, env=self._env()).stdout.strip()
+
+    def ofctl(self, *args: str, bridge_mgmt: str | None = None, check: bool = True) -> str:
+        """ovs-ofctl against a bridge's management socket in this instance's run directory."""
+        args_l = list(args)
+        if bridge_mgmt is not None:
+            args_l = [args_l[0], f"unix:{self.directory}/{bridge_mgmt}.mgmt", *args_l[1:]]
+        return run(["ovs-ofctl", "-O", "OpenFlow13", *args_l], check=check,
+                   env=self._env()).stdout
+
+    def pids(self) -> list[int]:
+        out = []
+        for name in ("ovs-vswitchd", "ovsdb-server"):
+            try:
+                out.append(int((self.directory / f"{name}.pid").read_text().strip()))
+            except (OSError, ValueError):
+                pass
+        return out
+
+    def stop(self) -> None:
+        """Kill both daemons (SIGKILL after a short grace) and wait until they are gone."""
+        pids = self.pids()
+        for pid in pids:
+            _signal(pid, signal.SIGTERM)
+        try:
+            wait_until(lambda: not any(_alive(p) for p in pids), 5, "OVS daemons to exit")
+        except LabError:
+            for pid in pids:
+                _signal(pid, signal.SIGKILL)
+            wait_until(lambda: not any(_alive(p) for p in pids), 5, "OVS daemons to die")
+
+    def kill(self) -> None:
+        """Abrupt death, as a crashed hypervisor would show."""
+        pids = self.pids()
+        for pid in pids:
+            _signal(pid, signal.SIGKILL)
+        wait_until(lambda: not any(_alive(p) for p in pids), 5, "OVS daemons to die")
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie child of ours still answers kill(0); treat it as gone.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
