@@ -1,0 +1,123 @@
+"""The br-int pipeline: pure functions from one network's view on one switch to flows.
+
+Tables (OpenFlow 1.3, one integration bridge per hypervisor, network = metadata = VNI):
+  0  CLASSIFY   VM port: only the VM's own MAC+IP may enter (anti-spoofing) -> network.
+                Tunnel port + tunnel_id: -> network, reg0=1 ("came from a tunnel").
+  10 ARP        ARP requests for known VM addresses answered here, on the source hypervisor.
+  20 L2         (network, dst MAC) -> local port, or -> tunnel with the VNI (from local only).
+                Broadcast/multicast -> FLOOD; unknown unicast from a local VM -> FLOOD.
+  30 FLOOD      Head-end replication to the network's local ports and, for frames from a
+                local VM only (split horizon), to every other hypervisor hosting the network.
+Anything unmatched is dropped (no table-miss flow except the explicit, counted drop in 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from hypetunnel.compiler.flows import OFPP_IN_PORT, Action, Flow, Output, RegMove, SetField, match
+from hypetunnel.compiler.topology import NetworkView, VmView
+
+T_CLASSIFY, T_ARP, T_L2, T_FLOOD = 0, 10, 20, 30
+ETH_IP, ETH_ARP = 0x0800, 0x0806
+MULTICAST = ("01:00:00:00:00:00", "01:00:00:00:00:00")
+FROM_TUNNEL = 1
+
+PortOf = Callable[[str], int | None]  # port name -> OpenFlow port number, None if not there yet
+
+
+def base_flows() -> frozenset[Flow]:
+    """Flows every switch has regardless of networks."""
+    return frozenset({
+        Flow(T_CLASSIFY, 0, match()),  # explicit drop, so dropped packets are counted
+        Flow(T_ARP, 0, match(), goto=T_L2),
+    })
+
+
+def local_port_flows(vm: VmView, ofport: int) -> list[Flow]:
+    """Port security: the VM may only send IPv4 and ARP with its own addresses."""
+    return [
+        Flow(T_CLASSIFY, 100, match(in_port=ofport, eth_src=vm.mac, eth_type=ETH_IP,
+                                    ipv4_src=vm.ip), metadata=vm.vni, goto=T_ARP),
+        Flow(T_CLASSIFY, 100, match(in_port=ofport, eth_src=vm.mac, eth_type=ETH_ARP,
+                                    arp_sha=vm.mac, arp_spa=vm.ip), metadata=vm.vni, goto=T_ARP),
+        Flow(T_L2, 100, match(metadata=vm.vni, eth_dst=vm.mac), (Output(ofport),)),
+    ]
+
+
+def tunnel_ingress_flow(vni: int, tunnel_ofport: int) -> Flow:
+    # Frames from tunnels skip the ARP responder: the sending hypervisor already answered
+    # what it could, and a request that crossed the fabric must reach the VM.
+    return Flow(T_CLASSIFY, 100, match(in_port=tunnel_ofport, tunnel_id=vni),
+                (SetField("reg0", FROM_TUNNEL),), metadata=vni, goto=T_L2)
+
+
+def remote_vm_flow(vm: VmView, tunnel_ofport: int) -> Flow:
+    # reg0=0: only frames from local VMs may go into a tunnel (split horizon).
+    return Flow(T_L2, 100, match(metadata=vm.vni, eth_dst=vm.mac, reg0=0),
+                (SetField("tunnel_id", vm.vni), Output(tunnel_ofport)))
+
+
+def arp_responder_flow(vm: VmView) -> Flow:
+    """Turn an ARP request for vm.ip into the reply, sent back out of the asking port."""
+    actions: tuple[Action, ...] = (
+        RegMove("eth_src", "eth_dst", 48),
+        SetField("eth_src", vm.mac),
+        SetField("arp_op", 2),
+        RegMove("arp_sha", "arp_tha", 48),
+        RegMove("arp_spa", "arp_tpa", 32),
+        SetField("arp_sha", vm.mac),
+        SetField("arp_spa", vm.ip),
+        Output(OFPP_IN_PORT),
+    )
+    return Flow(T_ARP, 100, match(metadata=vm.vni, eth_type=ETH_ARP, arp_op=1, arp_tpa=vm.ip),
+                actions)
+
+
+def flood_flows(vni: int, local_ofports: Iterable[int], tunnel_ofports: Iterable[int]) -> list[Flow]:
+    local = tuple(Output(p) for p in sorted(set(local_ofports)))
+    remote: tuple[Action, ...] = ()
+    tunnels = sorted(set(tunnel_ofports))
+    if tunnels:
+        remote = (SetField("tunnel_id", vni), *(Output(p) for p in tunnels))
+    return [
+        Flow(T_L2, 50, match(metadata=vni, eth_dst=MULTICAST), goto=T_FLOOD),
+        Flow(T_L2, 10, match(metadata=vni, reg0=0), goto=T_FLOOD),  # unknown unicast, local only
+        Flow(T_FLOOD, 100, match(metadata=vni, reg0=0), local + remote),
+        Flow(T_FLOOD, 100, match(metadata=vni, reg0=FROM_TUNNEL), local),
+    ]
+
+
+def network_slice(net: NetworkView, members: Iterable[tuple[VmView, str]], here: str,
+                  local_port: Callable[[str], int | None],
+                  tunnel_port: Callable[[str, str], int | None]) -> frozenset[Flow]:
+    """All flows of one network on one switch.
+
+    members: (vm, hypervisor where it is bound); local_port(vm_id) gives the VM's OpenFlow port
+    on this switch; tunnel_port(remote_hypervisor, encapsulation) the tunnel's port number.
+    Flows whose port does not exist yet are left out; they appear when OVS reports the port.
+    """
+    flows: list[Flow] = []
+    local_ports: list[int] = []
+    remote_hosts: set[str] = set()
+    for vm, hv in members:
+        if hv == here:
+            p = local_port(vm.id)
+            if p is None:
+                continue
+            local_ports.append(p)
+            flows.extend(local_port_flows(vm, p))
+            flows.append(arp_responder_flow(vm))
+        else:
+            t = tunnel_port(hv, net.encapsulation)
+            if t is None:
+                continue
+            remote_hosts.add(hv)
+            flows.append(remote_vm_flow(vm, t))
+            flows.append(arp_responder_flow(vm))
+    tunnel_ports = [p for hv in sorted(remote_hosts)
+                    if (p := tunnel_port(hv, net.encapsulation)) is not None]
+    flows.extend(tunnel_ingress_flow(net.vni, t) for t in tunnel_ports)
+    if local_ports:
+        flows.extend(flood_flows(net.vni, local_ports, tunnel_ports))
+    return frozenset(flows)
