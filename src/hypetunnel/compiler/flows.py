@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Union
 
 COOKIE_PREFIX = 0x4854  # "HT"
 COOKIE_SHIFT = 48
@@ -19,7 +18,7 @@ COOKIE_HASH_MASK = (1 << COOKIE_SHIFT) - 1
 
 OFPP_IN_PORT = 0xFFFFFFF8
 
-MatchValue = Union[int, str, tuple[int, int], tuple[str, str]]
+MatchValue = int | str | tuple[int, int] | tuple[str, str]
 # OFPMatch keyword arguments (os-ken field names), sorted by field name.
 Match = tuple[tuple[str, MatchValue], ...]
 
@@ -44,7 +43,7 @@ class RegMove:
     n_bits: int
 
 
-Action = Union[Output, SetField, RegMove]
+Action = Output | SetField | RegMove
 
 
 @dataclass(frozen=True, slots=True)

@@ -74,7 +74,8 @@ def arp_responder_flow(vm: VmView) -> Flow:
                 actions)
 
 
-def flood_flows(vni: int, local_ofports: Iterable[int], tunnel_ofports: Iterable[int]) -> list[Flow]:
+def flood_flows(vni: int, local_ofports: Iterable[int],
+                tunnel_ofports: Iterable[int]) -> list[Flow]:
     local = tuple(Output(p) for p in sorted(set(local_ofports)))
     remote: tuple[Action, ...] = ()
     tunnels = sorted(set(tunnel_ofports))
