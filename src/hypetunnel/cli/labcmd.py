@@ -1,5 +1,104 @@
-"""Placeholder: filled in by the lead."""
+"""`hypetunnel lab ...`: a simulated datacenter of namespaces on this machine."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated
 
 import typer
+from rich.console import Console
 
-app = typer.Typer(no_args_is_help=True)
+from hypetunnel.errors import HypeTunnelError
+
+app = typer.Typer(no_args_is_help=True, help="Build, use and remove a namespace lab.")
+console = Console(stderr=True)
+
+NameOpt = Annotated[str, typer.Option("--name", "-n", help="Lab name (several labs coexist).")]
+
+
+def _fail(e: Exception) -> None:
+    for line in str(e).splitlines():
+        console.print(f"[red]error:[/red] {line}", markup=True, highlight=False)
+    raise typer.Exit(1)
+
+
+def default_name() -> str:
+    from hypetunnel.lab.topology import Lab
+
+    env = os.environ.get("HYPETUNNEL_LAB")
+    if env:
+        return env
+    names = Lab.list()
+    return names[0] if len(names) == 1 else "lab"
+
+
+@app.command("up")
+def up(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
+       name: NameOpt = "lab") -> None:
+    """Build hypervisors and VMs from FILE, start the controller, apply, wait until converged."""
+    from hypetunnel.lab import datacenter
+
+    try:
+        with console.status("building the lab") as status:
+            lab = datacenter.up(file, name, progress=lambda m: status.update(m) or
+                                console.print(f"  {m}", highlight=False))
+    except HypeTunnelError as e:
+        _fail(e)
+    console.print(f"[green]lab {name} is up[/green]: {len(lab.hypervisors)} hypervisors, "
+                  f"{len(lab.vms)} VMs. Try `hypetunnel status`, `hypetunnel verify`, "
+                  f"`hypetunnel lab exec {next(iter(lab.vms), 'VM')} -- ping ...`")
+
+
+@app.command("down")
+def down(name: Annotated[str | None, typer.Argument()] = None) -> None:
+    """Remove every namespace, process, link and file of the lab."""
+    from hypetunnel.lab import datacenter
+
+    try:
+        datacenter.down(name or default_name())
+    except HypeTunnelError as e:
+        _fail(e)
+    console.print(f"lab {name or default_name()} removed")
+
+
+@app.command("list")
+def list_labs() -> None:
+    from hypetunnel.lab.topology import Lab
+
+    for n in Lab.list():
+        print(n)
+
+
+@app.command("sync")
+def sync(name: NameOpt = "") -> None:
+    """Plug/unplug lab VMs to match the controller's intent (the lab's stand-in for Nova)."""
+    from hypetunnel.cli.client import ApiClient
+    from hypetunnel.lab import datacenter
+    from hypetunnel.lab.topology import Lab
+
+    try:
+        lab = Lab.load(name or default_name())
+        with ApiClient(datacenter.lab_controller(lab).api_url) as api:
+            datacenter.sync_vms(lab, api, lambda m: console.print(f"  {m}"))
+            datacenter.wait_converged(api, 30)
+    except HypeTunnelError as e:
+        _fail(e)
+
+
+@app.command("exec", context_settings={"allow_extra_args": True,
+                                        "ignore_unknown_options": True})
+def exec_(target: Annotated[str, typer.Argument(help="VM (tenant/vm or vm) or hypervisor")],
+          command: Annotated[list[str], typer.Argument(help="command to run, after --")],
+          name: NameOpt = "") -> None:
+    """Run a command inside a VM's or a hypervisor's namespace."""
+    from hypetunnel.lab.topology import Lab
+
+    try:
+        netns = Lab.load(name or default_name()).netns_of(target)
+    except HypeTunnelError as e:
+        _fail(e)
+    rc = subprocess.call(["ip", "netns", "exec", netns, *command])
+    sys.exit(rc)

@@ -1,0 +1,409 @@
+"""Controller scale: compile a 1,000-hypervisor / 100,000-VM fabric against simulated switches.
+
+No OVS here: each hypervisor's br-int is a SimSwitch that hands out OpenFlow port numbers the way
+OVSDB would report them (VM ports when a VM is plugged, tunnel ports when the controller asks for
+them). The controller side is the real code: Topology + FabricCompiler (+ the reconciler's pure
+diff, reported separately). Measured:
+
+1. full compile: build the topology, plug every VM, create the tunnel ports the compiler asks
+   for, recompute everything; CPU/wall time, tracemalloc peak (in a fresh subprocess) and RSS.
+2. incremental CPU per VM add / remove / move at 1/10 and full scale (same per-hypervisor
+   density), each operation = topology mutation + set_ports of the affected switches +
+   recompute() + tunnel reconciliation + compiler.flows(hv) of every touched switch.
+3. flows per hypervisor and per hosted network at both scales.
+
+Run: PYTHONPATH=src python benchmarks/compiler_scale.py [--quick] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import random
+import statistics
+import subprocess
+import sys
+import time
+import tracemalloc
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from hypetunnel.compiler.compile import FabricCompiler  # noqa: E402
+from hypetunnel.compiler.topology import HypervisorView, NetworkView, Topology, VmView  # noqa: E402
+from hypetunnel.controller.reconciler import plan_flows  # noqa: E402
+
+ENCAPS = ("vxlan", "gre", "geneve")
+BUDGET_MS = 5.0
+
+
+@dataclass(frozen=True)
+class Scale:
+    name: str
+    hypervisors: int
+    tenants: int
+    networks_per_tenant: int = 5
+    vms_per_network: int = 10
+    hosts_per_network: tuple[int, int] = (3, 6)
+    seed: int = 20240601
+
+    @property
+    def networks(self) -> int:
+        return self.tenants * self.networks_per_tenant
+
+    @property
+    def vms(self) -> int:
+        return self.networks * self.vms_per_network
+
+
+FULL = Scale("full", hypervisors=1000, tenants=2000)
+TENTH = Scale("1/10", hypervisors=100, tenants=200)
+
+
+def underlay_ip(i: int) -> str:
+    return f"10.{i // 65025 % 256}.{i // 255 % 255}.{i % 255 + 1}"
+
+
+def overlay_ip(n: int) -> str:
+    # 100.64.0.0/10 (unique per VM, so ARP-responder flows never collide)
+    return f"100.{64 + (n >> 16)}.{(n >> 8) & 255}.{n & 255}"
+
+
+def mac(n: int) -> str:
+    return "02:" + ":".join(f"{(n >> s) & 255:02x}" for s in (32, 24, 16, 8, 0))
+
+
+class SimSwitch:
+    """One hypervisor's br-int as OVSDB reports it: port name -> ofport, VM id -> ofport."""
+
+    def __init__(self) -> None:
+        self.ports: dict[str, int] = {}
+        self.vm_ports: dict[str, int] = {}
+        self._next = 1  # ovs-vswitchd hands out increasing ofport numbers
+
+    def add_port(self, name: str) -> int:
+        port = self.ports[name] = self._next
+        self._next += 1
+        return port
+
+
+@dataclass
+class SimFabric:
+    """Topology + compiler + simulated switches; the controller's event handling, inline."""
+
+    topology: Topology = field(default_factory=Topology)
+    switches: dict[str, SimSwitch] = field(default_factory=dict)
+    vm_counter: int = 0
+    vm_list: list[str] = field(default_factory=list)  # live VM ids (for random picks)
+    vm_index: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.compiler = FabricCompiler(self.topology)
+
+    # -- intent side ---------------------------------------------------------------------
+    def new_vm(self, vid: str, vni: int) -> VmView:
+        n = self.vm_counter
+        self.vm_counter += 1
+        vm = VmView(vid, vni, mac(n), overlay_ip(n))
+        self.topology.set_vm(vm)
+        self.vm_index[vid] = len(self.vm_list)
+        self.vm_list.append(vid)
+        return vm
+
+    def forget_vm(self, vid: str) -> None:
+        i = self.vm_index.pop(vid)
+        last = self.vm_list.pop()
+        if last != vid:
+            self.vm_list[i] = last
+            self.vm_index[last] = i
+        self.topology.remove_vm(vid)
+
+    # -- switch side (what an OVSDB update reports) -----------------------------------------
+    def plug(self, vid: str, hv: str, *, report: bool = True) -> None:
+        sw = self.switches[hv]
+        sw.vm_ports[vid] = sw.add_port("tap-" + vid)
+        self.topology.bind(vid, hv)
+        if report:
+            self.compiler.set_ports(hv, sw.ports, sw.vm_ports)
+
+    def unplug(self, vid: str, hv: str) -> None:
+        sw = self.switches[hv]
+        del sw.vm_ports[vid]
+        del sw.ports["tap-" + vid]
+        if self.topology.location.get(vid) == hv:
+            self.topology.bind(vid, None)
+        self.compiler.set_ports(hv, sw.ports, sw.vm_ports)
+
+    def ensure_tunnels(self, hv: str) -> bool:
+        """What OvsdbClient.ensure_tunnels + the following update do: our tunnel ports become
+        exactly the desired set, new ones get ofports. Returns True if the switch changed."""
+        sw = self.switches[hv]
+        wanted = {t.name for t in self.compiler.tunnels(hv)}
+        have = {n for n in sw.ports if not n.startswith("tap-")}
+        if wanted == have:
+            return False
+        for name in have - wanted:
+            del sw.ports[name]
+        for name in sorted(wanted - have):
+            sw.add_port(name)
+        self.compiler.set_ports(hv, sw.ports, sw.vm_ports)
+        return True
+
+    def converge(self) -> set[str]:
+        """recompute(); tunnels for the touched switches; repeat until no port changes."""
+        touched: set[str] = set()
+        while True:
+            now = self.compiler.recompute()
+            touched |= now
+            changed = [hv for hv in sorted(now) if hv in self.switches and self.ensure_tunnels(hv)]
+            if not changed:
+                return touched
+
+
+# -- 1. full compile -----------------------------------------------------------------------------
+
+def build(scale: Scale) -> tuple[SimFabric, dict[str, float]]:
+    rng = random.Random(scale.seed)
+    sim = SimFabric()
+    topo = sim.topology
+    t: dict[str, float] = {}
+    c0 = time.process_time()
+    hv_names = [f"hv{i:04d}" for i in range(scale.hypervisors)]
+    for i, name in enumerate(hv_names):
+        topo.set_hypervisor(HypervisorView(name, underlay_ip(i)))
+        sim.switches[name] = SimSwitch()
+    vni = 10000
+    for ti in range(scale.tenants):
+        tenant = f"t{ti:04d}"
+        encap = rng.choice(ENCAPS)
+        for ni in range(scale.networks_per_tenant):
+            vni += 1
+            topo.set_network(NetworkView(vni, tenant, f"net{ni}", encap))
+            hosts = rng.sample(hv_names, rng.randint(*scale.hosts_per_network))
+            for k in range(scale.vms_per_network):
+                vid = f"{tenant}/n{ni}-vm{k}"
+                sim.new_vm(vid, vni)
+                sim.plug(vid, hosts[k % len(hosts)], report=False)
+    for hv, sw in sim.switches.items():  # first OVSDB snapshot of every switch
+        sim.compiler.set_ports(hv, sw.ports, sw.vm_ports)
+    c1 = time.process_time()
+    t["topology_s"] = c1 - c0
+    touched = sim.compiler.recompute()
+    c2 = time.process_time()
+    t["recompute_1_s"] = c2 - c1
+    for hv in sorted(touched):  # the controller creates the tunnel ports it needs
+        sim.ensure_tunnels(hv)
+    c3 = time.process_time()
+    t["tunnels_s"] = c3 - c2
+    sim.converge()  # recompute with tunnel ofports known (and any further round)
+    c4 = time.process_time()
+    t["recompute_2_s"] = c4 - c3
+    t["cpu_s"] = c4 - c0
+    return sim, t
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def timed_build(scale: Scale) -> tuple[SimFabric, dict[str, float]]:
+    gc.collect()
+    rss0 = rss_mb()
+    w0 = time.perf_counter()
+    sim, t = build(scale)
+    t["wall_s"] = time.perf_counter() - w0
+    t["rss_delta_mb"] = rss_mb() - rss0
+    return sim, t
+
+
+def memory_build(scale: Scale) -> dict[str, float]:
+    """tracemalloc slows allocation ~2x, so its peak is measured in a separate process."""
+    tracemalloc.start()
+    sim, _ = build(scale)
+    current, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    del sim
+    return {"tracemalloc_peak_mb": peak / 2**20, "tracemalloc_current_mb": current / 2**20}
+
+
+def memory_in_subprocess(scale: Scale) -> dict[str, float]:
+    out = subprocess.run([sys.executable, __file__, "--memory", scale.name], check=True,
+                         capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# -- 2. incremental ------------------------------------------------------------------------------
+
+@dataclass
+class OpStats:
+    total_ms: list[float] = field(default_factory=list)
+    compile_ms: list[float] = field(default_factory=list)  # mutation .. converge
+    flows_ms: list[float] = field(default_factory=list)  # compiler.flows(hv) of touched
+    diff_ms: list[float] = field(default_factory=list)  # reconciler diff (not in the budget)
+    touched: list[int] = field(default_factory=list)
+
+    def summary(self) -> dict[str, float]:
+        tot = sorted(self.total_ms)
+        return {
+            "mean_ms": statistics.fmean(tot),
+            "p50_ms": tot[len(tot) // 2],
+            "p99_ms": tot[min(len(tot) - 1, int(len(tot) * 0.99))],
+            "max_ms": tot[-1],
+            "compile_mean_ms": statistics.fmean(self.compile_ms),
+            "flows_mean_ms": statistics.fmean(self.flows_ms),
+            "diff_mean_ms": statistics.fmean(self.diff_ms),
+            "touched_mean": statistics.fmean(self.touched),
+        }
+
+
+def run_op(sim: SimFabric, mutate: Callable[[], None], stats: OpStats,
+           installed: dict[str, set[int]]) -> None:
+    c0 = time.process_time()
+    mutate()
+    touched = sim.converge()
+    c1 = time.process_time()
+    desired = {hv: sim.compiler.flows(hv) for hv in touched}
+    c2 = time.process_time()
+    stats.total_ms.append((c2 - c0) * 1e3)
+    stats.compile_ms.append((c1 - c0) * 1e3)
+    stats.flows_ms.append((c2 - c1) * 1e3)
+    stats.touched.append(len(touched))
+    # The reconciler's diff against the installed cookies: O(flows of the switch), measured
+    # apart because it is the reconciler's cost, not the compiler's.
+    for hv, flows in desired.items():
+        installed.setdefault(hv, {f.cookie for f in sim.compiler.flows(hv)})
+    c3 = time.process_time()
+    for hv, flows in desired.items():
+        plan = plan_flows(flows, installed[hv], set())
+        installed[hv].difference_update(plan.stale)
+        installed[hv].update(f.cookie for f in plan.adds)
+    stats.diff_ms.append((time.process_time() - c3) * 1e3)
+
+
+def incremental(sim: SimFabric, scale: Scale, n_ops: int) -> dict[str, dict[str, float]]:
+    rng = random.Random(scale.seed + 1)
+    topo = sim.topology
+    hv_names = sorted(sim.switches)
+    vnis = sorted(topo.networks)
+    installed: dict[str, set[int]] = {}
+    results: dict[str, dict[str, float]] = {}
+    added = 0
+
+    def add() -> None:
+        nonlocal added
+        vni = rng.choice(vnis)
+        hosts = topo.hosts_of(vni)
+        hv = rng.choice(hosts) if hosts else rng.choice(hv_names)
+        net = topo.networks[vni]
+        vid = f"{net.tenant}/add{added}"
+        added += 1
+        sim.new_vm(vid, vni)  # the intent arrives ...
+        sim.plug(vid, hv)  # ... and nova plugs the port: OVSDB reports it
+
+    def remove() -> None:
+        vid = rng.choice(sim.vm_list)
+        sim.unplug(vid, topo.location[vid])
+        sim.forget_vm(vid)
+
+    def move() -> None:
+        vid = rng.choice(sim.vm_list)
+        old = topo.location[vid]
+        new = rng.choice([h for h in rng.sample(hv_names, 2) if h != old])
+        sim.unplug(vid, old)  # the source port goes first (live migration ends) ...
+        sim.plug(vid, new)  # ... then the destination port is reported
+
+    for name, op in (("add", add), ("remove", remove), ("move", move)):
+        stats = OpStats()
+        for _ in range(n_ops):
+            run_op(sim, op, stats, installed)
+        results[name] = stats.summary()
+    return results
+
+
+# -- 3. flows per hypervisor --------------------------------------------------------------------
+
+def flow_stats(sim: SimFabric) -> dict[str, float]:
+    topo, comp = sim.topology, sim.compiler
+    counts, per_net, nets, tunnels = [], [], [], []
+    for hv in sim.switches:
+        n = len(topo.networks_on.get(hv, ()))
+        f = comp.flow_count(hv)
+        counts.append(f)
+        nets.append(n)
+        tunnels.append(len(sim.compiler.tunnels(hv)))
+        if n:
+            per_net.append((f - 2) / n)  # 2 base flows per switch
+    counts.sort()
+    return {
+        "flows_min": counts[0], "flows_median": statistics.median(counts),
+        "flows_max": counts[-1], "flows_total": sum(counts),
+        "nets_per_hv_median": statistics.median(nets),
+        "flows_per_net_median": statistics.median(per_net),
+        "flows_per_net_min": min(per_net), "flows_per_net_max": max(per_net),
+        "tunnels_per_hv_median": statistics.median(tunnels),
+        "corr_flows_nets": _corr(counts_unsorted(sim), nets),
+    }
+
+
+def counts_unsorted(sim: SimFabric) -> list[int]:
+    return [sim.compiler.flow_count(hv) for hv in sim.switches]
+
+
+def _corr(xs: Iterable[float], ys: Iterable[float]) -> float:
+    return statistics.correlation(list(xs), list(ys))
+
+
+# -- driver --------------------------------------------------------------------------------------
+
+def measure(scale: Scale, n_ops: int) -> dict[str, object]:
+    print(f"[{scale.name}] building {scale.hypervisors} hv, {scale.networks} networks, "
+          f"{scale.vms} VMs ...", flush=True)
+    sim, build_t = timed_build(scale)
+    print(f"[{scale.name}] build {build_t}", flush=True)
+    flows = flow_stats(sim)
+    print(f"[{scale.name}] flows {flows}", flush=True)
+    inc = incremental(sim, scale, n_ops)
+    print(f"[{scale.name}] incremental {json.dumps(inc, indent=1)}", flush=True)
+    del sim
+    gc.collect()
+    return {"build": build_t, "flows": flows, "incremental": inc}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--memory", help=argparse.SUPPRESS)  # child mode: print tracemalloc JSON
+    ap.add_argument("--ops", type=int, default=1000)
+    ap.add_argument("--quick", action="store_true", help="1/10 scale only, 200 ops, no write")
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    scales = {s.name: s for s in (FULL, TENTH)}
+    if args.memory:
+        print(json.dumps(memory_build(scales[args.memory])))
+        return
+    if args.quick:
+        measure(TENTH, 200)
+        return
+    w0 = time.perf_counter()
+    small = measure(TENTH, args.ops)
+    full = measure(FULL, args.ops)
+    mem = memory_in_subprocess(FULL)
+    print(f"[full] memory {mem}", flush=True)
+    print(f"total wall {time.perf_counter() - w0:.0f} s")
+    if not args.no_write:
+        write(small, full, mem, args.ops)
+
+
+def write(small: dict, full: dict, mem: dict, n_ops: int) -> None:  # filled in below
+    raise NotImplementedError
+
+
+if __name__ == "__main__":
+    main()

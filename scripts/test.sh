@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Set up, then run every test tier: unit, real Open vSwitch, and namespace lab with real packets.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+.venv/bin/ruff check src tests benchmarks
+exec .venv/bin/python -m pytest -p no:cacheprovider -ra "$@"

@@ -1,0 +1,3 @@
+from hypetunnel.cli.main import app
+
+app()

@@ -1,0 +1,211 @@
+"""The REST API (prefix /api/v1): a thin JSON layer over FabricService and the runtime's view.
+
+Endpoints are `async def` on purpose: they run on the event loop thread, so writes are
+serialized there and on_change (the runtime's recompile hook) is called on the loop thread the
+asyncio controller runtime lives on, with no cross-thread hand-off. A write is one store commit
+(milliseconds), short enough to do inline.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+from fastapi import APIRouter, FastAPI
+
+from hypetunnel import __version__
+from hypetunnel.api.errors import install_error_handlers
+from hypetunnel.api.schemas import (
+    ApplyRequest,
+    ErrorOut,
+    HypervisorBody,
+    NetworkOut,
+    PlanOut,
+    VmOut,
+)
+from hypetunnel.controller.service import FabricService, ObjectNotFound
+from hypetunnel.errors import FieldError, IntentInvalid
+from hypetunnel.model.intent import (
+    VM,
+    Hypervisor,
+    Network,
+    Tenant,
+    network_encapsulation,
+    network_mtu,
+    vm_id,
+)
+
+API_PREFIX = "/api/v1"
+
+
+@runtime_checkable
+class RuntimeView(Protocol):
+    def status(self) -> dict[str, Any]:
+        """Controller and switch status, JSON-able."""
+        ...
+
+    def overlay(self) -> dict[str, Any]:
+        """Per hypervisor: tunnels, VNIs, flow counts, JSON-able."""
+        ...
+
+
+def _bindings(runtime: RuntimeView | None) -> dict[str, str]:
+    # Optional extension of RuntimeView: bindings() -> {vm id: hypervisor where it is bound}.
+    fn = getattr(runtime, "bindings", None)
+    return dict(fn()) if callable(fn) else {}
+
+
+def create_app(service: FabricService, runtime: RuntimeView | None = None) -> FastAPI:
+    app = FastAPI(
+        title="HypeTunnel",
+        version=__version__,
+        description="Per-tenant overlay networks on Open vSwitch hypervisors.",
+        responses={
+            404: {"model": ErrorOut, "description": "Unknown object"},
+            409: {"model": ErrorOut, "description": "Conflict with existing objects or revision"},
+            422: {"model": ErrorOut, "description": "Invalid intent or request body"},
+        },
+    )
+    install_error_handlers(app)
+    api = APIRouter(prefix=API_PREFIX)
+
+    def tenant_of(name: str) -> Tenant:
+        t = service.intent.tenant(name)
+        if t is None:
+            raise ObjectNotFound(f"tenants/{name}")
+        return t
+
+    def network_out(t: Tenant, n: Network) -> dict[str, Any]:
+        encap = network_encapsulation(service.intent.fabric, t)
+        return {**n.model_dump(mode="json"), "tenant": t.name, "encapsulation": encap,
+                "mtu": network_mtu(service.intent.fabric, encap)}
+
+    def vm_out(t: Tenant, v: VM, bound: dict[str, str]) -> dict[str, Any]:
+        vid = vm_id(t.name, v.name)
+        return {"id": vid, "tenant": t.name, **v.model_dump(mode="json"),
+                "bound": bound.get(vid)}
+
+    # -- whole intent ---------------------------------------------------------------------------
+    @api.get("/intent")
+    async def get_intent() -> dict[str, Any]:
+        """The resolved intent: every VNI, IP, MAC and hypervisor filled in."""
+        return service.intent.model_dump(mode="json")
+
+    @api.post("/apply", response_model=PlanOut)
+    async def apply(req: ApplyRequest) -> dict[str, Any]:
+        """Make the fabric exactly `intent` (absent objects are removed); `dry_run` only plans."""
+        return service.apply(req.intent, dry_run=req.dry_run).to_dict()
+
+    # -- hypervisors ----------------------------------------------------------------------------
+    @api.get("/hypervisors")
+    async def list_hypervisors() -> list[dict[str, Any]]:
+        return [h.model_dump(mode="json") for h in service.intent.hypervisors]
+
+    @api.get("/hypervisors/{name}")
+    async def get_hypervisor(name: str) -> dict[str, Any]:
+        h = service.intent.hypervisor(name)
+        if h is None:
+            raise ObjectNotFound(f"hypervisors/{name}")
+        return h.model_dump(mode="json")
+
+    @api.put("/hypervisors/{name}", response_model=PlanOut)
+    async def put_hypervisor(name: str, body: HypervisorBody) -> dict[str, Any]:
+        if body.name is not None and body.name != name:
+            raise IntentInvalid([FieldError("name", f"{body.name!r} does not match the URL's "
+                                                    f"{name!r}")])
+        try:
+            hv = Hypervisor(name=name, underlay_ip=body.underlay_ip, ovsdb=body.ovsdb)
+        except ValueError as exc:  # the URL's name is not a valid name
+            raise IntentInvalid([FieldError("name", f"invalid hypervisor name {name!r}")]) from exc
+        return service.upsert_hypervisor(hv).to_dict()
+
+    @api.delete("/hypervisors/{name}", response_model=PlanOut)
+    async def delete_hypervisor(name: str) -> dict[str, Any]:
+        return service.delete_hypervisor(name).to_dict()
+
+    # -- tenants --------------------------------------------------------------------------------
+    @api.get("/tenants")
+    async def list_tenants() -> list[dict[str, Any]]:
+        return [t.model_dump(mode="json") for t in service.intent.tenants]
+
+    @api.post("/tenants", response_model=PlanOut)
+    async def create_tenant(body: Tenant) -> dict[str, Any]:
+        return service.create_tenant(body).to_dict()
+
+    @api.get("/tenants/{tenant}")
+    async def get_tenant(tenant: str) -> dict[str, Any]:
+        return tenant_of(tenant).model_dump(mode="json")
+
+    @api.delete("/tenants/{tenant}", response_model=PlanOut)
+    async def delete_tenant(tenant: str) -> dict[str, Any]:
+        """Removes the tenant with all its networks and VMs."""
+        return service.delete_tenant(tenant).to_dict()
+
+    # -- networks -------------------------------------------------------------------------------
+    @api.get("/tenants/{tenant}/networks", response_model=list[NetworkOut])
+    async def list_networks(tenant: str) -> list[dict[str, Any]]:
+        t = tenant_of(tenant)
+        return [network_out(t, n) for n in t.networks]
+
+    @api.post("/tenants/{tenant}/networks", response_model=PlanOut)
+    async def create_network(tenant: str, body: Network) -> dict[str, Any]:
+        return service.create_network(tenant, body).to_dict()
+
+    @api.get("/tenants/{tenant}/networks/{network}", response_model=NetworkOut)
+    async def get_network(tenant: str, network: str) -> dict[str, Any]:
+        t = tenant_of(tenant)
+        for n in t.networks:
+            if n.name == network:
+                return network_out(t, n)
+        raise ObjectNotFound(f"tenants/{tenant}/networks/{network}")
+
+    @api.delete("/tenants/{tenant}/networks/{network}", response_model=PlanOut)
+    async def delete_network(tenant: str, network: str) -> dict[str, Any]:
+        """409 while VMs are still attached to the network."""
+        return service.delete_network(tenant, network).to_dict()
+
+    # -- VMs ------------------------------------------------------------------------------------
+    @api.get("/tenants/{tenant}/vms", response_model=list[VmOut])
+    async def list_vms(tenant: str) -> list[dict[str, Any]]:
+        t = tenant_of(tenant)
+        bound = _bindings(runtime)
+        return [vm_out(t, v, bound) for v in t.vms]
+
+    @api.post("/tenants/{tenant}/vms", response_model=PlanOut)
+    async def create_vm(tenant: str, body: VM) -> dict[str, Any]:
+        return service.create_vm(tenant, body).to_dict()
+
+    @api.get("/tenants/{tenant}/vms/{vm}", response_model=VmOut)
+    async def get_vm(tenant: str, vm: str) -> dict[str, Any]:
+        t = tenant_of(tenant)
+        for v in t.vms:
+            if v.name == vm:
+                return vm_out(t, v, _bindings(runtime))
+        raise ObjectNotFound(f"tenants/{tenant}/vms/{vm}")
+
+    @api.delete("/tenants/{tenant}/vms/{vm}", response_model=PlanOut)
+    async def delete_vm(tenant: str, vm: str) -> dict[str, Any]:
+        return service.delete_vm(tenant, vm).to_dict()
+
+    # -- runtime --------------------------------------------------------------------------------
+    @api.get("/status")
+    async def status() -> dict[str, Any]:
+        """Store revision plus the runtime's view of the controller and switches."""
+        base: dict[str, Any] = {"controller": {"running": False}, "switches": [],
+                                "converged": False}
+        if runtime is not None:
+            base.update(runtime.status())
+        base["revision"] = service.revision
+        return base
+
+    @api.get("/overlay")
+    async def overlay() -> dict[str, Any]:
+        return runtime.overlay() if runtime is not None else {}
+
+    @api.get("/healthz")
+    async def healthz() -> dict[str, bool]:
+        return {"ok": True}
+
+    app.include_router(api)
+    app.state.service = service
+    app.state.runtime = runtime
+    return app

@@ -1,0 +1,232 @@
+"""FabricService: the one way the intent changes (API, CLI via API, tests).
+
+Every change is declarative: build the whole new intent, validate it, resolve it against the
+current one (stable allocations), diff, commit the changed documents in one conditional store
+transaction, then tell the runtime (on_change(old, new)). Invalid input raises IntentInvalid and
+the store is untouched; a lost race raises Conflict and the service reloads what won.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from hypetunnel.errors import Conflict, FieldError, IntentInvalid, NotFound
+from hypetunnel.model.allocate import resolve
+from hypetunnel.model.intent import VM, Hypervisor, Intent, Network, Tenant
+from hypetunnel.model.plan import Plan, diff
+from hypetunnel.model.validate import validate_intent
+from hypetunnel.store.base import Store
+from hypetunnel.store.codec import (
+    canonical,
+    intent_to_items,
+    is_intent_key,
+    item_changes,
+    items_to_intent,
+)
+
+log = logging.getLogger(__name__)
+
+OnChange = Callable[[Intent, Intent], None]
+
+
+class ObjectNotFound(NotFound):
+    def __init__(self, path: str) -> None:
+        self.errors = [FieldError(path, "not found")]
+        super().__init__(f"{path}: not found")
+
+
+class ObjectConflict(Conflict):
+    """The request contradicts existing objects (already exists, still in use)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.errors = [FieldError(path, reason)]
+        super().__init__(f"{path}: {reason}")
+
+
+def _relative(exc: IntentInvalid, prefix: str) -> IntentInvalid:
+    """Errors about the object a request created, with paths relative to the request body."""
+    errors = []
+    for e in exc.errors:
+        if e.path == prefix:
+            errors.append(FieldError("", e.reason))
+        elif e.path.startswith(prefix + "."):
+            errors.append(FieldError(e.path[len(prefix) + 1 :], e.reason))
+        else:
+            errors.append(e)
+    return IntentInvalid(errors, source=exc.source)
+
+
+class FabricService:
+    def __init__(self, store: Store, on_change: OnChange | None = None) -> None:
+        self.store = store
+        self.on_change = on_change
+        self._lock = threading.RLock()
+        self.intent: Intent = Intent()
+        self.revision = 0
+        self._items: dict[str, dict[str, Any]] = {}
+        self.reload()
+
+    def reload(self) -> None:
+        """Take the store's current state as the truth (startup, or after losing a race)."""
+        with self._lock:
+            snap = self.store.load()
+            self._items = {k: v for k, v in snap.items.items() if is_intent_key(k)}
+            self.intent = items_to_intent(self._items)
+            self.revision = snap.revision
+
+    # -- declarative -------------------------------------------------------------------------
+    def _prepare(self, new: Intent) -> Intent:
+        errors = validate_intent(new)
+        if errors:
+            raise IntentInvalid(errors)
+        resolved = canonical(resolve(new, self.intent))
+        # The allocator only picks free values, so this is a cheap guard against its bugs.
+        errors = validate_intent(resolved)
+        if errors:
+            raise IntentInvalid(errors)
+        return resolved
+
+    def plan(self, new: Intent) -> Plan:
+        """What apply(new) would change; raises IntentInvalid. Stores nothing."""
+        with self._lock:
+            resolved = self._prepare(new)
+            return diff(self.intent, resolved, revision=self.revision, applied=False)
+
+    def apply(self, new: Intent, dry_run: bool = False) -> Plan:
+        """Make the whole fabric `new` (objects absent from it are removed)."""
+        with self._lock:
+            resolved = self._prepare(new)
+            plan = diff(self.intent, resolved, revision=self.revision, applied=False)
+            if dry_run:
+                return plan
+            items = intent_to_items(resolved)
+            puts, deletes = item_changes(self._items, items)
+            if puts or deletes:
+                try:
+                    revision = self.store.commit(puts, deletes, expect_revision=self.revision)
+                except Conflict:
+                    self.reload()
+                    raise
+                old = self.intent
+                self.intent, self._items, self.revision = resolved, items, revision
+                self._notify(old, resolved)
+            plan.revision = self.revision
+            plan.applied = True
+            return plan
+
+    def _notify(self, old: Intent, new: Intent) -> None:
+        if self.on_change is None:
+            return
+        try:
+            self.on_change(old, new)
+        except Exception:
+            # The change is committed: the runtime must catch up from the stored intent rather
+            # than the client being told its write failed.
+            log.exception("on_change failed after commit (revision %d)", self.revision)
+
+    # -- object operations (each builds the whole new intent and applies it) --------------------
+    def _tenant_index(self, name: str) -> int:
+        for i, t in enumerate(self.intent.tenants):
+            if t.name == name:
+                return i
+        raise ObjectNotFound(f"tenants/{name}")
+
+    def _with_tenant(self, index: int, tenant: Tenant) -> Intent:
+        tenants = list(self.intent.tenants)
+        tenants[index] = tenant
+        return self.intent.model_copy(update={"tenants": tenants})
+
+    def create_tenant(self, tenant: Tenant, dry_run: bool = False) -> Plan:
+        with self._lock:
+            if self.intent.tenant(tenant.name) is not None:
+                raise ObjectConflict(f"tenants/{tenant.name}", "already exists")
+            prefix = f"tenants[{len(self.intent.tenants)}]"
+            new = self.intent.model_copy(update={"tenants": [*self.intent.tenants, tenant]})
+            try:
+                return self.apply(new, dry_run)
+            except IntentInvalid as exc:
+                raise _relative(exc, prefix) from exc
+
+    def delete_tenant(self, name: str, dry_run: bool = False) -> Plan:
+        """Removes the tenant with all its networks and VMs."""
+        with self._lock:
+            i = self._tenant_index(name)
+            tenants = self.intent.tenants[:i] + self.intent.tenants[i + 1 :]
+            return self.apply(self.intent.model_copy(update={"tenants": tenants}), dry_run)
+
+    def create_network(self, tenant: str, network: Network, dry_run: bool = False) -> Plan:
+        with self._lock:
+            ti = self._tenant_index(tenant)
+            t = self.intent.tenants[ti]
+            if any(n.name == network.name for n in t.networks):
+                raise ObjectConflict(f"tenants/{tenant}/networks/{network.name}", "already exists")
+            prefix = f"tenants[{ti}].networks[{len(t.networks)}]"
+            new = self._with_tenant(ti, t.model_copy(update={"networks": [*t.networks, network]}))
+            try:
+                return self.apply(new, dry_run)
+            except IntentInvalid as exc:
+                raise _relative(exc, prefix) from exc
+
+    def delete_network(self, tenant: str, name: str, dry_run: bool = False) -> Plan:
+        with self._lock:
+            ti = self._tenant_index(tenant)
+            t = self.intent.tenants[ti]
+            path = f"tenants/{tenant}/networks/{name}"
+            if not any(n.name == name for n in t.networks):
+                raise ObjectNotFound(path)
+            users = [v.name for v in t.vms if v.network == name]
+            if users:
+                raise ObjectConflict(path, f"still has VMs: {', '.join(users)}")
+            networks = [n for n in t.networks if n.name != name]
+            return self.apply(self._with_tenant(ti, t.model_copy(update={"networks": networks})),
+                              dry_run)
+
+    def create_vm(self, tenant: str, vm: VM, dry_run: bool = False) -> Plan:
+        with self._lock:
+            ti = self._tenant_index(tenant)
+            t = self.intent.tenants[ti]
+            if any(v.name == vm.name for v in t.vms):
+                raise ObjectConflict(f"tenants/{tenant}/vms/{vm.name}", "already exists")
+            prefix = f"tenants[{ti}].vms[{len(t.vms)}]"
+            new = self._with_tenant(ti, t.model_copy(update={"vms": [*t.vms, vm]}))
+            try:
+                return self.apply(new, dry_run)
+            except IntentInvalid as exc:
+                raise _relative(exc, prefix) from exc
+
+    def delete_vm(self, tenant: str, name: str, dry_run: bool = False) -> Plan:
+        with self._lock:
+            ti = self._tenant_index(tenant)
+            t = self.intent.tenants[ti]
+            if not any(v.name == name for v in t.vms):
+                raise ObjectNotFound(f"tenants/{tenant}/vms/{name}")
+            vms = [v for v in t.vms if v.name != name]
+            return self.apply(self._with_tenant(ti, t.model_copy(update={"vms": vms})), dry_run)
+
+    def upsert_hypervisor(self, hv: Hypervisor, dry_run: bool = False) -> Plan:
+        """Create or replace a hypervisor (omitted underlay_ip/ovsdb keep their stored value)."""
+        with self._lock:
+            hvs = list(self.intent.hypervisors)
+            index = next((i for i, h in enumerate(hvs) if h.name == hv.name), len(hvs))
+            hvs[index:index + 1] = [hv]
+            new = self.intent.model_copy(update={"hypervisors": hvs})
+            try:
+                return self.apply(new, dry_run)
+            except IntentInvalid as exc:
+                raise _relative(exc, f"hypervisors[{index}]") from exc
+
+    def delete_hypervisor(self, name: str, dry_run: bool = False) -> Plan:
+        with self._lock:
+            path = f"hypervisors/{name}"
+            if self.intent.hypervisor(name) is None:
+                raise ObjectNotFound(path)
+            users = [f"{t.name}/{v.name}" for t in self.intent.tenants for v in t.vms
+                     if v.hypervisor == name]
+            if users:
+                shown = ", ".join(users[:10]) + (" ..." if len(users) > 10 else "")
+                raise ObjectConflict(path, f"still hosts VMs: {shown}")
+            hvs = [h for h in self.intent.hypervisors if h.name != name]
+            return self.apply(self.intent.model_copy(update={"hypervisors": hvs}), dry_run)

@@ -1,0 +1,61 @@
+"""tcpdump on the lab's underlay: what really crosses the wire between hypervisors."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from hypetunnel.lab.proc import wait_until
+from hypetunnel.lab.topology import Lab
+
+_VXLAN = re.compile(r"VXLAN.*?vni (\d+)")
+_GENEVE = re.compile(r"Geneve.*?vni (0x[0-9a-f]+|\d+)")
+_GRE = re.compile(r"GRE.*?key=(0x[0-9a-f]+|\d+)")
+
+
+@dataclass(frozen=True)
+class Encapsulated:
+    kind: str  # vxlan | gre | geneve
+    vni: int
+
+
+def parse(line: str) -> Encapsulated | None:
+    for kind, rx in (("vxlan", _VXLAN), ("geneve", _GENEVE), ("gre", _GRE)):
+        m = rx.search(line)
+        if m:
+            return Encapsulated(kind, int(m.group(1), 0))
+    return None
+
+
+def capture(lab: Lab, action: Callable[[], object], bpf: str = "udp port 4789 or "
+            "udp port 6081 or ip proto 47", interface: str | None = None,
+            netns: str | None = None, min_packets: int = 1,
+            timeout: float = 10.0) -> list[str]:
+    """Run tcpdump (on the underlay bridge by default) while `action` runs; return its lines."""
+    from hypetunnel.lab.netns import UNDERLAY_BRIDGE
+
+    ns = netns or lab.underlay_netns
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", ns, "tcpdump", "-l", "-nn", "-v", "-i",
+         interface or UNDERLAY_BRIDGE, bpf],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # tcpdump says "listening on" on stderr once the capture is armed.
+        assert proc.stderr is not None
+        first = proc.stderr.readline()
+        if "listening" not in first:
+            raise RuntimeError(f"tcpdump did not start: {first}")
+        action()
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=timeout)
+    return out.splitlines()
+
+
+def encapsulations(lines: list[str]) -> set[Encapsulated]:
+    return {e for line in lines if (e := parse(line)) is not None}
+
+
+__all__ = ["Encapsulated", "capture", "encapsulations", "parse", "wait_until"]

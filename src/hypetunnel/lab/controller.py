@@ -1,0 +1,114 @@
+"""The lab's controller: the real `hypetunnel controller run` daemon, started in the background.
+
+It runs in the root namespace with its SQLite store in the lab's directory; switches reach its
+OpenFlow endpoint through a unix socket, which works from every hypervisor namespace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from hypetunnel.lab.proc import LabError, wait_until
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class LabController:
+    directory: Path  # <lab dir>/controller
+
+    @property
+    def _record(self) -> Path:
+        return self.directory / "controller.json"
+
+    def info(self) -> dict[str, object]:
+        try:
+            return dict(json.loads(self._record.read_text()))
+        except (OSError, ValueError):
+            return {}
+
+    @property
+    def api_url(self) -> str:
+        return str(self.info().get("api_url", ""))
+
+    @property
+    def openflow_target(self) -> str:
+        return f"unix:{self.directory / 'of.sock'}"
+
+    @property
+    def pid(self) -> int | None:
+        pid = self.info().get("pid")
+        return int(pid) if isinstance(pid, int) else None
+
+    def start(self, api_port: int | None = None) -> str:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        port = api_port or int(str(self.info().get("api_port") or 0)) or free_port()
+        url = f"http://127.0.0.1:{port}"
+        log = open(self.directory / "controller.log", "ab")  # noqa: SIM115 - child keeps it
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hypetunnel", "controller", "run",
+             "--state-dir", str(self.directory), "--api", f"127.0.0.1:{port}",
+             "--openflow", self.openflow_target],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True)
+        log.close()
+        self._record.write_text(json.dumps({"pid": proc.pid, "api_url": url, "api_port": port}))
+        wait_until(lambda: self._healthy(url) or proc.poll() is not None, 30,
+                   f"the controller API on {url}")
+        if proc.poll() is not None:
+            tail = (self.directory / "controller.log").read_text()[-2000:]
+            raise LabError(f"the controller exited with {proc.returncode}:\n{tail}")
+        return url
+
+    @staticmethod
+    def _healthy(url: str) -> bool:
+        try:
+            return httpx.get(f"{url}/api/v1/healthz", timeout=0.5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        pid = self.pid
+        if pid is None:
+            return
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            wait_until(lambda: not _alive(pid), 10, f"controller pid {pid} to exit")
+        except LabError:
+            os.kill(pid, signal.SIGKILL)
+            wait_until(lambda: not _alive(pid), 5, f"controller pid {pid} to die")
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.waitpid(pid, os.WNOHANG)  # reap if it is our child
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -1,0 +1,117 @@
+"""`lab up` / `lab down`: a whole simulated datacenter driven by the real controller.
+
+up = build hypervisors (what enlistment does on real hardware), start the controller, apply the
+intent through the REST API exactly as an operator would, plug the VMs where the controller
+placed them (what Nova would do), and wait until the controller reports convergence.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hypetunnel.cli.client import ApiClient
+from hypetunnel.lab.controller import LabController
+from hypetunnel.lab.proc import LabError
+from hypetunnel.lab.topology import Lab
+from hypetunnel.model.intent import Intent, network_encapsulation, network_mtu, vm_id
+from hypetunnel.model.loader import load_intent_file
+
+Progress = Callable[[str], None]
+
+
+def lab_controller(lab: Lab) -> LabController:
+    return LabController(lab.directory / "controller")
+
+
+def switch_target(ctl: LabController, ovs_dir: Path) -> str:
+    """ovs-vswitchd only connects to unix sockets inside its own run directory (a guard against
+    being pointed at arbitrary sockets), so each hypervisor gets a link to the controller's."""
+    link = ovs_dir / "controller.sock"
+    link.unlink(missing_ok=True)
+    link.symlink_to(ctl.openflow_target.removeprefix("unix:"))
+    return f"unix:{link}"
+
+
+def enlisted(intent: Intent, lab: Lab) -> Intent:
+    """The intent with each hypervisor's management facts filled in from the lab."""
+    hvs = [h.model_copy(update={"underlay_ip": lab.hypervisor(h.name).underlay_ip,
+                                "ovsdb": lab.hypervisor(h.name).ovsdb})
+           for h in intent.hypervisors]
+    fabric = intent.fabric.model_copy(update={"datapath_type": "netdev"})
+    return intent.model_copy(update={"hypervisors": hvs, "fabric": fabric})
+
+
+def up(file: Path, name: str, progress: Progress = lambda _: None,
+       timeout: float = 60.0) -> Lab:
+    intent = load_intent_file(file)
+    lab = Lab(name, underlay_mtu=intent.fabric.underlay_mtu)
+    try:
+        ctl = lab_controller(lab)
+        lab.create_underlay()
+        for h in intent.hypervisors:
+            progress(f"hypervisor {h.name}: namespace, Open vSwitch, underlay")
+            hv = lab.add_hypervisor(h.name, str(h.underlay_ip) if h.underlay_ip else None)
+            lab.set_controllers(h.name, [switch_target(ctl, Path(hv.ovs_dir))])
+        progress("controller: starting")
+        url = ctl.start()
+        lab.set_api_url(url)
+        progress(f"controller: API on {url}; applying {file}")
+        with ApiClient(url) as api:
+            api.apply(enlisted(intent, lab).model_dump(mode="json", exclude_none=True))
+            sync_vms(lab, api, progress)
+            wait_converged(api, timeout, progress)
+    except BaseException:
+        down(name)
+        raise
+    return lab
+
+
+def sync_vms(lab: Lab, api: ApiClient, progress: Progress = lambda _: None) -> None:
+    """Plug every VM of the stored intent where the controller placed it; unplug the rest."""
+    intent = Intent.model_validate(api.get_intent())
+    wanted: dict[str, dict[str, Any]] = {}
+    for t in intent.tenants:
+        nets = {n.name: n for n in t.networks}
+        mtu = network_mtu(intent.fabric, network_encapsulation(intent.fabric, t))
+        for v in t.vms:
+            net = nets[v.network]
+            wanted[vm_id(t.name, v.name)] = {
+                "hypervisor": v.hypervisor, "mac": v.mac, "ip": str(v.ip),
+                "prefixlen": net.cidr.prefixlen, "mtu": mtu}
+    for vid in [v for v in lab.vms if v not in wanted]:
+        progress(f"vm {vid}: unplug")
+        lab.remove_vm(vid)
+    for vid, spec in wanted.items():
+        have = lab.vms.get(vid)
+        if have is not None and (have.hypervisor, have.mac, have.ip) == (
+                spec["hypervisor"], spec["mac"], spec["ip"]):
+            continue
+        if have is not None:
+            lab.remove_vm(vid)
+        progress(f"vm {vid}: plug into {spec['hypervisor']} ({spec['ip']}, mtu {spec['mtu']})")
+        lab.add_vm(vid, **spec)
+
+
+def wait_converged(api: ApiClient, timeout: float, progress: Progress = lambda _: None) -> dict:
+    deadline = time.monotonic() + timeout
+    status: dict = {}
+    while time.monotonic() < deadline:
+        status = api.status()
+        vms = status.get("vms", {})
+        if status.get("converged") and vms.get("bound") == vms.get("total"):
+            progress("converged: every switch has exactly its desired flows and tunnels")
+            return status
+        time.sleep(0.1)
+    raise LabError(f"not converged after {timeout}s: {status}")
+
+
+def down(name: str) -> None:
+    try:
+        lab = Lab.load(name)
+    except LabError:
+        return
+    lab_controller(lab).stop()
+    lab.down()

@@ -1,0 +1,109 @@
+"""The lab's state file: everything a lab made, so that `down` works from another process and
+after a crash.
+
+Namespaces and OVS directories are recorded *before* they are created (write-ahead): a crash
+between the two leaves at worst a record of something that does not exist, which `down`
+tolerates, never something that exists unrecorded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hypetunnel.lab.ovs import OvsInstance
+from hypetunnel.lab.proc import LabError
+
+DEFAULT_ROOT = Path("/run/hypetunnel/labs")
+STATE_FILE = "state.json"
+
+
+@dataclass
+class LabHypervisor:
+    name: str
+    netns: str
+    index: int  # 1-based order of creation; the default underlay IP is .10+index
+    underlay_ip: str
+    prefixlen: int
+    ovs_dir: str
+    uplink: str  # the uplink veth's end in the underlay namespace
+    controller_targets: list[str]
+    datapath_type: str = "netdev"
+
+    @property
+    def ovs(self) -> OvsInstance:
+        return OvsInstance(Path(self.ovs_dir), self.netns)
+
+    @property
+    def ovsdb(self) -> str:
+        """OVSDB endpoint; a unix socket file, so it works from any namespace."""
+        return self.ovs.endpoint
+
+
+@dataclass
+class LabVM:
+    vm_id: str  # "tenant/vm", the iface-id on br-int
+    hypervisor: str
+    netns: str
+    mac: str
+    ip: str
+    prefixlen: int
+    mtu: int
+    port: str  # br-int port: the hypervisor end of the VM's veth
+    owns_netns: bool = True  # False when the caller supplied an existing namespace
+    gateway: str | None = None
+    ifname: str = "eth0"
+
+    @property
+    def name(self) -> str:
+        return self.vm_id.rsplit("/", 1)[-1]
+
+
+@dataclass
+class LabState:
+    name: str
+    directory: str
+    underlay_subnet: str = "172.31.0.0/24"
+    underlay_mtu: int = 1500
+    underlay_ready: bool = False
+    namespaces: list[str] = field(default_factory=list)
+    ovs_dirs: list[str] = field(default_factory=list)
+    next_index: int = 1
+    hypervisors: dict[str, LabHypervisor] = field(default_factory=dict)
+    vms: dict[str, LabVM] = field(default_factory=dict)
+    api_url: str | None = None  # REST API of the lab's controller (read by the CLI)
+
+    @property
+    def path(self) -> Path:
+        return Path(self.directory) / STATE_FILE
+
+    def save(self) -> None:
+        d = Path(self.directory)
+        d.mkdir(parents=True, exist_ok=True)
+        tmp = d / f".{STATE_FILE}.{os.getpid()}"
+        tmp.write_text(json.dumps(asdict(self), indent=2, sort_keys=True))
+        os.replace(tmp, self.path)  # atomic: a reader never sees half a file
+
+    def note_netns(self, name: str) -> None:
+        if name not in self.namespaces:
+            self.namespaces.append(name)
+            self.save()
+
+    def forget_netns(self, name: str) -> None:
+        if name in self.namespaces:
+            self.namespaces.remove(name)
+            self.save()
+
+    @classmethod
+    def load(cls, directory: Path) -> LabState:
+        path = directory / STATE_FILE
+        try:
+            raw: dict[str, Any] = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise LabError(f"cannot read lab state {path}: {e}") from e
+        raw["hypervisors"] = {k: LabHypervisor(**v) for k, v in raw.get("hypervisors", {}).items()}
+        raw["vms"] = {k: LabVM(**v) for k, v in raw.get("vms", {}).items()}
+        return cls(**raw)

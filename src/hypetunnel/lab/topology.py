@@ -1,0 +1,294 @@
+"""The namespace lab: a simulated datacenter of hypervisors and VMs in network namespaces.
+
+The lab only does what the physical world and Nova would do — cable hypervisors to an
+underlay switch, run Open vSwitch on them, plug VM interfaces into br-int with an iface-id.
+It never programs flows: that is the controller's job, and it must not know it drives a lab.
+
+    lab = Lab("demo")
+    lab.create_underlay()
+    lab.add_hypervisor("hv1", controller_targets=["tcp:127.0.0.1:6653"])
+    lab.add_vm("acme/web1", "hv1", mac="02:00:00:00:00:10", ip="10.0.0.10", prefixlen=24)
+    lab.exec("acme/web1", ["ping", "-c1", "10.0.0.11"])
+    Lab.load("demo").down()   # from anywhere, even after a crash
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Sequence
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Any
+
+from hypetunnel.lab import hypervisor as hvmod
+from hypetunnel.lab import vm as vmmod
+from hypetunnel.lab.netns import (
+    UNDERLAY_BRIDGE,
+    check_hypervisor_name,
+    check_lab_name,
+    check_vm_id,
+    hypervisor_netns,
+    ip,
+    kill_netns_processes,
+    lab_prefix,
+    netns_add,
+    netns_del,
+    netns_exists,
+    netns_list,
+    underlay_netns,
+    uplink_port_name,
+    vm_netns,
+    vm_port_name,
+)
+from hypetunnel.lab.ovs import OvsInstance
+from hypetunnel.lab.proc import LabError, run
+from hypetunnel.lab.state import DEFAULT_ROOT, STATE_FILE, LabHypervisor, LabState, LabVM
+
+UNDERLAY_ALIASES = ("ul", "underlay")
+
+
+class Lab:
+    def __init__(self, name: str, state_dir: Path | str | None = None,
+                 underlay_subnet: str = "172.31.0.0/24", underlay_mtu: int = 1500) -> None:
+        """A new, empty lab; its state file is written at once. Use Lab.load for an existing
+        one."""
+        directory = Path(state_dir) if state_dir else DEFAULT_ROOT / check_lab_name(name)
+        if (directory / STATE_FILE).exists():
+            raise LabError(f"lab {name!r} already exists in {directory}: Lab.load() it or "
+                           "down() it first")
+        IPv4Network(underlay_subnet)  # validate early
+        self._state = LabState(name=check_lab_name(name), directory=str(directory),
+                               underlay_subnet=underlay_subnet, underlay_mtu=underlay_mtu)
+        self._state.save()
+
+    @classmethod
+    def load(cls, name: str, state_dir: Path | str | None = None) -> Lab:
+        directory = Path(state_dir) if state_dir else DEFAULT_ROOT / check_lab_name(name)
+        lab = cls.__new__(cls)
+        lab._state = LabState.load(directory)
+        return lab
+
+    @classmethod
+    def destroy(cls, name: str, state_dir: Path | str | None = None) -> None:
+        """down() a lab by name even when its state file is gone or unreadable: its
+        namespaces are still found by their prefix (and OVS dies with their processes)."""
+        try:
+            lab = cls.load(name, state_dir)
+        except LabError:
+            directory = Path(state_dir) if state_dir else DEFAULT_ROOT / check_lab_name(name)
+            lab = cls.__new__(cls)
+            lab._state = LabState(name=check_lab_name(name), directory=str(directory))
+        lab.down()
+
+    @staticmethod
+    def list(state_root: Path | str | None = None) -> list[str]:
+        """Names of the labs that have a state directory under state_root."""
+        root = Path(state_root) if state_root else DEFAULT_ROOT
+        if not root.is_dir():
+            return []
+        return sorted(p.name for p in root.iterdir() if (p / STATE_FILE).is_file())
+
+    # --- read-only views ------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._state.name
+
+    @property
+    def directory(self) -> Path:
+        return Path(self._state.directory)
+
+    @property
+    def underlay_netns(self) -> str:
+        return underlay_netns(self.name)
+
+    @property
+    def underlay_mtu(self) -> int:
+        return self._state.underlay_mtu
+
+    @property
+    def hypervisors(self) -> dict[str, LabHypervisor]:
+        return dict(self._state.hypervisors)
+
+    @property
+    def vms(self) -> dict[str, LabVM]:
+        return dict(self._state.vms)
+
+    def hypervisor(self, name: str) -> LabHypervisor:
+        try:
+            return self._state.hypervisors[name]
+        except KeyError:
+            raise LabError(f"lab {self.name} has no hypervisor {name!r}") from None
+
+    def vm(self, name: str) -> LabVM:
+        """A VM by id ("acme/web1") or, when unambiguous, by its short name ("web1")."""
+        if name in self._state.vms:
+            return self._state.vms[name]
+        found = [v for v in self._state.vms.values() if v.name == name]
+        if len(found) == 1:
+            return found[0]
+        why = "is ambiguous" if found else "does not exist"
+        raise LabError(f"VM {name!r} {why} in lab {self.name}")
+
+    def netns_of(self, name: str) -> str:
+        """Namespace of a hypervisor, a VM (id or short name) or the underlay ("ul")."""
+        if name in UNDERLAY_ALIASES:
+            return self.underlay_netns
+        if name in self._state.hypervisors:
+            return self._state.hypervisors[name].netns
+        return self.vm(name).netns
+
+    def exec(self, name: str, argv: Sequence[str], check: bool = True,
+             timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return run(argv, netns=self.netns_of(name), check=check, timeout=timeout)
+
+    def spawn(self, name: str, argv: Sequence[str], **popen: Any) -> subprocess.Popen[str]:
+        """A background process in the namespace (iperf3 server, tcpdump); the caller waits
+        for it or kills it, and down() kills whatever is left in the lab's namespaces."""
+        popen.setdefault("text", True)
+        return subprocess.Popen(["ip", "netns", "exec", self.netns_of(name), *argv], **popen)
+
+    # --- building ---------------------------------------------------------------------------
+
+    def create_underlay(self) -> None:
+        """The underlay switch: a Linux bridge in its own namespace."""
+        ns = self.underlay_netns
+        self._state.note_netns(ns)
+        netns_add(ns)
+        if ip(ns, "link", "show", "dev", UNDERLAY_BRIDGE, check=False).returncode != 0:
+            ip(ns, "link", "add", UNDERLAY_BRIDGE, "type", "bridge")
+        # No STP and no forward delay: ports forward at once, like a ready datacenter switch.
+        ip(ns, "link", "set", UNDERLAY_BRIDGE, "type", "bridge", "stp_state", "0",
+           "forward_delay", "0")
+        ip(ns, "link", "set", UNDERLAY_BRIDGE, "mtu", str(self.underlay_mtu), "up")
+        self._state.underlay_ready = True
+        self._state.save()
+
+    def add_hypervisor(self, name: str, underlay_ip: str | None = None,
+                       controller_targets: Sequence[str] = (),
+                       datapath_type: str = "netdev") -> LabHypervisor:
+        check_hypervisor_name(name)
+        if name in self._state.hypervisors:
+            raise LabError(f"lab {self.name} already has a hypervisor {name!r}")
+        if not self._state.underlay_ready:
+            self.create_underlay()
+        net = IPv4Network(self._state.underlay_subnet)
+        index = self._state.next_index
+        address = IPv4Address(underlay_ip) if underlay_ip else net.network_address + 10 + index
+        if address not in net:
+            raise LabError(f"underlay IP {address} is outside {net}")
+        if any(h.underlay_ip == str(address) for h in self._state.hypervisors.values()):
+            raise LabError(f"underlay IP {address} is already taken")
+        hv = LabHypervisor(
+            name=name, netns=hypervisor_netns(self.name, name), index=index,
+            underlay_ip=str(address), prefixlen=net.prefixlen,
+            ovs_dir=str(self.directory / name / "ovs"), uplink=uplink_port_name(name),
+            controller_targets=list(controller_targets), datapath_type=datapath_type)
+        self._state.next_index += 1
+        self._state.hypervisors[name] = hv
+        self._state.save()
+        hvmod.build_hypervisor(self._state, hv)
+        return hv
+
+    def set_api_url(self, url: str | None) -> None:
+        self._state.api_url = url
+        self._state.save()
+
+    def set_controllers(self, name: str, controller_targets: Sequence[str]) -> None:
+        hv = self.hypervisor(name)
+        hv.controller_targets = list(controller_targets)
+        self._state.save()
+        hvmod.set_controllers(hv)
+
+    def remove_hypervisor(self, name: str) -> None:
+        """Take a hypervisor out of the lab; the VMs on it are removed with it."""
+        hv = self.hypervisor(name)
+        for vm in [v for v in self._state.vms.values() if v.hypervisor == name]:
+            self.remove_vm(vm.vm_id)
+        hvmod.destroy_hypervisor(self._state, hv)
+        del self._state.hypervisors[name]
+        self._state.save()
+
+    def kill_hypervisor(self, name: str) -> None:
+        """kill -9 the hypervisor's Open vSwitch (both daemons), as a crash would."""
+        self.hypervisor(name).ovs.kill()
+
+    def restart_hypervisor(self, name: str) -> None:
+        """Start the killed Open vSwitch again on its old database."""
+        hvmod.restart_ovs(self._state, self.hypervisor(name))
+
+    def add_vm(self, vm_id: str, hypervisor: str, mac: str, ip: str, prefixlen: int,
+               mtu: int = 1500, netns: str | None = None,
+               gateway: str | None = None) -> LabVM:
+        check_vm_id(vm_id)
+        hv = self.hypervisor(hypervisor)
+        if vm_id in self._state.vms:
+            raise LabError(f"lab {self.name} already has a VM {vm_id!r}")
+        ns = netns or vm_netns(self.name, vm_id)
+        if any(v.netns == ns for v in self._state.vms.values()):
+            raise LabError(f"namespace {ns} already holds a VM of lab {self.name}")
+        vm = LabVM(vm_id=vm_id, hypervisor=hypervisor, netns=ns, mac=mac.lower(), ip=ip,
+                   prefixlen=prefixlen, mtu=mtu, port=vm_port_name(vm_id),
+                   owns_netns=netns is None or not netns_exists(netns), gateway=gateway)
+        self._state.vms[vm_id] = vm
+        self._state.save()
+        vmmod.plug_vm(self._state, vm, hv)
+        return vm
+
+    def remove_vm(self, vm_id: str) -> None:
+        vm = self.vm(vm_id)
+        vmmod.unplug_vm(vm, self._state.hypervisors.get(vm.hypervisor))
+        if vm.owns_netns:
+            self._state.forget_netns(vm.netns)
+        del self._state.vms[vm.vm_id]
+        self._state.save()
+
+    def move_vm(self, vm_id: str, to_hypervisor: str) -> LabVM:
+        """Hot-move: the VM's namespace and processes stay, its interface moves to another
+        hypervisor's br-int (same iface-id, MAC and IP)."""
+        vm = self.vm(vm_id)
+        src, dst = self.hypervisor(vm.hypervisor), self.hypervisor(to_hypervisor)
+        if src.name == dst.name:
+            raise LabError(f"VM {vm.vm_id} is already on {dst.name}")
+        vmmod.move_vm(self._state, vm, src, dst)
+        vm.hypervisor = dst.name
+        self._state.save()
+        return vm
+
+    # --- tearing down -----------------------------------------------------------------------
+
+    def down(self) -> None:
+        """Remove every namespace, process and file of the lab. Idempotent; works on a
+        half-built or crashed lab, from any process (Lab.load(name).down())."""
+        st = self._state
+        prefix = lab_prefix(st.name)
+        namespaces = list(dict.fromkeys(
+            [*(v.netns for v in st.vms.values() if v.owns_netns),
+             *(h.netns for h in st.hypervisors.values()),
+             *reversed(st.namespaces),
+             *(n for n in netns_list() if n.startswith(prefix))]))
+        errors: list[str] = []
+        for d in st.ovs_dirs:
+            try:
+                OvsInstance(Path(d)).stop()
+            except LabError as e:
+                errors.append(str(e))
+        for vm in st.vms.values():
+            if not vm.owns_netns and netns_exists(vm.netns):
+                ip(vm.netns, "link", "del", vm.ifname, check=False)
+        for ns in namespaces:
+            try:
+                kill_netns_processes(ns)
+            except LabError as e:
+                errors.append(str(e))
+            netns_del(ns)
+        left = [n for n in namespaces if netns_exists(n)]
+        if left or errors:
+            raise LabError(f"lab {st.name} not fully removed: namespaces {left}, {errors}")
+        shutil.rmtree(self.directory, ignore_errors=True)
+        st.namespaces.clear()
+        st.ovs_dirs.clear()
+        st.hypervisors.clear()
+        st.vms.clear()
+        st.underlay_ready = False

@@ -1,0 +1,113 @@
+"""Plugging lab VMs into hypervisors, as Nova + os-vif do: a veth pair whose hypervisor end is a
+br-int port tagged external_ids:iface-id=<vm id>. The lab never writes a flow: the controller
+finds the port by its iface-id and programs it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hypetunnel.lab.hypervisor import INTEGRATION_BRIDGE
+from hypetunnel.lab.netns import (
+    ip,
+    kill_netns_processes,
+    link_exists,
+    netns_add,
+    netns_del,
+    netns_exists,
+    tx_offload_off,
+    veth_between,
+)
+from hypetunnel.lab.proc import LabError
+from hypetunnel.lab.state import LabHypervisor, LabState, LabVM
+
+MOVE_IFNAME = "eth0-new"  # the destination interface inside the VM until the switch-over
+
+
+def plug_vm(state: LabState, vm: LabVM, hv: LabHypervisor) -> None:
+    if vm.owns_netns:
+        state.note_netns(vm.netns)
+    if vm.owns_netns or not netns_exists(vm.netns):
+        netns_add(vm.netns)
+    if link_exists(vm.netns, vm.ifname) and not link_exists(hv.netns, vm.port):
+        raise LabError(f"namespace {vm.netns} already has an {vm.ifname}")
+    if not link_exists(hv.netns, vm.port):
+        veth_between(hv.netns, vm.port, vm.netns, vm.ifname)
+    _configure_hv_end(vm, hv, vm.port)
+    ip(vm.netns, "link", "set", vm.ifname, "address", vm.mac, "mtu", str(vm.mtu))
+    tx_offload_off(vm.netns, vm.ifname)
+    ip(vm.netns, "link", "set", vm.ifname, "up")
+    ip(vm.netns, "addr", "replace", f"{vm.ip}/{vm.prefixlen}", "dev", vm.ifname)
+    if vm.gateway:
+        ip(vm.netns, "route", "replace", "default", "via", vm.gateway)
+    _add_port(vm, hv, vm.port)
+
+
+def _configure_hv_end(vm: LabVM, hv: LabHypervisor, port: str) -> None:
+    ip(hv.netns, "link", "set", port, "alias", vm.vm_id, "mtu", str(vm.mtu))
+    tx_offload_off(hv.netns, port)
+    ip(hv.netns, "link", "set", port, "up")
+
+
+def _add_port(vm: LabVM, hv: LabHypervisor, port: str) -> None:
+    # The external_ids Nova/os-vif write; iface-id is what the controller keys on.
+    hv.ovs.vsctl("--may-exist", "add-port", INTEGRATION_BRIDGE, port,
+                 "--", "set", "Interface", port,
+                 f"external_ids:iface-id={_q(vm.vm_id)}",
+                 f"external_ids:attached-mac={_q(vm.mac)}",
+                 "external_ids:iface-status=active")
+
+
+def _q(value: str) -> str:
+    return f'"{value}"'
+
+
+def unplug_vm(vm: LabVM, hv: LabHypervisor | None) -> None:
+    """Delete the port, the veth and (if the lab made it) the namespace; tolerates a dead OVS
+    or a half-plugged VM."""
+    if hv is not None:
+        hv.ovs.vsctl("--if-exists", "del-port", INTEGRATION_BRIDGE, vm.port, check=False)
+        if netns_exists(hv.netns):
+            ip(hv.netns, "link", "del", vm.port, check=False)
+    if vm.owns_netns:
+        kill_netns_processes(vm.netns)
+        netns_del(vm.netns)
+    elif netns_exists(vm.netns):
+        ip(vm.netns, "link", "del", vm.ifname, check=False)
+
+
+def move_vm(state: LabState, vm: LabVM, src: LabHypervisor, dst: LabHypervisor) -> None:
+    """Re-home a running VM onto another hypervisor, as a live migration ends.
+
+    Processes in the VM namespace keep running and keep their sockets: only the interface
+    under them changes. The destination port is plugged first (as Nova does, so the controller
+    can program it), then one `ip -batch` swaps interfaces inside the VM: the old one goes, the
+    new one takes the VM's name, MAC and address; finally the source port is unplugged.
+    """
+    if link_exists(vm.netns, MOVE_IFNAME):
+        ip(vm.netns, "link", "del", MOVE_IFNAME)  # left over by an interrupted move
+    veth_between(dst.netns, vm.port, vm.netns, MOVE_IFNAME)
+    _configure_hv_end(vm, dst, vm.port)
+    ip(vm.netns, "link", "set", MOVE_IFNAME, "mtu", str(vm.mtu))
+    tx_offload_off(vm.netns, MOVE_IFNAME)
+    _add_port(vm, dst, vm.port)
+
+    # Deleting the old veth first keeps the MAC from ever being on two live links at once.
+    batch = [
+        f"link set dev {vm.ifname} down",
+        f"link del dev {vm.ifname}",
+        f"link set dev {MOVE_IFNAME} address {vm.mac}",
+        f"link set dev {MOVE_IFNAME} name {vm.ifname}",
+        f"link set dev {vm.ifname} up",
+        f"addr add {vm.ip}/{vm.prefixlen} dev {vm.ifname}",
+    ]
+    if vm.gateway:
+        batch.append(f"route replace default via {vm.gateway}")
+    batch_file = Path(state.directory) / f"move-{vm.port}.ip"
+    batch_file.write_text("\n".join(batch) + "\n")
+    try:
+        ip(vm.netns, "-batch", str(batch_file))
+    finally:
+        batch_file.unlink(missing_ok=True)
+    # The old pair is gone from the kernel; drop its row so the source br-int forgets it.
+    src.ovs.vsctl("--if-exists", "del-port", INTEGRATION_BRIDGE, vm.port, check=False)

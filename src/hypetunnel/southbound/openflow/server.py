@@ -1,0 +1,125 @@
+"""Passive OpenFlow listener: switches connect to us (`ovs-vsctl set-controller br-int ...`).
+
+Each accepted connection is handshaken into a SwitchChannel and handed to `on_switch` in a
+supervised task: its exceptions are logged, never lost, and a handler that fails closes its
+channel. A handler that returns normally leaves the channel open (it may have handed it on).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from hypetunnel.errors import SouthboundError
+from hypetunnel.southbound.openflow.channel import SwitchChannel
+
+log = logging.getLogger(__name__)
+
+OnSwitch = Callable[[SwitchChannel], Awaitable[None]]
+
+
+def parse_target(target: str) -> tuple[str, str, int]:
+    """"tcp:HOST:PORT" -> ("tcp", host, port); "unix:/path" -> ("unix", path, 0)."""
+    kind, _, rest = target.partition(":")
+    if kind == "unix" and rest:
+        return "unix", rest, 0
+    if kind == "tcp":
+        host, _, port = rest.rpartition(":")
+        if host and port.isdigit():
+            return "tcp", host.strip("[]"), int(port)
+    raise SouthboundError(f"bad OpenFlow listen target {target!r}: "
+                          "expected tcp:HOST:PORT or unix:/path")
+
+
+class OpenFlowServer:
+    def __init__(self, on_switch: OnSwitch, *, echo_interval: float = 1.0,
+                 echo_timeout: float = 3.0, channel_options: dict[str, Any] | None = None) -> None:
+        self.on_switch = on_switch
+        self._channel_options = {"echo_interval": echo_interval, "echo_timeout": echo_timeout,
+                                 **(channel_options or {})}
+        self._servers: list[asyncio.Server] = []
+        self._unix_paths: list[Path] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.channels: set[SwitchChannel] = set()
+
+    async def listen(self, target: str) -> str:
+        """Start listening; returns the printable address (tcp port resolved if 0 was asked)."""
+        kind, where, port = parse_target(target)
+        try:
+            if kind == "unix":
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(where)  # a stale socket from a crashed run would block bind
+                server = await asyncio.start_unix_server(self._accept, path=where)
+                self._unix_paths.append(Path(where))
+            else:
+                server = await asyncio.start_server(self._accept, host=where, port=port)
+        except OSError as e:
+            raise SouthboundError(f"cannot listen on {target}: {e}") from e
+        self._servers.append(server)
+        return self._describe(server)
+
+    @staticmethod
+    def _describe(server: asyncio.Server) -> str:
+        out = []
+        for sock in server.sockets:
+            name = sock.getsockname()
+            out.append(f"tcp:{name[0]}:{name[1]}" if isinstance(name, tuple) else f"unix:{name}")
+        return ",".join(out)
+
+    @property
+    def addresses(self) -> list[str]:
+        return [self._describe(s) for s in self._servers]
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        channel = SwitchChannel(reader, writer, **self._channel_options)
+        try:
+            await channel.handshake()
+        except SouthboundError as e:
+            log.warning("rejected OpenFlow connection from %s: %s", channel.peer, e)
+            await channel.close()
+            return
+        self.channels.add(channel)
+        task = asyncio.create_task(self._supervise(channel),
+                                   name=f"on_switch {channel.datapath_id:016x}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _supervise(self, channel: SwitchChannel) -> None:
+        try:
+            await self.on_switch(channel)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A failed handler leaves the switch in an unknown state: drop the connection so
+            # the switch reconnects and a fresh handler starts from a resync.
+            log.exception("switch handler for %r failed; closing its channel", channel)
+            await channel.close()
+
+    @property
+    def switches(self) -> list[SwitchChannel]:
+        """Channels that are currently connected (closed ones are pruned here)."""
+        self.channels = {c for c in self.channels if c.is_ready()}
+        return sorted(self.channels, key=lambda c: c.datapath_id or 0)
+
+    async def close(self) -> None:
+        for server in self._servers:
+            server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        for channel in list(self.channels):
+            await channel.close()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
+        for path in self._unix_paths:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        self._unix_paths.clear()

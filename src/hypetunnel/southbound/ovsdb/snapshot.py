@@ -1,0 +1,96 @@
+"""Turning OVSDB rows into a SwitchObservation: pure code, no connection, no threads.
+
+The builder reads rows through attributes only (name, ports, interfaces, ofport, ...), so the
+OVS IDL's Row objects and plain test doubles (SimpleNamespace) are interchangeable. OVSDB
+optional columns (min 0, max 1) arrive from the IDL as lists of zero or one element; the
+helpers below accept both that and a bare value, so fakes can stay readable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from hypetunnel.compiler.tunnels import TunnelPort
+from hypetunnel.southbound.observation import PortInfo, SwitchObservation
+
+# external_ids keys on the Interface rows of the tunnel ports HypeTunnel owns.
+TUNNEL_MARKER = "hypetunnel-tunnel"
+TUNNEL_REMOTE = "hypetunnel-remote"
+# external_ids key binding a port to a VM (the OVN/Neutron convention).
+IFACE_ID = "iface-id"
+
+
+def optional(value: Any) -> Any:
+    """The single value of an optional OVSDB column, or None when it is empty."""
+    if isinstance(value, list | tuple | set | frozenset):
+        return next(iter(value), None)
+    return value
+
+
+def parse_datapath_id(value: Any) -> int | None:
+    """Bridge.datapath_id is 16 hex digits once ovs-vswitchd has assigned it."""
+    raw = optional(value)
+    if not raw:
+        return None
+    try:
+        return int(str(raw), 16)
+    except ValueError:
+        return None
+
+
+def parse_ofport(value: Any) -> int:
+    """-1 while unassigned ([]), and also when OVS reports -1 because the port failed."""
+    raw = optional(value)
+    if raw is None:
+        return -1
+    try:
+        n = int(raw)
+    except (TypeError, ValueError):
+        return -1
+    return n if n > 0 else -1
+
+
+def is_our_tunnel(external_ids: Mapping[str, str]) -> bool:
+    return external_ids.get(TUNNEL_MARKER) == "true"
+
+
+def tunnel_from_interface(iface: Any) -> TunnelPort | None:
+    """Rebuild the TunnelPort we created from its Interface row; None for foreign ports."""
+    ext = dict(iface.external_ids)
+    if not is_our_tunnel(ext):
+        return None
+    options = dict(iface.options)
+    return TunnelPort(name=iface.name, encapsulation=iface.type,
+                      remote_ip=options.get("remote_ip", ""),
+                      remote_hypervisor=ext.get(TUNNEL_REMOTE, ""))
+
+
+def port_info(iface: Any) -> PortInfo:
+    ext = dict(iface.external_ids)
+    return PortInfo(name=iface.name, ofport=parse_ofport(iface.ofport),
+                    iface_id=ext.get(IFACE_ID) or None,
+                    link_up=optional(iface.link_state) == "up")
+
+
+def find_bridge(bridges: Iterable[Any], name: str) -> Any | None:
+    return next((b for b in bridges if b.name == name), None)
+
+
+def build_observation(hypervisor: str, bridge_name: str,
+                      bridges: Iterable[Any]) -> SwitchObservation:
+    """Snapshot of one bridge; an absent bridge yields an empty observation, not an error."""
+    bridge = find_bridge(bridges, bridge_name)
+    if bridge is None:
+        return SwitchObservation(hypervisor=hypervisor, bridge=bridge_name, datapath_id=None)
+    ports: dict[str, PortInfo] = {}
+    tunnels: set[TunnelPort] = set()
+    for port in bridge.ports:
+        for iface in port.interfaces:
+            ports[iface.name] = port_info(iface)
+            tunnel = tunnel_from_interface(iface)
+            if tunnel is not None:
+                tunnels.add(tunnel)
+    return SwitchObservation(hypervisor=hypervisor, bridge=bridge_name,
+                             datapath_id=parse_datapath_id(bridge.datapath_id),
+                             ports=dict(sorted(ports.items())), tunnels=frozenset(tunnels))

@@ -1,0 +1,103 @@
+"""SQLite Store: one file, WAL, one key/value table plus the global revision.
+
+Every commit is one IMMEDIATE transaction (the write lock is taken before the revision is
+read), so the compare-and-swap on the revision holds even with several processes on one file.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from hypetunnel.store.base import StaleRevision, StoreSnapshot, StoreUnavailable
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS kv (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    mod_revision INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO meta (name, value) VALUES ('revision', 0);
+"""
+
+
+class SqliteStore:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Autocommit mode: transactions are opened explicitly with BEGIN IMMEDIATE.
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                       timeout=10.0)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreUnavailable(f"cannot open store {self.path}: {exc}") from exc
+        self._lock = threading.Lock()  # one connection shared by the API's worker threads
+
+    def _revision(self) -> int:
+        row = self._db.execute("SELECT value FROM meta WHERE name = 'revision'").fetchone()
+        return int(row[0])
+
+    def load(self) -> StoreSnapshot:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN")
+                try:
+                    revision = self._revision()
+                    rows = self._db.execute("SELECT key, value FROM kv").fetchall()
+                finally:
+                    self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"cannot read store {self.path}: {exc}") from exc
+        return StoreSnapshot(revision, {key: json.loads(value) for key, value in rows})
+
+    def commit(
+        self,
+        puts: Mapping[str, dict[str, Any]],
+        deletes: Iterable[str],
+        *,
+        expect_revision: int | None = None,
+    ) -> int:
+        encoded = [(key, json.dumps(value, sort_keys=True)) for key, value in puts.items()]
+        removed = [(key,) for key in deletes]
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    current = self._revision()
+                    if expect_revision is not None and expect_revision != current:
+                        raise StaleRevision(expect_revision, current)
+                    if not encoded and not removed:
+                        self._db.execute("COMMIT")
+                        return current
+                    new = current + 1
+                    self._db.executemany("DELETE FROM kv WHERE key = ?", removed)
+                    self._db.executemany(
+                        "INSERT INTO kv (key, value, mod_revision) VALUES (?, ?, ?) "
+                        "ON CONFLICT(key) DO UPDATE SET value = excluded.value, "
+                        "mod_revision = excluded.mod_revision",
+                        [(key, value, new) for key, value in encoded],
+                    )
+                    self._db.execute("UPDATE meta SET value = ? WHERE name = 'revision'", (new,))
+                    self._db.execute("COMMIT")
+                    return new
+                except BaseException:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"cannot write store {self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

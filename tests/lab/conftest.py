@@ -1,0 +1,41 @@
+"""A whole lab datacenter (3 hypervisors, 2 tenants with identical CIDRs) shared by the module."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from hypetunnel.cli.client import ApiClient
+from hypetunnel.cli.democmd import bundled_example
+from hypetunnel.lab import datacenter
+from hypetunnel.lab.controller import LabController
+from hypetunnel.lab.topology import Lab
+
+pytestmark = pytest.mark.lab
+
+
+@dataclass
+class LabFabric:
+    lab: Lab
+    api: ApiClient
+    controller: LabController
+
+
+@pytest.fixture(scope="package")
+def fabric() -> Iterator[LabFabric]:
+    if os.geteuid() != 0:
+        pytest.skip("the lab needs root")
+    name = f"t{os.getpid() % 100000}"
+    datacenter.down(name)
+    try:
+        lab = datacenter.up(bundled_example(), name, timeout=90)
+        ctl = datacenter.lab_controller(lab)
+        with ApiClient(ctl.api_url) as api:
+            yield LabFabric(lab, api, ctl)
+    finally:
+        datacenter.down(name)
+        assert not [n for n in os.listdir("/run/netns") if n.startswith(f"ht-{name}-")] \
+            if os.path.isdir("/run/netns") else True

@@ -1,0 +1,152 @@
+"""Store implementations (memory, SQLite): atomic conditional commits, persistence, codec."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hypetunnel.errors import Conflict
+from hypetunnel.model.allocate import resolve
+from hypetunnel.model.intent import Intent
+from hypetunnel.model.loader import load_intent_file
+from hypetunnel.store.base import StaleRevision, Store
+from hypetunnel.store.codec import canonical, intent_to_items, item_changes, items_to_intent
+from hypetunnel.store.memory import MemoryStore
+from hypetunnel.store.sqlite import SqliteStore
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "three-hypervisors.yaml"
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    s: Store = MemoryStore() if request.param == "memory" else SqliteStore(
+        tmp_path / f"store-{os.getpid()}.db")
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def test_implements_the_protocol(store: Store) -> None:
+    assert isinstance(store, Store)
+
+
+def test_empty_store(store: Store) -> None:
+    snap = store.load()
+    assert (snap.revision, snap.items) == (0, {})
+
+
+def test_commit_puts_and_deletes_atomically_with_one_revision(store: Store) -> None:
+    r1 = store.commit({"a": {"x": 1}, "b": {"y": [1, 2]}}, [])
+    r2 = store.commit({"c": {"z": "s"}}, ["a"])
+    assert (r1, r2) == (1, 2)
+    snap = store.load()
+    assert snap.revision == 2
+    assert snap.items == {"b": {"y": [1, 2]}, "c": {"z": "s"}}
+
+
+def test_empty_commit_changes_nothing(store: Store) -> None:
+    store.commit({"a": {}}, [])
+    assert store.commit({}, [], expect_revision=1) == 1
+    assert store.load().revision == 1
+
+
+def test_stale_revision_is_a_conflict_and_writes_nothing(store: Store) -> None:
+    store.commit({"a": {"v": 1}}, [])
+    with pytest.raises(Conflict) as info:
+        store.commit({"a": {"v": 2}, "b": {}}, ["a"], expect_revision=0)
+    assert isinstance(info.value, StaleRevision)
+    assert info.value.errors[0].path == "revision"
+    snap = store.load()
+    assert (snap.revision, snap.items) == (1, {"a": {"v": 1}})
+    assert store.commit({"a": {"v": 3}}, [], expect_revision=1) == 2
+
+
+def test_unencodable_value_writes_nothing(store: Store) -> None:
+    store.commit({"a": {"v": 1}}, [])
+    with pytest.raises(TypeError):
+        store.commit({"b": {"ok": 1}, "c": {"bad": object()}}, ["a"])
+    snap = store.load()
+    assert (snap.revision, snap.items) == (1, {"a": {"v": 1}})
+
+
+def test_loaded_documents_are_copies(store: Store) -> None:
+    doc = {"v": [1]}
+    store.commit({"a": doc}, [])
+    doc["v"].append(2)
+    store.load().items["a"]["v"].append(3)
+    assert store.load().items["a"] == {"v": [1]}
+
+
+def test_sqlite_survives_reopen_and_records_mod_revision(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    s = SqliteStore(path)
+    try:
+        s.commit({"a": {"v": 1}, "b": {"v": 1}}, [])
+        s.commit({"b": {"v": 2}}, [])
+    finally:
+        s.close()
+    s2 = SqliteStore(path)
+    try:
+        snap = s2.load()
+        assert (snap.revision, snap.items) == (2, {"a": {"v": 1}, "b": {"v": 2}})
+        rows = dict(s2._db.execute("SELECT key, mod_revision FROM kv").fetchall())
+        assert rows == {"a": 1, "b": 2}
+        mode = s2._db.execute("PRAGMA journal_mode").fetchone()[0]
+        assert mode.lower() == "wal"
+    finally:
+        s2.close()
+
+
+def test_two_sqlite_handles_on_one_file_cannot_interleave(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    a, b = SqliteStore(path), SqliteStore(path)
+    try:
+        base = a.load().revision
+        assert a.commit({"x": {"by": "a"}}, [], expect_revision=base) == base + 1
+        with pytest.raises(StaleRevision):
+            b.commit({"x": {"by": "b"}}, [], expect_revision=base)
+        assert b.load().items == {"x": {"by": "a"}}
+    finally:
+        a.close()
+        b.close()
+
+
+# -- codec ------------------------------------------------------------------------------------
+def resolved_example() -> Intent:
+    return canonical(resolve(load_intent_file(EXAMPLE)))
+
+
+def test_codec_round_trip_is_exact() -> None:
+    intent = resolved_example()
+    items = intent_to_items(intent)
+    assert "fabric" in items and "hypervisor/hv1" in items and "tenant/acme" in items
+    assert "network/globex/front" in items and "vm/globex/web1" in items
+    assert "networks" not in items["tenant/acme"]
+    assert items_to_intent(items) == intent
+
+
+def test_codec_round_trip_through_a_store(store: Store) -> None:
+    intent = resolved_example()
+    store.commit(intent_to_items(intent), [])
+    assert items_to_intent(store.load().items) == intent
+
+
+def test_empty_items_decode_to_the_empty_intent() -> None:
+    assert items_to_intent({}) == Intent()
+
+
+def test_item_changes_touch_only_what_changed_and_never_foreign_keys() -> None:
+    old = intent_to_items(resolved_example())
+    old_with_binding = {**old, "binding/acme/web1": {"hypervisor": "hv1"}}
+    new_intent = resolved_example()
+    tenants = [t.model_copy(update={"vms": [v for v in t.vms if v.name != "web2"]})
+               if t.name == "acme" else t for t in new_intent.tenants]
+    new = intent_to_items(new_intent.model_copy(update={"tenants": tenants}))
+    puts, deletes = item_changes(old_with_binding, new)
+    assert puts == {}
+    assert deletes == ["vm/acme/web2"]
+    assert items_to_intent(old_with_binding) == resolved_example()  # binding ignored
