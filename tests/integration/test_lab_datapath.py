@@ -200,6 +200,15 @@ def test_hypervisor_is_set_up_like_a_compute_node_and_down_removes_everything() 
             hv.underlay_ip) == 1
         assert "02:00:00:00:02:01" in lab.exec("web1", ["ip", "link", "show", "eth0"]).stdout
         assert lab.name in Lab.list()
+        # A hypervisor can leave the lab alone, with its VMs, OVS and namespace.
+        hv2 = lab.add_hypervisor("hv2")
+        gone = lab.add_vm("acme/gone", "hv2", "02:00:00:00:02:02", "10.9.1.2", 24)
+        hv2_pids = [p for p in hv2.ovs.pids() if pid_alive(p)]
+        lab.remove_hypervisor("hv2")
+        assert not [p for p in hv2_pids if pid_alive(p)]
+        assert not [n for n in netns_list() if n in (hv2.netns, gone.netns)]
+        assert set(lab.hypervisors) == {"hv1"} and set(lab.vms) == {"acme/web1"}
+        assert not Path(hv2.ovs_dir).exists()
         # A process left running inside a VM must not survive down().
         sleeper = lab.spawn("acme/web1", ["sleep", "300"])
         pids = [*_lab_processes(lab), sleeper.pid]

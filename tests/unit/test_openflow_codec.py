@@ -27,7 +27,10 @@ TUNNEL_OUT = Flow(table=40, priority=100,
 IP_MASKED = Flow(table=30, priority=90,
                  match=match(eth_type=0x0800, ipv4_dst=("10.1.0.0", "255.255.0.0"), reg3=9),
                  actions=(Output(2),), goto=40)
-EXAMPLES = [ARP_RESPONDER, CLASSIFIER, TUNNEL_OUT, IP_MASKED]
+UPPER_MAC = Flow(table=30, priority=90, match=match(eth_src="0A:BB:cc:00:00:01", arp_spa="1.2.3.4",
+                                                 eth_type=0x0806), actions=(Output(1),))
+EXAMPLES = [ARP_RESPONDER, CLASSIFIER, TUNNEL_OUT, IP_MASKED, UPPER_MAC]
+IDS = ["arp", "classifier", "tunnel", "masked", "upper-mac"]
 
 
 def parse(buf: bytes) -> parser.MsgBase:
@@ -36,7 +39,7 @@ def parse(buf: bytes) -> parser.MsgBase:
     return msg
 
 
-@pytest.mark.parametrize("flow", EXAMPLES, ids=["arp", "classifier", "tunnel", "masked"])
+@pytest.mark.parametrize("flow", EXAMPLES, ids=IDS)
 def test_flow_mod_round_trips_through_os_ken(flow: Flow) -> None:
     msg = parse(codec.flow_mod_bytes(flow))
     assert isinstance(msg, parser.OFPFlowMod)
@@ -74,7 +77,7 @@ def test_match_values_survive_round_trip() -> None:
     assert masked["ipv4_dst"] == ("10.1.0.0", "255.255.0.0")
 
 
-@pytest.mark.parametrize("flow", EXAMPLES, ids=["arp", "classifier", "tunnel", "masked"])
+@pytest.mark.parametrize("flow", EXAMPLES, ids=IDS)
 def test_assembled_encoder_equals_os_ken_reference(flow: Flow) -> None:
     assert codec.flow_mod_bytes(flow) == bytes(codec.build_flow_mod(flow).buf)
 
@@ -92,6 +95,8 @@ def test_assembled_encoder_equals_reference_over_many_flows() -> None:
     (Flow(0, 10, match(in_port=1), (SetField("nope", 1),)), "nope"),
     (Flow(0, 10, match(in_port=1), (RegMove("reg0", "nope", 8),)), "nope"),
     (Flow(0, 10, match(eth_dst="not-a-mac"), (Output(1),)), "cannot encode"),
+    (Flow(0, 10, match(eth_type=0x800, ipv4_dst="10.0.0.300"), (Output(1),)), "cannot encode"),
+    (Flow(0, 10, match(in_port=1), (SetField("eth_src", "02:00:00:00:00"),)), "cannot encode"),
     (Flow(20, 10, match(in_port=1), goto=10), "after table 20"),
     (Flow(255, 10, match(in_port=1), (Output(1),)), "table 255"),
     (Flow(0, 70000, match(in_port=1), (Output(1),)), "priority"),

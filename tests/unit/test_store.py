@@ -150,3 +150,23 @@ def test_item_changes_touch_only_what_changed_and_never_foreign_keys() -> None:
     assert puts == {}
     assert deletes == ["vm/acme/web2"]
     assert items_to_intent(old_with_binding) == resolved_example()  # binding ignored
+
+
+def test_intent_changes_agrees_with_a_full_document_diff() -> None:
+    from hypetunnel.store.codec import intent_changes
+
+    old = resolved_example()
+    doc = old.model_dump(mode="json")
+    doc["fabric"]["underlay_mtu"] = 9000
+    doc["hypervisors"].pop()  # hv3 ...
+    doc["tenants"][0]["vms"] = [v for v in doc["tenants"][0]["vms"] if v["hypervisor"] != "hv3"]
+    doc["tenants"][0]["vms"][0]["ip"] = "10.2.0.99"
+    doc["tenants"][1]["encapsulation"] = "geneve"
+    doc["tenants"][1]["networks"].append({"name": "extra", "cidr": "10.9.0.0/24", "vni": 9})
+    new = canonical(Intent.model_validate(doc))
+    expected = item_changes(intent_to_items(old), intent_to_items(new))
+    puts, deletes = intent_changes(old, new)
+    assert (puts, sorted(deletes)) == (expected[0], sorted(expected[1]))
+    assert "tenant/globex" in puts and "fabric" in puts and "hypervisor/hv3" in deletes
+    assert intent_changes(old, old) == ({}, [])
+    assert list(intent_changes(old, old, put_fabric=True)[0]) == ["fabric"]

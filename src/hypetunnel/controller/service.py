@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
 
 from hypetunnel.errors import Conflict, FieldError, IntentInvalid, NotFound
 from hypetunnel.model.allocate import resolve
@@ -19,13 +18,7 @@ from hypetunnel.model.intent import VM, Hypervisor, Intent, Network, Tenant
 from hypetunnel.model.plan import Plan, diff
 from hypetunnel.model.validate import validate_intent
 from hypetunnel.store.base import Store
-from hypetunnel.store.codec import (
-    canonical,
-    intent_to_items,
-    is_intent_key,
-    item_changes,
-    items_to_intent,
-)
+from hypetunnel.store.codec import canonical, intent_changes, items_to_intent
 
 log = logging.getLogger(__name__)
 
@@ -66,28 +59,27 @@ class FabricService:
         self._lock = threading.RLock()
         self.intent: Intent = Intent()
         self.revision = 0
-        self._items: dict[str, dict[str, Any]] = {}
+        self._fabric_stored = False
         self.reload()
 
     def reload(self) -> None:
         """Take the store's current state as the truth (startup, or after losing a race)."""
         with self._lock:
             snap = self.store.load()
-            self._items = {k: v for k, v in snap.items.items() if is_intent_key(k)}
-            self.intent = items_to_intent(self._items)
+            self.intent = items_to_intent(snap.items)
             self.revision = snap.revision
+            # Store the fabric document even when it equals the defaults, so a future change of
+            # the code's defaults cannot silently change a running fabric.
+            self._fabric_stored = "fabric" in snap.items
 
     # -- declarative -------------------------------------------------------------------------
     def _prepare(self, new: Intent) -> Intent:
         errors = validate_intent(new)
         if errors:
             raise IntentInvalid(errors)
-        resolved = canonical(resolve(new, self.intent))
-        # The allocator only picks free values, so this is a cheap guard against its bugs.
-        errors = validate_intent(resolved)
-        if errors:
-            raise IntentInvalid(errors)
-        return resolved
+        # The allocator only picks free values and keeps valid ones, so the result is valid
+        # (tests check resolve() output with validate_intent; not repeated here for speed).
+        return canonical(resolve(new, self.intent))
 
     def plan(self, new: Intent) -> Plan:
         """What apply(new) would change; raises IntentInvalid. Stores nothing."""
@@ -102,8 +94,8 @@ class FabricService:
             plan = diff(self.intent, resolved, revision=self.revision, applied=False)
             if dry_run:
                 return plan
-            items = intent_to_items(resolved)
-            puts, deletes = item_changes(self._items, items)
+            puts, deletes = intent_changes(self.intent, resolved,
+                                           put_fabric=not self._fabric_stored)
             if puts or deletes:
                 try:
                     revision = self.store.commit(puts, deletes, expect_revision=self.revision)
@@ -111,7 +103,7 @@ class FabricService:
                     self.reload()
                     raise
                 old = self.intent
-                self.intent, self._items, self.revision = resolved, items, revision
+                self.intent, self.revision, self._fabric_stored = resolved, revision, True
                 self._notify(old, resolved)
             plan.revision = self.revision
             plan.applied = True

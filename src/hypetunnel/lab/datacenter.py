@@ -26,6 +26,21 @@ def lab_controller(lab: Lab) -> LabController:
     return LabController(lab.directory / "controller")
 
 
+def warm_underlay(lab: Lab) -> None:
+    """The userspace datapath drops the first tunnel packet towards a peer whose underlay MAC
+    it has not resolved yet. Real hypervisors' kernel datapath uses the host's neighbour table;
+    in the lab, every hypervisor is told every other one's br-phy MAC up front."""
+    hvs = list(lab.hypervisors.values())
+    macs = {}
+    for h in hvs:
+        out = lab.exec(h.name, ["cat", "/sys/class/net/br-phy/address"]).stdout.strip()
+        macs[h.name] = out
+    for h in hvs:
+        for o in hvs:
+            if o is not h:
+                h.ovs.appctl("tnl/neigh/set", "br-phy", o.underlay_ip, macs[o.name])
+
+
 def switch_target(ctl: LabController, ovs_dir: Path) -> str:
     """ovs-vswitchd only connects to unix sockets inside its own run directory (a guard against
     being pointed at arbitrary sockets), so each hypervisor gets a link to the controller's."""
@@ -55,6 +70,8 @@ def up(file: Path, name: str, progress: Progress = lambda _: None,
             progress(f"hypervisor {h.name}: namespace, Open vSwitch, underlay")
             hv = lab.add_hypervisor(h.name, str(h.underlay_ip) if h.underlay_ip else None)
             lab.set_controllers(h.name, [switch_target(ctl, Path(hv.ovs_dir))])
+        progress("underlay: every hypervisor resolves every other one")
+        warm_underlay(lab)
         progress("controller: starting")
         url = ctl.start()
         lab.set_api_url(url)

@@ -13,6 +13,7 @@ import hashlib
 import heapq
 from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv4Network
+from typing import Any, TypeVar
 
 from hypetunnel.errors import FieldError, IntentInvalid
 from hypetunnel.model.intent import MANAGEMENT_VNI, VM, Hypervisor, Intent, Network, Tenant
@@ -186,6 +187,21 @@ def _keep_enlistment(hv: Hypervisor, old: Hypervisor | None) -> Hypervisor:
     return hv.model_copy(update=update) if update else hv
 
 
+Obj = TypeVar("Obj", Network, VM)
+
+
+def _filled(obj: Obj, values: dict[str, Any], old: Obj | None) -> Obj:
+    """`obj` with `values` set; the previous object itself when that is what it amounts to.
+    Reusing unchanged objects keeps re-applies cheap: later diffs short-cut on identity."""
+    fields = type(obj).model_fields
+    if old is not None and all(
+            getattr(old, k) == (values[k] if k in values else getattr(obj, k)) for k in fields):
+        return old
+    if all(getattr(obj, k) == v for k, v in values.items()):
+        return obj
+    return obj.model_copy(update=values)
+
+
 def resolve(intent: Intent, previous: Intent | None = None) -> Intent:
     """A complete copy of a *valid* `intent` (see validate_intent): every VNI, VM ip/mac/hypervisor
     set, kept from `previous` where possible. Raises IntentInvalid when a space is exhausted."""
@@ -204,13 +220,16 @@ def resolve(intent: Intent, previous: Intent | None = None) -> Intent:
     for ti, t in enumerate(intent.tenants):
         alloc = _VmAllocator(t, ti, prev_vms)
         alloc.run()
-        networks = [n.model_copy(update={"vni": vnis[f"{t.name}/{n.name}"]}) for n in t.networks]
+        networks = [
+            _filled(n, {"vni": vnis[f"{t.name}/{n.name}"]}, prev_nets.get(f"{t.name}/{n.name}"))
+            for n in t.networks
+        ]
         vms = [
-            v.model_copy(update={
+            _filled(v, {
                 "ip": alloc.ip[v.name],
                 "mac": alloc.mac[v.name],
                 "hypervisor": placement[f"{t.name}/{v.name}"],
-            })
+            }, prev_vms.get(f"{t.name}/{v.name}"))
             for v in t.vms
         ]
         tenants.append(t.model_copy(update={"networks": networks, "vms": vms}))

@@ -152,7 +152,7 @@ def pydantic_field_errors(
     out: list[FieldError] = []
     for err in errors:
         loc = tuple(err.get("loc", ()))
-        if loc[: len(prefix)] == tuple(prefix):
+        if len(loc) > len(prefix) and loc[: len(prefix)] == tuple(prefix):
             loc = loc[len(prefix) :]
         out.append(FieldError(format_path(loc), _reason(err, model, loc)))
     return out

@@ -149,7 +149,7 @@ def diff(old: Intent, new: Intent, *, revision: int = 0, applied: bool = False) 
     for name, h in b.hypervisors.items():
         if name not in a.hypervisors:
             plan.added.append(PlanItem("hypervisor", name, _describe_hypervisor(h)))
-        elif a.hypervisors[name] != h:
+        elif a.hypervisors[name] is not h and a.hypervisors[name] != h:
             plan.changed.append(PlanItem("hypervisor", name, _changes(
                 a.hypervisors[name].model_dump(**jd), h.model_dump(**jd))))
 
@@ -164,14 +164,14 @@ def diff(old: Intent, new: Intent, *, revision: int = 0, applied: bool = False) 
     for key, (n, t) in b.networks.items():
         if key not in a.networks:
             plan.added.append(PlanItem("network", key, _describe_network(n, t, new.fabric)))
-        elif a.networks[key][0] != n:
+        elif a.networks[key][0] is not n and a.networks[key][0] != n:
             plan.changed.append(PlanItem("network", key, _changes(
                 a.networks[key][0].model_dump(**jd), n.model_dump(**jd))))
 
     for key, (v, t) in b.vms.items():
         if key not in a.vms:
             plan.added.append(PlanItem("vm", key, _describe_vm(v, b.vnis[t.name])))
-        elif a.vms[key][0] != v:
+        elif a.vms[key][0] is not v and a.vms[key][0] != v:
             plan.changed.append(PlanItem("vm", key, _changes(
                 a.vms[key][0].model_dump(**jd), v.model_dump(**jd))))
 

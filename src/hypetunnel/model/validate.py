@@ -11,7 +11,7 @@ from __future__ import annotations
 from ipaddress import IPv4Address, IPv4Network
 
 from hypetunnel.errors import FieldError
-from hypetunnel.model.intent import Intent, Network, Tenant
+from hypetunnel.model.intent import Intent, Tenant
 
 
 def reserved_reason(ip: IPv4Address, cidr: IPv4Network) -> str | None:
@@ -74,6 +74,9 @@ def _check_vms(
 ) -> None:
     used_ips: dict[tuple[str, IPv4Address], int] = {}
     used_macs: dict[tuple[str, str], int] = {}
+    # Usable host range per network as ints: the common case is one comparison, not ipaddress math.
+    usable = {n.name: (int(n.cidr.network_address) + 2, int(n.cidr.broadcast_address) - 1)
+              for n in tenant.networks}
     for j, vm in enumerate(tenant.vms):
         vp = f"{tp}.vms[{j}]"
         if vm.hypervisor is not None and vm.hypervisor not in hypervisors:
@@ -83,9 +86,11 @@ def _check_vms(
                 f"{vp}.network", f"unknown network {vm.network!r} in tenant {tenant.name!r}"
             ))
             continue
-        net: Network = tenant.networks[networks[vm.network]]
         if vm.ip is not None:
-            why = reserved_reason(vm.ip, net.cidr)
+            low, high = usable[vm.network]
+            why = None
+            if not low <= int(vm.ip) <= high:
+                why = reserved_reason(vm.ip, tenant.networks[networks[vm.network]].cidr)
             if why:
                 errors.append(FieldError(f"{vp}.ip", why))
             elif (vm.network, vm.ip) in used_ips:

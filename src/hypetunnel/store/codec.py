@@ -9,8 +9,10 @@ delete them. Lists come back sorted by name, so the intent held in memory is
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
+
+from pydantic import BaseModel
 
 from hypetunnel.model.intent import VM, Fabric, Hypervisor, Intent, Network, Tenant
 
@@ -78,6 +80,54 @@ def items_to_intent(items: Mapping[str, Mapping[str, Any]]) -> Intent:
             for name, doc in tenants.items()
         ],
     ))
+
+
+_TENANT_FIELDS = tuple(k for k in Tenant.model_fields if k not in ("networks", "vms"))
+
+
+def _same(a: BaseModel | None, b: BaseModel, fields: Iterable[str] | None = None) -> bool:
+    if a is b:
+        return True
+    if a is None:
+        return False
+    if fields is None:
+        return a == b
+    return all(getattr(a, k) == getattr(b, k) for k in fields)
+
+
+def intent_changes(
+    old: Intent, new: Intent, *, put_fabric: bool = False
+) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """(puts, deletes) turning the stored `old` into `new`, serializing only changed objects
+    (unchanged ones are usually the very same objects, see allocate.resolve)."""
+    puts: dict[str, dict[str, Any]] = {}
+    if put_fabric or old.fabric != new.fabric:
+        puts["fabric"] = new.fabric.model_dump(mode="json")
+    stale: set[str] = set()
+    current: dict[str, BaseModel] = {}
+    for h in old.hypervisors:
+        current[f"hypervisor/{h.name}"] = h
+    for t in old.tenants:
+        current[f"tenant/{t.name}"] = t
+        current.update({f"network/{t.name}/{n.name}": n for n in t.networks})
+        current.update({f"vm/{t.name}/{v.name}": v for v in t.vms})
+    stale.update(current)
+
+    def put(key: str, obj: BaseModel, fields: Iterable[str] | None = None,
+            exclude: set[str] | None = None) -> None:
+        stale.discard(key)
+        if not _same(current.get(key), obj, fields):
+            puts[key] = obj.model_dump(mode="json", exclude=exclude)
+
+    for h in new.hypervisors:
+        put(f"hypervisor/{h.name}", h)
+    for t in new.tenants:
+        put(f"tenant/{t.name}", t, _TENANT_FIELDS, {"networks", "vms"})
+        for n in t.networks:
+            put(f"network/{t.name}/{n.name}", n)
+        for v in t.vms:
+            put(f"vm/{t.name}/{v.name}", v)
+    return puts, sorted(stale)
 
 
 def item_changes(

@@ -16,10 +16,13 @@ reconciler re-sends them); `with_xid` patches the xid into a copy of the header.
 
 from __future__ import annotations
 
+import re
+import socket
 import struct
 from collections.abc import Sequence
 from functools import lru_cache
 
+from os_ken.lib import type_desc
 from os_ken.ofproto import ofproto_parser, ofproto_protocol
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
@@ -40,6 +43,7 @@ CACHE_SIZE = 1 << 18
 
 _FLOW_MOD_FIXED = struct.Struct(ofp.OFP_FLOW_MOD_PACK_STR0)  # after the header, before match
 _MATCH_HEADER = struct.Struct("!HH")
+_ACTION_HEADER = struct.Struct("!HH")
 _INSTR_ACTIONS_HEADER = struct.Struct("!HH4x")
 _INSTR_WRITE_METADATA = struct.Struct("!HH4xQQ")
 _INSTR_GOTO = struct.Struct("!HHB3x")
@@ -112,9 +116,23 @@ def build_flow_mod(flow: Flow) -> parser.OFPFlowMod:
 
 # -- assembled encoder ---------------------------------------------------------------------------
 
-@lru_cache(maxsize=CACHE_SIZE)
-def _oxm_piece(name: str, value: MatchValue) -> tuple[int, bytes]:
-    """(sort key, TLV bytes) of one match field; os-ken orders OXMs by type number."""
+_MAC_RE = re.compile(r"[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}")
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+_IPV4_RE = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
+_FIELD_KIND = {f.name: ("mac" if f.type is type_desc.MacAddr else
+                        "ipv4" if f.type is type_desc.IPv4Addr else "other")
+               for f in ofp.oxm_types}
+
+
+@lru_cache(maxsize=1024)
+def _oxm_head(name: str) -> tuple[int, bytes]:
+    """(sort key, 4-byte OXM header) of an unmasked field, taken from os-ken's own encoding."""
+    sample = {"mac": "00:00:00:00:00:00", "ipv4": "0.0.0.0"}[_FIELD_KIND[name]]
+    key, tlv = _os_ken_oxm(name, sample)
+    return key, tlv[:4]
+
+
+def _os_ken_oxm(name: str, value: MatchValue) -> tuple[int, bytes]:
     user = ofp.oxm_normalize_user(name, value)
     n, v, m = ofp.oxm_from_user(*user)
     buf = bytearray()
@@ -123,7 +141,31 @@ def _oxm_piece(name: str, value: MatchValue) -> tuple[int, bytes]:
 
 
 @lru_cache(maxsize=CACHE_SIZE)
+def _oxm_piece(name: str, value: MatchValue) -> tuple[int, bytes]:
+    """(sort key, TLV bytes) of one match field; os-ken orders OXMs by type number.
+
+    Well-formed unmasked MAC and IPv4 strings (unique per VM, so rarely cache hits) are packed
+    directly: os-ken's netaddr round trip for them is most of a cold encode. Anything else goes
+    through os-ken, which also rejects malformed values.
+    """
+    kind = _FIELD_KIND.get(name)
+    if isinstance(value, str):
+        if kind == "mac" and _MAC_RE.fullmatch(value):
+            key, head = _oxm_head(name)
+            return key, head + bytes.fromhex(value.replace(":", ""))
+        if kind == "ipv4" and _IPV4_RE.fullmatch(value):
+            key, head = _oxm_head(name)
+            return key, head + socket.inet_aton(value)
+    return _os_ken_oxm(name, value)
+
+
+@lru_cache(maxsize=CACHE_SIZE)
 def _action_piece(action: Action) -> bytes:
+    if isinstance(action, SetField):
+        tlv = _oxm_piece(action.field, action.value)[1]  # type: ignore[arg-type]
+        length = 4 + len(tlv) + (-(4 + len(tlv)) % 8)
+        return _ACTION_HEADER.pack(ofp.OFPAT_SET_FIELD, length) + tlv + bytes(
+            length - 4 - len(tlv))
     buf = bytearray()
     _os_ken_action(action).serialize(buf, 0)
     return bytes(buf)

@@ -20,6 +20,9 @@ from hypetunnel.southbound.openflow.channel import SwitchChannel
 
 log = logging.getLogger(__name__)
 
+# Many switches (or a scale test) connect at once after a controller restart.
+BACKLOG = 4096
+
 OnSwitch = Callable[[SwitchChannel], Awaitable[None]]
 
 
@@ -54,10 +57,12 @@ class OpenFlowServer:
             if kind == "unix":
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(where)  # a stale socket from a crashed run would block bind
-                server = await asyncio.start_unix_server(self._accept, path=where)
+                server = await asyncio.start_unix_server(self._accept, path=where,
+                                                         backlog=BACKLOG)
                 self._unix_paths.append(Path(where))
             else:
-                server = await asyncio.start_server(self._accept, host=where, port=port)
+                server = await asyncio.start_server(self._accept, host=where, port=port,
+                                                    backlog=BACKLOG)
         except OSError as e:
             raise SouthboundError(f"cannot listen on {target}: {e}") from e
         self._servers.append(server)

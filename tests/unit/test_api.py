@@ -1,0 +1,240 @@
+"""The REST API through FastAPI's TestClient: routes, JSON shapes, error shapes, atomicity."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from fastapi.testclient import TestClient
+
+from hypetunnel.api.app import RuntimeView, create_app
+from hypetunnel.controller.service import FabricService
+from hypetunnel.model.intent import Intent
+from hypetunnel.store.memory import MemoryStore
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "three-hypervisors.yaml"
+API = "/api/v1"
+
+
+class FakeRuntime:
+    def status(self) -> dict[str, Any]:
+        return {"controller": {"running": True}, "switches": [{"hypervisor": "hv1"}],
+                "converged": True}
+
+    def overlay(self) -> dict[str, Any]:
+        return {"hv1": {"tunnels": 2}}
+
+    def bindings(self) -> dict[str, str]:
+        return {"acme/web1": "hv1"}
+
+
+class Ctx:
+    def __init__(self) -> None:
+        self.store = MemoryStore()
+        self.changes: list[tuple[Intent, Intent]] = []
+        self.service = FabricService(self.store, on_change=lambda o, n: self.changes.append((o, n)))
+        self.client = TestClient(create_app(self.service, FakeRuntime()))
+
+    def unchanged(self, before: Any) -> bool:
+        return bool(self.store.load() == before)
+
+
+@pytest.fixture
+def ctx() -> Iterator[Ctx]:
+    c = Ctx()
+    with c.client:
+        yield c
+
+
+@pytest.fixture
+def loaded(ctx: Ctx) -> Ctx:
+    r = ctx.client.post(f"{API}/apply", json={"intent": example()})
+    assert r.status_code == 200, r.text
+    return ctx
+
+
+def example() -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())
+    return doc
+
+
+def errors(r: Any) -> dict[str, str]:
+    body = r.json()
+    assert set(body) == {"detail"} and set(body["detail"]) == {"errors"}, body
+    return {e["path"]: e["reason"] for e in body["detail"]["errors"]}
+
+
+def test_runtime_protocol() -> None:
+    assert isinstance(FakeRuntime(), RuntimeView)
+
+
+def test_healthz_and_openapi(ctx: Ctx) -> None:
+    assert ctx.client.get(f"{API}/healthz").json() == {"ok": True}
+    spec = ctx.client.get("/openapi.json").json()
+    assert f"{API}/apply" in spec["paths"] and f"{API}/tenants/{{tenant}}/vms" in spec["paths"]
+    assert ctx.client.get("/docs").status_code == 200
+
+
+def test_apply_dry_run_then_real(ctx: Ctx) -> None:
+    before = ctx.store.load()
+    r = ctx.client.post(f"{API}/apply", json={"intent": example(), "dry_run": True})
+    assert r.status_code == 200
+    plan = r.json()
+    assert set(plan) == {"added", "changed", "removed", "revision", "applied"}
+    assert plan["applied"] is False and plan["revision"] == 0
+    assert {"kind": "tenant", "key": "globex", "detail": "encapsulation gre"} in plan["added"]
+    assert ctx.unchanged(before) and ctx.changes == []
+
+    r = ctx.client.post(f"{API}/apply", json={"intent": example()})
+    assert r.json()["applied"] is True and r.json()["revision"] == 1
+    assert len(ctx.changes) == 1
+    again = ctx.client.post(f"{API}/apply", json={"intent": example()}).json()
+    assert (again["added"], again["changed"], again["removed"]) == ([], [], [])
+    assert again["revision"] == 1
+
+    intent = ctx.client.get(f"{API}/intent").json()
+    assert Intent.model_validate(intent) == ctx.service.intent
+    globex = next(t for t in intent["tenants"] if t["name"] == "globex")
+    assert all(n["vni"] for n in globex["networks"])
+    assert all(v["ip"] and v["mac"] and v["hypervisor"] for v in globex["vms"])
+
+
+def test_apply_invalid_intent_is_422_with_paths_and_changes_nothing(loaded: Ctx) -> None:
+    before = loaded.store.load()
+    doc = example()
+    doc["tenants"][0]["vms"][2]["ip"] = "10.9.9.9"
+    doc["tenants"][1]["networks"][0]["vni"] = 5001
+    r = loaded.client.post(f"{API}/apply", json={"intent": doc})
+    assert r.status_code == 422
+    errs = errors(r)
+    assert "outside the network 10.1.0.0/24" in errs["tenants[0].vms[2].ip"]
+    assert "VNI 5001 is already used by acme/front" in errs["tenants[1].networks[0].vni"]
+    assert loaded.unchanged(before)
+
+
+def test_apply_body_schema_errors_use_intent_paths(loaded: Ctx) -> None:
+    before = loaded.store.load()
+    doc = example()
+    doc["tenants"][0]["vms"][1]["colour"] = "red"
+    doc["tenants"][0]["vms"][0]["mac"] = "nope"
+    r = loaded.client.post(f"{API}/apply", json={"intent": doc})
+    assert r.status_code == 422
+    errs = errors(r)
+    assert errs["tenants[0].vms[1].colour"].startswith("unknown key (allowed: name, network")
+    assert "MAC address" in errs["tenants[0].vms[0].mac"]
+    r = loaded.client.post(f"{API}/apply", json={"intnet": doc})
+    assert r.status_code == 422 and set(errors(r)) == {"intent", "intnet"}
+    assert loaded.unchanged(before)
+
+
+def test_hypervisors(loaded: Ctx) -> None:
+    c = loaded.client
+    assert [h["name"] for h in c.get(f"{API}/hypervisors").json()] == ["hv1", "hv2", "hv3"]
+    r = c.put(f"{API}/hypervisors/hv4", json={"underlay_ip": "172.31.0.14"})
+    assert r.status_code == 200 and r.json()["added"][0]["key"] == "hv4"
+    assert c.get(f"{API}/hypervisors/hv4").json()["underlay_ip"] == "172.31.0.14"
+    r = c.put(f"{API}/hypervisors/hv4", json={"name": "hv5"})
+    assert r.status_code == 422 and "name" in errors(r)
+    r = c.put(f"{API}/hypervisors/hv5", json={"underlay_ip": "172.31.0.14"})
+    assert r.status_code == 422 and "underlay_ip" in errors(r)
+    r = c.put(f"{API}/hypervisors/Bad_Name", json={})
+    assert r.status_code == 422 and "name" in errors(r)
+    assert c.delete(f"{API}/hypervisors/hv4").json()["removed"][0]["key"] == "hv4"
+    before = loaded.store.load()
+    r = c.delete(f"{API}/hypervisors/hv1")
+    assert r.status_code == 409 and "still hosts VMs" in errors(r)["hypervisors/hv1"]
+    r = c.delete(f"{API}/hypervisors/hv9")
+    assert r.status_code == 404 and errors(r) == {"hypervisors/hv9": "not found"}
+    assert loaded.unchanged(before)
+
+
+def test_tenants(loaded: Ctx) -> None:
+    c = loaded.client
+    assert [t["name"] for t in c.get(f"{API}/tenants").json()] == ["acme", "globex"]
+    r = c.post(f"{API}/tenants", json={"name": "initech", "encapsulation": "geneve"})
+    assert r.status_code == 200 and r.json()["added"] == [
+        {"kind": "tenant", "key": "initech", "detail": "encapsulation geneve"}]
+    assert c.get(f"{API}/tenants/initech").json()["encapsulation"] == "geneve"
+    r = c.post(f"{API}/tenants", json={"name": "initech"})
+    assert r.status_code == 409 and errors(r) == {"tenants/initech": "already exists"}
+    r = c.post(f"{API}/tenants", json={"name": "x", "flavour": 1})
+    assert r.status_code == 422 and "flavour" in errors(r)
+    assert c.delete(f"{API}/tenants/initech").status_code == 200
+    assert c.get(f"{API}/tenants/initech").status_code == 404
+    r = c.delete(f"{API}/tenants/initech")
+    assert r.status_code == 404 and errors(r) == {"tenants/initech": "not found"}
+
+
+def test_networks(loaded: Ctx) -> None:
+    c = loaded.client
+    nets = {n["name"]: n for n in c.get(f"{API}/tenants/globex/networks").json()}
+    assert nets["front"]["encapsulation"] == "gre" and nets["front"]["mtu"] == 1458
+    assert nets["front"]["vni"] >= 1000 and nets["front"]["cidr"] == "10.1.0.0/24"
+    acme = {n["name"]: n for n in c.get(f"{API}/tenants/acme/networks").json()}
+    assert (acme["front"]["vni"], acme["front"]["mtu"]) == (5001, 1450)
+
+    r = c.post(f"{API}/tenants/acme/networks", json={"name": "mgmt", "cidr": "10.3.0.0/24"})
+    assert r.status_code == 200 and r.json()["added"][0]["key"] == "acme/mgmt"
+    before = loaded.store.load()
+    r = c.post(f"{API}/tenants/acme/networks", json={"name": "x", "cidr": "10.3.0.0/16"})
+    assert r.status_code == 422 and "overlaps network 'mgmt'" in errors(r)["cidr"]
+    r = c.post(f"{API}/tenants/acme/networks", json={"name": "y", "cidr": "10.4.0.0/24",
+                                                     "vni": 5001})
+    assert r.status_code == 422 and "already used by acme/front" in errors(r)["vni"]
+    r = c.post(f"{API}/tenants/acme/networks", json={"name": "z", "cidr": "10.4.0.1/24"})
+    assert r.status_code == 422 and "not an IPv4 network" in errors(r)["cidr"]
+    r = c.delete(f"{API}/tenants/acme/networks/front")
+    assert r.status_code == 409 and "still has VMs" in errors(r)["tenants/acme/networks/front"]
+    assert c.get(f"{API}/tenants/nope/networks").status_code == 404
+    assert loaded.unchanged(before)
+    assert c.delete(f"{API}/tenants/acme/networks/mgmt").json()["removed"][0]["key"] == "acme/mgmt"
+
+
+def test_vms(loaded: Ctx) -> None:
+    c = loaded.client
+    vms = {v["name"]: v for v in c.get(f"{API}/tenants/acme/vms").json()}
+    assert vms["web1"] == {"id": "acme/web1", "tenant": "acme", "name": "web1",
+                           "network": "front", "hypervisor": "hv1", "ip": "10.1.0.10",
+                           "mac": "02:00:00:01:00:10", "bound": "hv1"}
+    assert vms["web2"]["bound"] is None
+    r = c.post(f"{API}/tenants/acme/vms", json={"name": "web4", "network": "front"})
+    assert r.status_code == 200
+    [item] = r.json()["added"]
+    assert item["key"] == "acme/web4" and item["detail"].startswith("10.1.0.2 02:")
+    assert c.get(f"{API}/tenants/acme/vms/web4").json()["ip"] == "10.1.0.2"
+
+    before = loaded.store.load()
+    r = c.post(f"{API}/tenants/acme/vms", json={"name": "web5", "network": "front",
+                                                "ip": "10.1.0.10"})
+    assert r.status_code == 422 and "already used by VM 'web1'" in errors(r)["ip"]
+    r = c.post(f"{API}/tenants/acme/vms", json={"name": "web5", "network": "nope"})
+    assert r.status_code == 422 and errors(r) == {
+        "network": "unknown network 'nope' in tenant 'acme'"}
+    r = c.post(f"{API}/tenants/acme/vms", json={"name": "web5"})
+    assert r.status_code == 422 and errors(r)["network"] == "required"
+    r = c.post(f"{API}/tenants/acme/vms", json={"name": "web1", "network": "front"})
+    assert r.status_code == 409
+    r = c.delete(f"{API}/tenants/acme/vms/ghost")
+    assert r.status_code == 404 and errors(r) == {"tenants/acme/vms/ghost": "not found"}
+    assert loaded.unchanged(before)
+    assert c.delete(f"{API}/tenants/acme/vms/web4").status_code == 200
+
+
+def test_status_and_overlay(loaded: Ctx) -> None:
+    status = loaded.client.get(f"{API}/status").json()
+    assert status == {"revision": 1, "controller": {"running": True},
+                      "switches": [{"hypervisor": "hv1"}], "converged": True}
+    assert loaded.client.get(f"{API}/overlay").json() == {"hv1": {"tunnels": 2}}
+
+
+def test_without_runtime() -> None:
+    service = FabricService(MemoryStore())
+    with TestClient(create_app(service)) as c:
+        status = c.get(f"{API}/status").json()
+        assert status["revision"] == 0 and status["converged"] is False
+        assert status["switches"] == []
+        assert c.get(f"{API}/overlay").json() == {}
+        assert c.get(f"{API}/tenants").json() == []
