@@ -8,13 +8,15 @@ import re
 from pathlib import Path
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
-HEADER = "# Benchmarks\n\nEach section is rewritten by the script named in it. Machine: see each section.\n"
+HEADER = ("# Benchmarks\n\nEach section is rewritten by the script named in it; "
+          "conditions and date are in each section.\n")
 
 
 def machine() -> str:
     import os
 
-    return f"{platform.node()} · {os.cpu_count()} cores · Linux {platform.release()} · Python {platform.python_version()}"
+    return (f"{platform.node()} · {os.cpu_count()} cores · Linux {platform.release()} · "
+            f"Python {platform.python_version()}")
 
 
 def write_section(name: str, title: str, body: str) -> None:

@@ -45,7 +45,8 @@ def matrix_table(results: list, network_of: dict[str, str]) -> Table:
             elif r.ok:
                 row.append("[green]✓[/green]" if r.expected else "[blue]·[/blue]")
             else:
-                row.append("[red bold]LEAK[/red bold]" if r.reached else "[red bold]FAIL[/red bold]")
+                row.append("[red bold]LEAK[/red bold]" if r.reached
+                           else "[red bold]FAIL[/red bold]")
         table.add_row(*row)
     return table
 
@@ -97,7 +98,7 @@ def show_wire(lab) -> None:  # type: ignore[no-untyped-def]
             lab.exec(v.vm_id, ["ping", "-c", "2", "-i", "0.2", "-W", "1", w.ip], check=False)
 
     seen = encapsulations(capture(lab, pings))
-    for t, (v, w) in pairs.items():
+    for v, w in pairs.values():
         console.print(f"underlay while {v.vm_id} pings {w.vm_id}:")
     for e in sorted(seen, key=lambda e: (e.kind, e.vni)):
         console.print(f"  tcpdump on the underlay: [bold]{e.kind}[/bold] with "

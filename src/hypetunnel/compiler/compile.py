@@ -6,15 +6,23 @@ topology marked dirty, so the cost of a VM change depends on its network, not on
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 
 from hypetunnel.compiler.flows import Flow
 from hypetunnel.compiler.pipeline import base_flows, network_slice
 from hypetunnel.compiler.topology import Topology
-from hypetunnel.compiler.tunnels import TunnelPort, tunnel_port, tunnel_port_name
+from hypetunnel.compiler.tunnels import TunnelPort, tunnel_port_name
 
 _BASE = base_flows()
+# Port names are looked up for every remote host of every slice: parse each address once.
+_tunnel_name = lru_cache(maxsize=1 << 16)(tunnel_port_name)
+
+
+def _changed(old: Mapping[str, int], new: Mapping[str, int]) -> set[str]:
+    """Keys added, removed or renumbered between two port maps."""
+    return {k for k in old.keys() | new.keys() if old.get(k) != new.get(k)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,9 +46,35 @@ class FabricCompiler:
         if (self._ofports.get(hypervisor) == ofports
                 and self._vm_ports.get(hypervisor) == vm_ports):
             return
+        old_ports = self._ofports.get(hypervisor)
+        old_vms = self._vm_ports.get(hypervisor)
         self._ofports[hypervisor] = dict(ofports)
         self._vm_ports[hypervisor] = dict(vm_ports)
-        self.topology.dirty_switches.add(hypervisor)
+        if old_ports is None or old_vms is None:
+            self.topology.dirty_switches.add(hypervisor)
+            return
+        # Only the slices that refer to a changed port are stale (a VM plug must not rebuild
+        # the whole switch): a VM's port is used by its network's slice, a tunnel port by the
+        # slices of the networks of that encapsulation with a host behind that tunnel.
+        topo = self.topology
+        for vid in _changed(old_vms, vm_ports):
+            vm = topo.vms.get(vid)
+            if vm is not None:
+                topo.dirty.add((hypervisor, vm.vni))
+        names = _changed(old_ports, ofports)
+        if names:
+            for vni in topo.networks_on.get(hypervisor, ()):
+                net = topo.networks.get(vni)
+                if net is not None and not names.isdisjoint(
+                        self._tunnel_names(hypervisor, vni, net.encapsulation)):
+                    topo.dirty.add((hypervisor, vni))
+
+    def _tunnel_names(self, hv: str, vni: int, encapsulation: str) -> Iterator[str]:
+        topo = self.topology
+        for remote in topo.hosts.get(vni, {}):
+            r = topo.hypervisors.get(remote)
+            if remote != hv and r is not None and r.underlay_ip is not None:
+                yield _tunnel_name(encapsulation, r.underlay_ip)
 
     # -- compilation ---------------------------------------------------------------------
     def recompute(self) -> set[str]:
@@ -73,7 +107,7 @@ class FabricCompiler:
             r = topo.hypervisors.get(remote)
             if r is None or r.underlay_ip is None:
                 return None
-            return ofports.get(tunnel_port_name(encapsulation, r.underlay_ip))
+            return ofports.get(_tunnel_name(encapsulation, r.underlay_ip))
 
         members = [(vm, topo.location[vm.id]) for vm in topo.bound_members(vni)]
         return network_slice(net, members, hv, vm_ports.get, tunnel_ofport)
@@ -92,7 +126,8 @@ class FabricCompiler:
             for remote in topo.hosts.get(vni, {}):
                 r = topo.hypervisors.get(remote)
                 if remote != hv and r is not None and r.underlay_ip is not None:
-                    out.add(tunnel_port(net.encapsulation, r.underlay_ip, remote))
+                    out.add(TunnelPort(_tunnel_name(net.encapsulation, r.underlay_ip),
+                                       net.encapsulation, r.underlay_ip, remote))
         return frozenset(out)
 
     def flows(self, hv: str) -> frozenset[Flow]:

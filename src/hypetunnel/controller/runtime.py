@@ -312,3 +312,7 @@ class Controller:
 
     def location_of(self, vm_id: str) -> str | None:
         return self.topology.location.get(vm_id)
+
+    def bindings(self) -> dict[str, str]:
+        """VM id -> hypervisor where its port is, as the switches report it."""
+        return dict(self.topology.location)

@@ -129,11 +129,19 @@ def kill_netns_processes(name: str, timeout: float = 5) -> None:
     left behind would keep the namespace (and its links) alive after `ip netns del`."""
     if not netns_exists(name):
         return
-    for pid in netns_pids(name):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: not [p for p in netns_pids(name) if pid_alive(p)], timeout,
-               f"processes of namespace {name} to die")
+    killed: set[int] = set()
+
+    def all_dead() -> bool:
+        # A dying process leaves `ip netns pids` (its namespaces are released early in exit)
+        # before it is really gone, so wait on every pid ever killed, not just on the list.
+        for pid in netns_pids(name):
+            if pid not in killed:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                killed.add(pid)
+        return not any(pid_alive(p) for p in killed)
+
+    wait_until(all_dead, timeout, f"processes of namespace {name} to die")
 
 
 def netns_del(name: str) -> None:

@@ -7,6 +7,7 @@ the userspace datapath needs to send tunnel packets.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from dataclasses import dataclass
@@ -71,10 +72,8 @@ class OvsInstance:
     def pids(self) -> list[int]:
         out = []
         for name in ("ovs-vswitchd", "ovsdb-server"):
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 out.append(int((self.directory / f"{name}.pid").read_text().strip()))
-            except (OSError, ValueError):
-                pass
         return out
 
     def stop(self) -> None:
@@ -98,10 +97,8 @@ class OvsInstance:
 
 
 def _signal(pid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _alive(pid: int) -> bool:
