@@ -14,6 +14,7 @@ Anything unmatched is dropped (no table-miss flow except the explicit, counted d
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from functools import lru_cache
 
 from hypetunnel.compiler.flows import OFPP_IN_PORT, Action, Flow, Output, RegMove, SetField, match
 from hypetunnel.compiler.topology import NetworkView, VmView
@@ -24,6 +25,13 @@ MULTICAST = ("01:00:00:00:00:00", "01:00:00:00:00:00")
 FROM_TUNNEL = 1
 
 PortOf = Callable[[str], int | None]  # port name -> OpenFlow port number, None if not there yet
+
+# Building a Flow hashes its whole content into the cookie (~15 us). A slice is rebuilt whole
+# when one VM of its network changes, and a VM's ARP flow appears on every host of its network,
+# so the per-VM flows are memoized on their (immutable) inputs: a VM change then costs a few new
+# flows instead of every flow of the network on every host, and identical flows are shared.
+# Bounded so that churn cannot grow it forever; sized for a 100,000-VM fabric.
+_memo = lru_cache(maxsize=1 << 19)
 
 
 def base_flows() -> frozenset[Flow]:
@@ -36,15 +44,21 @@ def base_flows() -> frozenset[Flow]:
 
 def local_port_flows(vm: VmView, ofport: int) -> list[Flow]:
     """Port security: the VM may only send IPv4 and ARP with its own addresses."""
-    return [
+    return list(_local_port_flows(vm, ofport))
+
+
+@_memo
+def _local_port_flows(vm: VmView, ofport: int) -> tuple[Flow, ...]:
+    return (
         Flow(T_CLASSIFY, 100, match(in_port=ofport, eth_src=vm.mac, eth_type=ETH_IP,
                                     ipv4_src=vm.ip), metadata=vm.vni, goto=T_ARP),
         Flow(T_CLASSIFY, 100, match(in_port=ofport, eth_src=vm.mac, eth_type=ETH_ARP,
                                     arp_sha=vm.mac, arp_spa=vm.ip), metadata=vm.vni, goto=T_ARP),
         Flow(T_L2, 100, match(metadata=vm.vni, eth_dst=vm.mac), (Output(ofport),)),
-    ]
+    )
 
 
+@_memo
 def tunnel_ingress_flow(vni: int, tunnel_ofport: int) -> Flow:
     # Frames from tunnels skip the ARP responder: the sending hypervisor already answered
     # what it could, and a request that crossed the fabric must reach the VM.
@@ -52,12 +66,14 @@ def tunnel_ingress_flow(vni: int, tunnel_ofport: int) -> Flow:
                 (SetField("reg0", FROM_TUNNEL),), metadata=vni, goto=T_L2)
 
 
+@_memo
 def remote_vm_flow(vm: VmView, tunnel_ofport: int) -> Flow:
     # reg0=0: only frames from local VMs may go into a tunnel (split horizon).
     return Flow(T_L2, 100, match(metadata=vm.vni, eth_dst=vm.mac, reg0=0),
                 (SetField("tunnel_id", vm.vni), Output(tunnel_ofport)))
 
 
+@_memo
 def arp_responder_flow(vm: VmView) -> Flow:
     """Turn an ARP request for vm.ip into the reply, sent back out of the asking port."""
     actions: tuple[Action, ...] = (

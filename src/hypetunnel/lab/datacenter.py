@@ -129,6 +129,7 @@ def down(name: str) -> None:
     try:
         lab = Lab.load(name)
     except LabError:
+        Lab.destroy(name)  # state file lost: clean up by the lab's name prefix
         return
     lab_controller(lab).stop()
     lab.down()
