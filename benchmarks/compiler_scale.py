@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from hypetunnel.compiler.compile import FabricCompiler  # noqa: E402
 from hypetunnel.compiler.topology import HypervisorView, NetworkView, Topology, VmView  # noqa: E402
+from hypetunnel.compiler.tunnels import TunnelPort  # noqa: E402
 from hypetunnel.controller.reconciler import plan_flows  # noqa: E402
 
 ENCAPS = ("vxlan", "gre", "geneve")
@@ -84,6 +85,7 @@ class SimSwitch:
     def __init__(self) -> None:
         self.ports: dict[str, int] = {}
         self.vm_ports: dict[str, int] = {}
+        self.tunnels: frozenset[TunnelPort] = frozenset()  # as SwitchObservation.tunnels
         self._next = 1  # ovs-vswitchd hands out increasing ofport numbers
 
     def add_port(self, name: str) -> int:
@@ -143,14 +145,14 @@ class SimFabric:
         """What OvsdbClient.ensure_tunnels + the following update do: our tunnel ports become
         exactly the desired set, new ones get ofports. Returns True if the switch changed."""
         sw = self.switches[hv]
-        wanted = {t.name for t in self.compiler.tunnels(hv)}
-        have = {n for n in sw.ports if not n.startswith("tap-")}
-        if wanted == have:
+        wanted = self.compiler.tunnels(hv)
+        if wanted == sw.tunnels:  # the controller's check (runtime._reconcile_once)
             return False
-        for name in have - wanted:
-            del sw.ports[name]
-        for name in sorted(wanted - have):
-            sw.add_port(name)
+        for t in sw.tunnels - wanted:
+            del sw.ports[t.name]
+        for t in sorted(wanted - sw.tunnels):
+            sw.add_port(t.name)
+        sw.tunnels = wanted
         self.compiler.set_ports(hv, sw.ports, sw.vm_ports)
         return True
 
@@ -278,8 +280,9 @@ def run_op(sim: SimFabric, mutate: Callable[[], None], stats: OpStats,
     stats.touched.append(len(touched))
     # The reconciler's diff against the installed cookies: O(flows of the switch), measured
     # apart because it is the reconciler's cost, not the compiler's.
-    for hv, flows in desired.items():
-        installed.setdefault(hv, {f.cookie for f in sim.compiler.flows(hv)})
+    for hv in desired:
+        if hv not in installed:  # what the switch had before this operation
+            installed[hv] = {f.cookie for f in sim.compiler.flows(hv)}
     c3 = time.process_time()
     for hv, flows in desired.items():
         plan = plan_flows(flows, installed[hv], set())
@@ -328,6 +331,22 @@ def incremental(sim: SimFabric, scale: Scale, n_ops: int) -> dict[str, dict[str,
     return results
 
 
+def verify(sim: SimFabric) -> int:
+    """After the churn, the incrementally maintained state must equal a compile from scratch
+    of the same topology and ports. Returns the number of switches compared."""
+    fresh = FabricCompiler(sim.topology)
+    for hv, sw in sim.switches.items():
+        fresh.set_ports(hv, sw.ports, sw.vm_ports)
+    sim.topology.dirty_switches.update(sim.switches)  # the fresh compiler recomputes all
+    fresh.recompute()
+    for hv, sw in sim.switches.items():
+        if fresh.flows(hv) != sim.compiler.flows(hv):
+            raise AssertionError(f"{hv}: incremental flows differ from a full compile")
+        if fresh.tunnels(hv) != sim.compiler.tunnels(hv) or sw.tunnels != fresh.tunnels(hv):
+            raise AssertionError(f"{hv}: incremental tunnels differ from a full compile")
+    return len(sim.switches)
+
+
 # -- 3. flows per hypervisor --------------------------------------------------------------------
 
 def flow_stats(sim: SimFabric) -> dict[str, float]:
@@ -363,7 +382,7 @@ def _corr(xs: Iterable[float], ys: Iterable[float]) -> float:
 
 # -- driver --------------------------------------------------------------------------------------
 
-def measure(scale: Scale, n_ops: int) -> dict[str, object]:
+def measure(scale: Scale, n_ops: int, *, check: bool = False) -> dict[str, object]:
     print(f"[{scale.name}] building {scale.hypervisors} hv, {scale.networks} networks, "
           f"{scale.vms} VMs ...", flush=True)
     sim, build_t = timed_build(scale)
@@ -372,6 +391,8 @@ def measure(scale: Scale, n_ops: int) -> dict[str, object]:
     print(f"[{scale.name}] flows {flows}", flush=True)
     inc = incremental(sim, scale, n_ops)
     print(f"[{scale.name}] incremental {json.dumps(inc, indent=1)}", flush=True)
+    if check:
+        print(f"[{scale.name}] verified {verify(sim)} switches against a full compile", flush=True)
     del sim
     gc.collect()
     return {"build": build_t, "flows": flows, "incremental": inc}
@@ -389,7 +410,7 @@ def main() -> None:
         print(json.dumps(memory_build(scales[args.memory])))
         return
     if args.quick:
-        measure(TENTH, 200)
+        measure(TENTH, 200, check=True)
         return
     w0 = time.perf_counter()
     small = measure(TENTH, args.ops)

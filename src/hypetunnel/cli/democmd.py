@@ -21,21 +21,16 @@ def bundled_example() -> Path:
     return Path(str(resources.files("hypetunnel") / "examples" / "three-hypervisors.yaml"))
 
 
-def short(vm: str) -> str:
-    tenant, name = vm.split("/")
-    return f"{tenant[0]}/{name}"
-
-
 def matrix_table(results: list, network_of: dict[str, str]) -> Table:
     vms = sorted(network_of)
     table = Table(title="connectivity / isolation (real pings; ✓ reaches, · isolated)",
                   caption="same-IP pairs (=) cannot be pinged: the kernel answers locally")
     table.add_column("from \\ to", style="bold")
-    for v in vms:
-        table.add_column(short(v), justify="center")
+    for i, _ in enumerate(vms, 1):
+        table.add_column(str(i), justify="center")
     cell = {(r.src, r.dst): r for r in results}
-    for src in vms:
-        row = [short(src)]
+    for i, src in enumerate(vms, 1):
+        row = [f"{i} {src} [dim]{network_of[src].split('/')[1]}[/dim]"]
         for dst in vms:
             r = cell.get((src, dst))
             if r is None:

@@ -6,18 +6,19 @@ topology marked dirty, so the cost of a VM change depends on its network, not on
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
 from hypetunnel.compiler.flows import Flow
 from hypetunnel.compiler.pipeline import base_flows, network_slice
 from hypetunnel.compiler.topology import Topology
-from hypetunnel.compiler.tunnels import TunnelPort, tunnel_port_name
+from hypetunnel.compiler.tunnels import TunnelPort, tunnel_port, tunnel_port_name
 
 _BASE = base_flows()
 # Port names are looked up for every remote host of every slice: parse each address once.
 _tunnel_name = lru_cache(maxsize=1 << 16)(tunnel_port_name)
+_tunnel_port = lru_cache(maxsize=1 << 16)(tunnel_port)
 
 
 def _changed(old: Mapping[str, int], new: Mapping[str, int]) -> set[str]:
@@ -38,6 +39,14 @@ class FabricCompiler:
         self._ofports: dict[str, dict[str, int]] = {}  # hypervisor -> port name -> ofport
         self._vm_ports: dict[str, dict[str, int]] = {}  # hypervisor -> vm id -> ofport
         self._slices: dict[str, dict[int, frozenset[Flow]]] = {}
+        # Tunnels are kept per slice too, so a change costs its slices, not the switch's.
+        self._slice_tunnels: dict[str, dict[int, frozenset[TunnelPort]]] = {}
+        self._tunnel_users: dict[str, dict[str, set[int]]] = {}  # hv -> port name -> VNIs
+        self._tunnel_union: dict[str, frozenset[TunnelPort]] = {}  # hv -> tunnels(hv)
+        # Slices made stale by port observations, kept apart from the topology's dirty sets:
+        # ports never change which tunnels a switch needs, so they must not void that cache.
+        self._stale: set[tuple[str, int]] = set()
+        self._stale_switches: set[str] = set()
 
     # -- observed state ------------------------------------------------------------------
     def set_ports(self, hypervisor: str, ofports: Mapping[str, int],
@@ -51,7 +60,7 @@ class FabricCompiler:
         self._ofports[hypervisor] = dict(ofports)
         self._vm_ports[hypervisor] = dict(vm_ports)
         if old_ports is None or old_vms is None:
-            self.topology.dirty_switches.add(hypervisor)
+            self._stale_switches.add(hypervisor)
             return
         # Only the slices that refer to a changed port are stale (a VM plug must not rebuild
         # the whole switch): a VM's port is used by its network's slice, a tunnel port by the
@@ -60,30 +69,27 @@ class FabricCompiler:
         for vid in _changed(old_vms, vm_ports):
             vm = topo.vms.get(vid)
             if vm is not None:
-                topo.dirty.add((hypervisor, vm.vni))
-        names = _changed(old_ports, ofports)
-        if names:
-            for vni in topo.networks_on.get(hypervisor, ()):
-                net = topo.networks.get(vni)
-                if net is not None and not names.isdisjoint(
-                        self._tunnel_names(hypervisor, vni, net.encapsulation)):
-                    topo.dirty.add((hypervisor, vni))
-
-    def _tunnel_names(self, hv: str, vni: int, encapsulation: str) -> Iterator[str]:
-        topo = self.topology
-        for remote in topo.hosts.get(vni, {}):
-            r = topo.hypervisors.get(remote)
-            if remote != hv and r is not None and r.underlay_ip is not None:
-                yield _tunnel_name(encapsulation, r.underlay_ip)
+                self._stale.add((hypervisor, vm.vni))
+        # Slices not dirty yet have current tunnel sets, so the index is exact for them.
+        users = self._tunnel_users.get(hypervisor, {})
+        for name in _changed(old_ports, ofports):
+            for vni in users.get(name, ()):
+                self._stale.add((hypervisor, vni))
 
     # -- compilation ---------------------------------------------------------------------
     def recompute(self) -> set[str]:
         """Rebuild every dirty slice; return the hypervisors whose desired state may differ."""
-        dirty, switches = self.topology.take_dirty()
+        topo = self.topology
+        dirty, switches = topo.take_dirty()
+        dirty |= self._stale
+        switches |= self._stale_switches
+        self._stale, self._stale_switches = set(), set()
         touched = set(switches)
         for hv in switches:
             self._slices[hv] = {}
-            for vni in self.topology.networks_on.get(hv, ()):
+            self._slice_tunnels[hv] = {}
+            self._tunnel_users[hv] = {}
+            for vni in topo.networks_on.get(hv, ()):
                 dirty.add((hv, vni))
         for hv, vni in dirty:
             touched.add(hv)
@@ -93,7 +99,38 @@ class FabricCompiler:
                 slices[vni] = flows
             else:
                 slices.pop(vni, None)
+            hosted = vni in topo.networks_on.get(hv, ())
+            self._set_slice_tunnels(hv, vni, self._tunnels_of(hv, vni) if hosted else frozenset())
+        for hv in touched:
+            self._tunnel_union.pop(hv, None)
         return touched
+
+    def _set_slice_tunnels(self, hv: str, vni: int, tunnels: frozenset[TunnelPort]) -> None:
+        per_slice = self._slice_tunnels.setdefault(hv, {})
+        users = self._tunnel_users.setdefault(hv, {})
+        old = {t.name for t in per_slice.pop(vni, ())}
+        new = {t.name for t in tunnels}
+        for name in old - new:
+            users[name].discard(vni)
+            if not users[name]:
+                del users[name]
+        for name in new - old:
+            users.setdefault(name, set()).add(vni)
+        if tunnels:
+            per_slice[vni] = tunnels
+
+    def _tunnels_of(self, hv: str, vni: int) -> frozenset[TunnelPort]:
+        """Tunnels from hv to the other hosts of one network (in its encapsulation)."""
+        topo = self.topology
+        net = topo.networks.get(vni)
+        if net is None:
+            return frozenset()
+        out = []
+        for remote in topo.hosts.get(vni, {}):
+            r = topo.hypervisors.get(remote)
+            if remote != hv and r is not None and r.underlay_ip is not None:
+                out.append(_tunnel_port(net.encapsulation, r.underlay_ip, remote))
+        return frozenset(out)
 
     def _slice(self, hv: str, vni: int) -> frozenset[Flow]:
         topo = self.topology
@@ -118,17 +155,17 @@ class FabricCompiler:
         encapsulation of that network). Independent of observed ports, so it can be created
         before any flow refers to it."""
         topo = self.topology
-        out: set[TunnelPort] = set()
-        for vni in topo.networks_on.get(hv, ()):
-            net = topo.networks.get(vni)
-            if net is None:
-                continue
-            for remote in topo.hosts.get(vni, {}):
-                r = topo.hypervisors.get(remote)
-                if remote != hv and r is not None and r.underlay_ip is not None:
-                    out.add(TunnelPort(_tunnel_name(net.encapsulation, r.underlay_ip),
-                                       net.encapsulation, r.underlay_ip, remote))
-        return frozenset(out)
+        if topo.dirty or topo.dirty_switches:
+            # Changes not compiled yet: answer from the topology itself.
+            return frozenset().union(*(self._tunnels_of(hv, vni)
+                                       for vni in topo.networks_on.get(hv, ())))
+        # Every change to a switch's tunnels dirties one of its slices, and recompute() drops
+        # the union of each touched switch: the cached union is current.
+        union = self._tunnel_union.get(hv)
+        if union is None:
+            union = frozenset().union(*self._slice_tunnels.get(hv, {}).values())
+            self._tunnel_union[hv] = union
+        return union
 
     def flows(self, hv: str) -> frozenset[Flow]:
         out = set(_BASE)
