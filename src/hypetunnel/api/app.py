@@ -113,7 +113,8 @@ def create_app(service: FabricService, runtime: RuntimeView | None = None) -> Fa
             raise IntentInvalid([FieldError("name", f"{body.name!r} does not match the URL's "
                                                     f"{name!r}")])
         try:
-            hv = Hypervisor(name=name, underlay_ip=body.underlay_ip, ovsdb=body.ovsdb)
+            hv = Hypervisor(name=name, underlay_ip=body.underlay_ip, ovsdb=body.ovsdb,
+                            datapath_type=body.datapath_type)
         except ValueError as exc:  # the URL's name is not a valid name
             raise IntentInvalid([FieldError("name", f"invalid hypervisor name {name!r}")]) from exc
         return service.upsert_hypervisor(hv).to_dict()

@@ -6,7 +6,7 @@ from ipaddress import IPv4Address
 
 from pydantic import BaseModel, ConfigDict
 
-from hypetunnel.model.intent import Encapsulation, Intent, Name, StrictModel
+from hypetunnel.model.intent import DatapathType, Encapsulation, Intent, Name, StrictModel
 
 
 class ApplyRequest(StrictModel):
@@ -20,6 +20,7 @@ class HypervisorBody(StrictModel):
     name: Name | None = None
     underlay_ip: IPv4Address | None = None
     ovsdb: str | None = None
+    datapath_type: DatapathType | None = None
 
 
 class PlanItemOut(BaseModel):

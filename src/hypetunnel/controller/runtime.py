@@ -146,7 +146,8 @@ class Controller:
         if st.ovsdb is not client:
             return
         try:
-            await client.ensure_bridge(datapath_type=self.intent.fabric.datapath_type,
+            hv = self.intent.hypervisor(st.hypervisor)
+            await client.ensure_bridge(datapath_type=(hv and hv.datapath_type) or "system",
                                        controller_targets=self.switch_targets,
                                        datapath_id=datapath_id_for(st.hypervisor))
         except Exception as e:

@@ -53,10 +53,10 @@ def switch_target(ctl: LabController, ovs_dir: Path) -> str:
 def enlisted(intent: Intent, lab: Lab) -> Intent:
     """The intent with each hypervisor's management facts filled in from the lab."""
     hvs = [h.model_copy(update={"underlay_ip": lab.hypervisor(h.name).underlay_ip,
-                                "ovsdb": lab.hypervisor(h.name).ovsdb})
+                                "ovsdb": lab.hypervisor(h.name).ovsdb,
+                                "datapath_type": lab.hypervisor(h.name).datapath_type})
            for h in intent.hypervisors]
-    fabric = intent.fabric.model_copy(update={"datapath_type": "netdev"})
-    return intent.model_copy(update={"hypervisors": hvs, "fabric": fabric})
+    return intent.model_copy(update={"hypervisors": hvs})
 
 
 def up(file: Path, name: str, progress: Progress = lambda _: None,

@@ -184,6 +184,8 @@ def _keep_enlistment(hv: Hypervisor, old: Hypervisor | None) -> Hypervisor:
         update["underlay_ip"] = old.underlay_ip
     if hv.ovsdb is None and old.ovsdb is not None:
         update["ovsdb"] = old.ovsdb
+    if hv.datapath_type is None and old.datapath_type is not None:
+        update["datapath_type"] = old.datapath_type
     return hv.model_copy(update=update) if update else hv
 
 

@@ -32,8 +32,6 @@ class StrictModel(BaseModel):
 class Fabric(StrictModel):
     encapsulation: Encapsulation = "vxlan"
     underlay_mtu: int = Field(default=1500, ge=576, le=9216)
-    # Production hypervisors use the kernel datapath; the namespace lab needs "netdev".
-    datapath_type: DatapathType = "system"
 
 
 class Hypervisor(StrictModel):
@@ -42,6 +40,9 @@ class Hypervisor(StrictModel):
     # OVSDB endpoint of the hypervisor's Open vSwitch ("tcp:10.0.0.1:6640", "unix:/run/db.sock").
     # Filled in at enlistment; a hypervisor without one is known but not driven.
     ovsdb: str | None = None
+    # Open vSwitch datapath of this hypervisor: production uses the kernel ("system"); the
+    # namespace lab enlists its hypervisors with "netdev" (userspace). Kept from enlistment.
+    datapath_type: DatapathType | None = None
 
 
 class Network(StrictModel):
