@@ -5,8 +5,9 @@ each in its own network namespace and temp directory. The Controller runs in-pro
 test's event loop with a SqliteStore; its OpenFlow listener is one unix socket, reached by every
 ovs-vswitchd through a `controller.sock` link in its own run directory (ovs-vswitchd refuses
 unix controller sockets elsewhere). VM ports are internal ports carrying
-external_ids:iface-id=tenant/vm, as Nova/libvirt plugs them. Underlay addresses (172.31.x) are
-only written into tunnel ports: nothing is ever sent.
+external_ids:iface-id=tenant/vm, as Nova/libvirt plugs them (never brought up). Underlay
+addresses (172.31.x) are only written into tunnel ports: nothing is ever sent; the only frames
+are injected at a bridge's LOCAL port straight into table 0's drop flow, to give counters a value.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from hypetunnel.controller.runtime import Controller
 from hypetunnel.controller.switch import datapath_id_for
 from hypetunnel.lab.controller import free_port
 from hypetunnel.lab.ovs import OvsInstance
-from hypetunnel.lab.proc import run
+from hypetunnel.lab.proc import LabError, run, wait_until
 from hypetunnel.model.intent import VM, Fabric, Hypervisor, Intent, Network, Tenant
 from hypetunnel.store.sqlite import SqliteStore
 
@@ -180,28 +181,38 @@ def settled(ctl: Controller) -> bool:
 
 
 async def converged(ctl: Controller, rig: Rig, bound: dict[str, str]) -> None:
-    """Wait until the controller sees exactly `bound` (vm id -> hv) and has pushed it all,
-    including flows through tunnel ports (which appear once OVS numbers the ports)."""
+    """Wait until the controller sees exactly `bound` (vm id -> hv) and every switch holds
+    exactly the compiled flows, including those through tunnel ports (compiled only once OVS
+    has numbered the ports)."""
     await until(lambda: ctl.bindings() == bound, f"bindings {bound}")
-    await until_ovs(lambda: _all_programmed(ctl, rig), "flows on every switch as compiled")
-    await until(lambda: settled(ctl), "controller settled")
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        # Controller state is read on the loop; only the ovs-ofctl calls go to a thread.
+        want = _complete_flows(ctl) if settled(ctl) else None
+        if want is not None:
+            have = await asyncio.to_thread(
+                lambda: {h: set(dump_flows(hv)) for h, hv in rig.hvs.items()})
+            if have == want and settled(ctl) and _complete_flows(ctl) == want:
+                return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {DEADLINE}s waiting for convergence: "
+                                 f"{ctl.status()}")
+        await asyncio.sleep(0.05)
 
 
-def _all_programmed(ctl: Controller, rig: Rig) -> bool:
-    if not settled(ctl):
-        return False
-    for name, hv in rig.hvs.items():
-        want = {f.cookie for f in ctl.compiler.flows(name)}
-        if set(dump_flows(hv)) != want:
-            return False
-        # Flows of every remote VM of a network hosted here are there: no tunnel ofport missing.
-        topo = ctl.topology
+def _complete_flows(ctl: Controller) -> dict[str, set[int]] | None:
+    """Compiled cookies per switch, or None while a remote VM's flow still waits for its
+    tunnel port's number."""
+    topo = ctl.topology
+    out = {}
+    for name in ctl.switches:
+        flows = ctl.compiler.flows(name)
+        macs = {dict(f.match).get("eth_dst") for f in flows if f.table == 20}
         for vni in topo.networks_on.get(name, ()):
-            for vm in topo.bound_members(vni):
-                if not any(f.match.get("eth_dst") == vm.mac and f.table == 20
-                           for f in ctl.compiler.flows(name)):
-                    return False
-    return True
+            if any(vm.mac not in macs for vm in topo.bound_members(vni)):
+                return None
+        out[name] = {f.cookie for f in flows}
+    return out
 
 
 # -- reading OVS -----------------------------------------------------------------------------
@@ -245,7 +256,8 @@ def tunnels(hv: Hv) -> dict[str, dict[str, str]]:
     return out
 
 
-def tunnel_to(rig: Rig, here: str, there: str) -> str:
+def tunnel_to(there: str) -> str:
+    """Name of the (vxlan) tunnel port towards hypervisor `there`, on any other hypervisor."""
     return tunnel_port_name("vxlan", UNDERLAY[there])
 
 
@@ -270,7 +282,7 @@ def points_to(hv: Hv, mac: str, port: str) -> bool:
         return False
     try:
         number = ofport(hv, port)
-    except Exception:
+    except LabError:  # the port is not (or no longer) there
         return False
     return outputs(flows[0]) in ([str(number)], [port])
 
@@ -301,9 +313,9 @@ def vid(vm: str) -> str:
     return f"{TENANT}/{vm}"
 
 
-def expect_tunnel(rig: Rig, here: str, there: str) -> dict[str, dict[str, str]]:
-    return {tunnel_to(rig, here, there): {"type": "vxlan", "remote_ip": UNDERLAY[there],
-                                          "key": "flow"}}
+def expect_tunnel(there: str) -> dict[str, dict[str, str]]:
+    """What tunnels() shows for the one tunnel port towards `there`."""
+    return {tunnel_to(there): {"type": "vxlan", "remote_ip": UNDERLAY[there], "key": "flow"}}
 
 
 # -- tests -----------------------------------------------------------------------------------
@@ -316,8 +328,10 @@ def test_tunnels_exist_only_between_hypervisors_sharing_a_network(rig: Rig) -> N
             # The controller configures the bridge's datapath id itself (ensure_bridge).
             for hv in rig.hvs.values():
                 await until_ovs(lambda hv=hv: hv.vsctl(  # type: ignore[misc]
-                    "get", "Bridge", BRIDGE, "other_config:datapath-id").strip('"')
-                    == f"{datapath_id_for(hv.name):016x}", f"datapath-id on {hv.name}")
+                    "--if-exists", "get", "Bridge", BRIDGE, "other_config:datapath-id"
+                ).strip('"') == f"{datapath_id_for(hv.name):016x}", f"datapath-id on {hv.name}")
+                # ... and keeps the userspace datapath the enlistment asked for.
+                assert hv.vsctl("get", "Bridge", BRIDGE, "datapath_type") == "netdev"
             await until(lambda: all(st.openflow_ready for st in ctl.switches.values()),
                         "every switch connected over OpenFlow")
 
@@ -331,8 +345,8 @@ def test_tunnels_exist_only_between_hypervisors_sharing_a_network(rig: Rig) -> N
             await plug(hv2, "web2")
             await converged(ctl, rig, {vid("web1"): "hv1", vid("db1"): "hv3",
                                        vid("web2"): "hv2"})
-            assert tunnels(hv1) == expect_tunnel(rig, "hv1", "hv2")
-            assert tunnels(hv2) == expect_tunnel(rig, "hv2", "hv1")
+            assert tunnels(hv1) == expect_tunnel("hv2")
+            assert tunnels(hv2) == expect_tunnel("hv1")
             assert tunnels(hv3) == {}
 
             # The last VM of "web" on hv2 unplugged: both tunnels go.
@@ -344,15 +358,14 @@ def test_tunnels_exist_only_between_hypervisors_sharing_a_network(rig: Rig) -> N
             # Plugged again they come back; deleting the VM from the intent (its port still
             # plugged, iface-id and all) removes them again.
             await plug(hv2, "web2")
-            await until_ovs(lambda: tunnels(hv1) == expect_tunnel(rig, "hv1", "hv2")
-                            and tunnels(hv2) == expect_tunnel(rig, "hv2", "hv1"),
+            await until_ovs(lambda: tunnels(hv1) == expect_tunnel("hv2")
+                            and tunnels(hv2) == expect_tunnel("hv1"),
                             "tunnels back after re-plug")
             ctl.service.delete_vm(TENANT, "web2")
             await until_ovs(lambda: not tunnels(hv1) and not tunnels(hv2),
                             "tunnels removed after delete_vm")
             await until(lambda: settled(ctl), "settled after delete_vm")
             assert tunnels(hv3) == {}
-            assert not flows_to_mac(hv1, "00:00:00:00:00:00")  # sanity of the parser helper
 
     run_test(body)
 
@@ -377,8 +390,8 @@ def test_bindings_and_flows_follow_iface_ids(rig: Rig) -> None:
             # Local delivery on the VM's own switch, tunnel towards it on the peer.
             assert points_to(hv1, web1, tap("web1"))
             assert points_to(hv2, web2, tap("web2"))
-            assert points_to(hv2, web1, tunnel_to(rig, "hv2", "hv1"))
-            assert points_to(hv1, web2, tunnel_to(rig, "hv1", "hv2"))
+            assert points_to(hv2, web1, tunnel_to("hv1"))
+            assert points_to(hv1, web2, tunnel_to("hv2"))
             (to_web1,) = flows_to_mac(hv2, web1)
             assert "set_field:" in to_web1.actions and "->tun_id" in to_web1.actions
             # hv3 hosts no VM: only the base flows (drop in 0, goto in 10), no VM MACs.
@@ -426,10 +439,15 @@ def test_controller_restart_resyncs_without_flow_churn(rig: Rig) -> None:
             first_generation = {h: ctl.switches[h].programmed_generation for h in ours}
             assert all(first_generation.values())
 
+        # Give the flows counters worth keeping: frames injected at the bridge's LOCAL port hit
+        # table 0's explicit drop (they never reach a VM port or a tunnel).
+        for hv in rig.hvs.values():
+            await asyncio.to_thread(inject_dropped_frames, hv, 3)
+        await until_ovs(lambda: all(_drop_flow(rig.hvs[h]).n_packets == 3 for h in ours),
+                        "injected frames counted by the drop flows")
         ports_before = await asyncio.to_thread(_tunnel_identity, rig)
         before = {h: await asyncio.to_thread(dump_flows, rig.hvs[h]) for h in ours}
         t_before = time.monotonic()
-        assert all(before.values())
 
         # Same store, same socket path: a new process would look exactly like this.
         async with controller(rig) as ctl:
@@ -461,6 +479,22 @@ def test_controller_restart_resyncs_without_flow_churn(rig: Rig) -> None:
     run_test(body)
 
 
+# Broadcast, locally administered source, IEEE "local experimental" ethertype, zero padding.
+_PROBE_FRAME = "ff" * 6 + "020000000099" + "88b5" + "00" * 46
+
+
+def inject_dropped_frames(hv: Hv, count: int) -> None:
+    for _ in range(count):
+        hv.ovs.ofctl("packet-out", f"in_port=LOCAL,packet={_PROBE_FRAME},actions=resubmit(,0)",
+                     bridge_mgmt=BRIDGE)
+
+
+def _drop_flow(hv: Hv) -> DumpedFlow:
+    (drop,) = [f for f in dump_flows(hv).values()
+               if f.table == 0 and f.priority == 0 and f.actions == "drop"]
+    return drop
+
+
 def _tunnel_identity(rig: Rig) -> dict[str, dict[str, tuple[str, int]]]:
     return {h.name: {p: (h.vsctl("get", "Interface", p, "_uuid"), ofport(h, p))
                      for p in tunnels(h)} for h in rig.hvs.values()}
@@ -477,15 +511,15 @@ def test_vm_move_repoints_peer_flows(rig: Rig) -> None:
             await converged(ctl, rig, {vid("web1"): "hv1", vid("web2"): "hv2",
                                        vid("web3"): "hv3"})
             web1 = mac_of(ctl, "web1")
-            assert points_to(hv3, web1, tunnel_to(rig, "hv3", "hv1"))
-            assert points_to(hv2, web1, tunnel_to(rig, "hv2", "hv1"))
+            assert points_to(hv3, web1, tunnel_to("hv1"))
+            assert points_to(hv2, web1, tunnel_to("hv1"))
 
             # Live migration as the hypervisors show it: gone from hv1, then up on hv2.
             await unplug(hv1, "web1")
             await until(lambda: vid("web1") not in ctl.bindings(), "web1 unbound")
             await plug(hv2, "web1")
             await until(lambda: ctl.bindings().get(vid("web1")) == "hv2", "web1 bound on hv2")
-            await until_ovs(lambda: points_to(hv3, web1, tunnel_to(rig, "hv3", "hv2")),
+            await until_ovs(lambda: points_to(hv3, web1, tunnel_to("hv2")),
                             "hv3 sends web1's MAC to hv2")
             await until_ovs(lambda: points_to(hv2, web1, tap("web1")),
                             "hv2 delivers web1 locally")
@@ -494,8 +528,8 @@ def test_vm_move_repoints_peer_flows(rig: Rig) -> None:
                             "hv1 emptied")
             await converged(ctl, rig, {vid("web1"): "hv2", vid("web2"): "hv2",
                                        vid("web3"): "hv3"})
-            assert tunnels(hv2) == expect_tunnel(rig, "hv2", "hv3")
-            assert tunnels(hv3) == expect_tunnel(rig, "hv3", "hv2")
+            assert tunnels(hv2) == expect_tunnel("hv3")
+            assert tunnels(hv3) == expect_tunnel("hv2")
 
     run_test(body)
 
@@ -507,23 +541,25 @@ def test_console_script_serves_healthz_and_exits_on_sigterm(tmp_path: Path) -> N
     log = tmp_path / "controller.log"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(SRC), *filter(None, [os.environ.get("PYTHONPATH")])])}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "hypetunnel", "controller", "run", "--state-dir", str(state),
-             "--api", f"127.0.0.1:{port}", "--openflow", f"unix:{sock}"],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-            start_new_session=True)
+    proc: subprocess.Popen[bytes] | None = None
     try:
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "hypetunnel", "controller", "run", "--state-dir",
+                 str(state), "--api", f"127.0.0.1:{port}", "--openflow", f"unix:{sock}"],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                start_new_session=True)
         url = f"http://127.0.0.1:{port}/api/v1"
 
         def healthy() -> bool:
+            assert proc is not None
             assert proc.poll() is None, f"controller exited: {log.read_text()[-2000:]}"
             try:
                 return httpx.get(f"{url}/healthz", timeout=0.5).json() == {"ok": True}
             except httpx.HTTPError:
                 return False
 
-        _wait(healthy, 30, "the controller API")
+        wait_until(healthy, 30, "the controller API", interval=0.05)
         assert sock.is_socket()
         assert (state / "store.db").exists()
         status = httpx.get(f"{url}/status", timeout=5).json()
@@ -534,16 +570,8 @@ def test_console_script_serves_healthz_and_exits_on_sigterm(tmp_path: Path) -> N
         assert not sock.exists()  # the OpenFlow listener removed its socket
         assert "Traceback" not in log.read_text()
     finally:
-        if proc.poll() is None:
+        if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
         shutil.rmtree(sock.parent, ignore_errors=True)
-
-
-def _wait(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 

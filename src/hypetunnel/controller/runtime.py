@@ -201,14 +201,18 @@ class Controller:
 
     # -- reconciliation ----------------------------------------------------------------------
     async def _startup_gate(self) -> None:
-        """Hold flow programming until every enlisted switch's bindings are known (or a grace
-        period passed): programming with half the bindings would delete live flows."""
+        """Hold flow and tunnel programming until every enlisted switch's bindings are known (or
+        a grace period passed): programming with half the bindings would delete live flows and
+        tunnel ports (re-created ports get new ofports, so every flow using them churns)."""
         deadline = self._started_at + self.startup_grace
         while time.monotonic() < deadline:
             if all(st.ovsdb_synced for st in self.switches.values() if st.endpoint):
                 break
             await asyncio.sleep(0.05)
         self._startup_done = True
+        # Switches reconciled while the gate was shut did nothing: do them all now.
+        for st in self.switches.values():
+            st.pending = True
         self._kick.set()
 
     async def _worker(self) -> None:
@@ -236,11 +240,13 @@ class Controller:
 
     async def _reconcile_once(self, st: SwitchState) -> None:
         hv = st.hypervisor
+        if not self._startup_done:
+            return
         if st.ovsdb is not None and st.observation is not None:
             tunnels = self.compiler.tunnels(hv)
             if tunnels != st.observation.tunnels:
                 await st.ovsdb.ensure_tunnels(tunnels)
-        if not (self._startup_done and st.ovsdb_synced and st.openflow_ready):
+        if not (st.ovsdb_synced and st.openflow_ready):
             return
         assert st.reconciler is not None
         diff = await st.reconciler.apply(self.compiler.flows(hv))

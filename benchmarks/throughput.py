@@ -1,0 +1,245 @@
+"""Overlay throughput VM-to-VM for VXLAN, GRE and Geneve, as a ratio to the underlay through
+the same userspace datapath, measured in one run on one lab.
+
+    PYTHONPATH=src python benchmarks/throughput.py [--seconds 5] [--repeat 3] [--no-write]
+                                                   [--no-investigate]
+
+The lab: 2 hypervisors, 3 tenants (one per encapsulation), each with one VM on hv1 and one on
+hv2, built by datacenter.up from a generated intent. Paths, all TCP, 1 stream, iperf3 client
+on hv1's side, server on hv2's side:
+  * underlay: between the two hypervisor namespaces' br-phy addresses. That traffic crosses
+    ovs-vswitchd twice (br-phy's internal tap -> eth0 on hv1, eth0 -> tap on hv2), like the
+    overlay does (VM veth -> br-int -> tunnel push -> br-phy -> eth0, and back);
+  * vxlan / gre / geneve: VM to VM of the tenant on that encapsulation.
+Runs are interleaved (underlay, vxlan, gre, geneve, then again) so load from other processes on
+the machine hits every path alike; the median of --repeat runs is reported, the first second
+of each run is omitted (-O 1: slow start).
+
+Investigation (unless --no-investigate): the underlay again with the overlay's MSS (-M), which
+separates the cost of carrying less payload per packet (the VM MTU is smaller by the
+encapsulation overhead) from the cost of encapsulating, and the offload state of the ports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _report import write_section  # noqa: E402
+
+from hypetunnel.lab import datacenter  # noqa: E402
+from hypetunnel.lab.proc import LabError, wait_until  # noqa: E402
+from hypetunnel.lab.topology import Lab  # noqa: E402
+from hypetunnel.model.intent import ENCAP_OVERHEAD  # noqa: E402
+
+ENCAPS = ("vxlan", "gre", "geneve")
+GOAL = 0.85
+PORT = 5201
+UNDERLAY_MTU = 1500
+TCP_IP_HEADERS = 52  # IPv4 20 + TCP 20 + timestamps 12: MSS = MTU - 52
+
+
+def intent() -> dict[str, Any]:
+    return {"fabric": {"encapsulation": "vxlan", "underlay_mtu": UNDERLAY_MTU},
+            "hypervisors": [{"name": "hv1"}, {"name": "hv2"}],
+            "tenants": [{"name": f"t{e}", "encapsulation": e,
+                         "networks": [{"name": "net", "cidr": "10.0.0.0/24"}],
+                         "vms": [{"name": "a", "network": "net", "hypervisor": "hv1",
+                                  "ip": "10.0.0.10", "mac": f"02:00:00:0{i + 1}:00:0a"},
+                                 {"name": "b", "network": "net", "hypervisor": "hv2",
+                                  "ip": "10.0.0.11", "mac": f"02:00:00:0{i + 1}:00:0b"}]}
+                        for i, e in enumerate(ENCAPS)]}
+
+
+def load_note() -> str:
+    """Machine load, and how many labs / network namespaces exist besides ours (other
+    engineers' tests run on the same cores)."""
+    la = os.getloadavg()
+    netns = len(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                               check=False).stdout.splitlines())
+    return (f"load average {la[0]:.2f} {la[1]:.2f} {la[2]:.2f}, other labs "
+            f"{len(Lab.list())}, network namespaces {netns}")
+
+
+def listening(lab: Lab, where: str) -> bool:
+    out = lab.exec(where, ["ss", "-Hltn", f"sport = :{PORT}"], check=False).stdout
+    return bool(out.strip())
+
+
+def vswitchd_cpu_s(lab: Lab) -> float:
+    """CPU time (user + system) used so far by every hypervisor's ovs-vswitchd."""
+    total = 0
+    for hv in lab.hypervisors.values():
+        pid = (Path(hv.ovs_dir) / "ovs-vswitchd.pid").read_text().strip()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def socket_drops(lab: Lab) -> int:
+    """Packets the kernel dropped because ovs-vswitchd's AF_PACKET receive sockets were full
+    (the `d` of `ss -0 -m`): the userspace datapath did not read them in time."""
+    total = 0
+    for hv in lab.hypervisors:
+        out = lab.exec(hv, ["ss", "-0", "-m"], check=False).stdout
+        total += sum(int(m) for m in re.findall(r",d(\d+)\)", out))
+    return total
+
+
+def cpu_busy() -> tuple[float, float]:
+    """(busy, total) jiffies of the whole machine."""
+    v = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = v[3] + v[4]
+    return sum(v) - idle, sum(v)
+
+
+def iperf(lab: Lab, client: str, server_ip: str, seconds: int,
+          extra: tuple[str, ...] = ()) -> dict[str, float]:
+    cpu0, drops0, busy0 = vswitchd_cpu_s(lab), socket_drops(lab), cpu_busy()
+    r = lab.exec(client, ["iperf3", "-c", server_ip, "-p", str(PORT), "-t", str(seconds),
+                          "-O", "1", "-J", *extra], check=False, timeout=seconds + 30)
+    cpu1, drops1, busy1 = vswitchd_cpu_s(lab), socket_drops(lab), cpu_busy()
+    try:
+        data = json.loads(r.stdout)
+    except ValueError as e:
+        raise LabError(f"iperf3 from {client} to {server_ip}: {r.stderr or r.stdout}") from e
+    if "error" in data:
+        raise LabError(f"iperf3 from {client} to {server_ip}: {data['error']}")
+    end = data["end"]
+    sent = sum(i["sum"]["bytes"] for i in data["intervals"])  # the omitted second included
+    return {"mbps": end["sum_received"]["bits_per_second"] / 1e6,
+            "retransmits": float(end["sum_sent"].get("retransmits", 0)),
+            "ovs_cpu_per_gb": (cpu1 - cpu0) / (sent / 1e9),
+            "drops": float(drops1 - drops0),
+            "busy": (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1])}
+
+
+def offloads(lab: Lab, where: str, ifname: str) -> str:
+    out = lab.exec(where, ["ethtool", "-k", ifname], check=False).stdout
+    keep = ("tx-checksumming", "tcp-segmentation-offload", "generic-segmentation-offload",
+            "generic-receive-offload")
+    found = {line.split(":")[0].strip(): line.split(":")[1].split()[0]
+             for line in out.splitlines() if ":" in line and line.split(":")[0].strip() in keep}
+    return ", ".join(f"{k} {found.get(k, '?')}" for k in keep)
+
+
+def measure(seconds: int, repeat: int, investigate: bool) -> str:
+    name = f"tput{os.getpid() % 100000}"
+    tmp = Path(tempfile.mkdtemp(prefix="htbench-tput-"))
+    file = tmp / "throughput.yaml"
+    file.write_text(yaml.safe_dump(intent(), sort_keys=False))
+    load0 = load_note()
+    servers: list[subprocess.Popen[str]] = []
+    runs: dict[str, list[dict[str, float]]] = {}
+    notes: list[str] = []
+    try:
+        lab = datacenter.up(file, name, timeout=120)
+        hv2_ip = lab.hypervisor("hv2").underlay_ip
+        # path -> (client namespace, server namespace, server address, iperf3 options)
+        paths: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
+            "underlay": ("hv1", "hv2", hv2_ip, ())}
+        for e in ENCAPS:
+            paths[e] = (f"t{e}/a", f"t{e}/b", "10.0.0.11", ())
+        mss = {e: UNDERLAY_MTU - ENCAP_OVERHEAD[e] - TCP_IP_HEADERS for e in ENCAPS}
+        if investigate:
+            # Same datapath, same packet rate budget, but only as much payload per packet as
+            # a VXLAN VM can carry: what is left of the gap is encapsulation work.
+            paths["underlay, MSS of vxlan"] = ("hv1", "hv2", hv2_ip, ("-M", str(mss["vxlan"])))
+        for _client, server, ip_, _ in {p[1]: p for p in paths.values()}.values():
+            servers.append(lab.spawn(server, ["iperf3", "-s", "-p", str(PORT), "-B", ip_],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            wait_until(lambda s=server: listening(lab, s), 10, f"iperf3 server in {server}")
+        for label, (client, _, _, _) in paths.items():
+            if label in ENCAPS:  # a first packet through the path: ARP and flows are ready
+                lab.exec(client, ["ping", "-c", "3", "-i", "0.2", "-W", "1", "-q", "10.0.0.11"])
+        for rep in range(repeat):
+            for label, (client, _, ip_, extra) in paths.items():
+                r = iperf(lab, client, ip_, seconds, extra)
+                runs.setdefault(label, []).append(r)
+                print(f"  run {rep + 1} {label}: {r['mbps']:.0f} Mbit/s, "
+                      f"{r['retransmits']:.0f} retransmits", flush=True)
+        vm_mtu = {e: lab.vm(f"t{e}/a").mtu for e in ENCAPS}
+        notes.append("Offloads (ethtool -k): VM eth0 (vxlan tenant): "
+                     f"{offloads(lab, 'tvxlan/a', 'eth0')}; hypervisor br-phy: "
+                     f"{offloads(lab, 'hv1', 'br-phy')}; hypervisor eth0 (uplink): "
+                     f"{offloads(lab, 'hv1', 'eth0')}.")
+        tso = lab.hypervisor("hv1").ovs.vsctl(
+            "--if-exists", "get", "Open_vSwitch", ".", "other_config:userspace-tso-enable",
+            check=False).strip()
+        notes.append(f"OVS other_config:userspace-tso-enable: {tso or 'unset (false)'}.")
+    finally:
+        for s in servers:
+            s.kill()
+            s.wait()
+        datacenter.down(name)
+        file.unlink(missing_ok=True)
+        tmp.rmdir()
+    load1 = load_note()
+
+    med = {k: statistics.median(r["mbps"] for r in v) for k, v in runs.items()}
+    base = med["underlay"]
+    rows = ["| path | MTU | MSS | Mbit/s (median) | runs | retransmits (median) | "
+            "ratio to underlay | goal 0.85 |", "|---|---|---|---|---|---|---|---|"]
+    for label, v in runs.items():
+        if label in ENCAPS:
+            mtu, m = vm_mtu[label], vm_mtu[label] - TCP_IP_HEADERS
+        elif label == "underlay":
+            mtu, m = UNDERLAY_MTU, UNDERLAY_MTU - TCP_IP_HEADERS
+        else:
+            mtu, m = UNDERLAY_MTU, mss["vxlan"]
+        ratio = med[label] / base
+        goal = ("met" if ratio >= GOAL else "**missed**") if label in ENCAPS else ""
+        each = " ".join(f"{r['mbps']:.0f}" for r in v)
+        rows.append(f"| {label} | {mtu} | {m} | {med[label]:.0f} | {each} | "
+                    f"{statistics.median(r['retransmits'] for r in v):.0f} | {ratio:.2f} | "
+                    f"{goal} |")
+    cpu = {k: statistics.median(r["cpu_host"] for r in v) for k, v in runs.items()}
+    lines = [
+        f"iperf3 TCP, 1 stream, -t {seconds} -O 1, {repeat} interleaved repetitions, median "
+        "reported; client on hv1's side, server on hv2's. Underlay = iperf3 between the "
+        "hypervisor namespaces' br-phy addresses (172.31.0.x), which crosses the same "
+        "ovs-vswitchd userspace (netdev) datapath and the same veth/bridge underlay as the "
+        "tunnels. VM MTU = underlay MTU 1500 - encapsulation overhead (vxlan/geneve 50, "
+        "gre 42); TCP checksum offload (hence TSO) is off on every lab port, because the "
+        "userspace datapath does not complete partial checksums.", "", *rows, "",
+        "Client-side iperf3 CPU (host_total %, median): "
+        + ", ".join(f"{k} {v:.0f}" for k, v in cpu.items()) + ".", "", *notes, "",
+        f"Load: before {load0}; after {load1}. Two other engineers may have been running lab "
+        "tests on the same 2 cores.",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--no-investigate", action="store_true")
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    t0 = time.monotonic()
+    md = measure(args.seconds, args.repeat, not args.no_investigate)
+    md += f"\n\nTotal benchmark wall time {time.monotonic() - t0:.0f} s."
+    print(md)
+    if not args.no_write:
+        write_section("throughput", "Overlay throughput", md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
