@@ -191,10 +191,13 @@ def measure(seconds: int, repeat: int, investigate: bool) -> str:
         tmp.rmdir()
     load1 = load_note()
 
-    med = {k: statistics.median(r["mbps"] for r in v) for k, v in runs.items()}
-    base = med["underlay"]
-    rows = ["| path | MTU | MSS | Mbit/s (median) | runs | retransmits (median) | "
-            "ratio to underlay | goal 0.85 |", "|---|---|---|---|---|---|---|---|"]
+    def med(label: str, key: str) -> float:
+        return statistics.median(r[key] for r in runs[label])
+
+    base = med("underlay", "mbps")
+    rows = ["| path | MTU | MSS | Mbit/s (median) | runs | ratio to underlay | goal 0.85 | "
+            "retransmits | AF_PACKET drops | ovs-vswitchd CPU s/GB | machine CPU busy |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for label, v in runs.items():
         if label in ENCAPS:
             mtu, m = vm_mtu[label], vm_mtu[label] - TCP_IP_HEADERS
@@ -202,23 +205,59 @@ def measure(seconds: int, repeat: int, investigate: bool) -> str:
             mtu, m = UNDERLAY_MTU, UNDERLAY_MTU - TCP_IP_HEADERS
         else:
             mtu, m = UNDERLAY_MTU, mss["vxlan"]
-        ratio = med[label] / base
+        ratio = med(label, "mbps") / base
         goal = ("met" if ratio >= GOAL else "**missed**") if label in ENCAPS else ""
         each = " ".join(f"{r['mbps']:.0f}" for r in v)
-        rows.append(f"| {label} | {mtu} | {m} | {med[label]:.0f} | {each} | "
-                    f"{statistics.median(r['retransmits'] for r in v):.0f} | {ratio:.2f} | "
-                    f"{goal} |")
-    cpu = {k: statistics.median(r["cpu_host"] for r in v) for k, v in runs.items()}
+        rows.append(f"| {label} | {mtu} | {m} | {med(label, 'mbps'):.0f} | {each} | "
+                    f"{ratio:.2f} | {goal} | {med(label, 'retransmits'):.0f} | "
+                    f"{med(label, 'drops'):.0f} | {med(label, 'ovs_cpu_per_gb'):.2f} | "
+                    f"{med(label, 'busy') * 100:.0f} % |")
+    all_runs = [r for v in runs.values() for r in v]
+    busy = statistics.median(r["busy"] for r in all_runs)
+    retrans = sum(r["retransmits"] for r in all_runs)
+    drops = sum(r["drops"] for r in all_runs)
+    cost = {e: med(e, "ovs_cpu_per_gb") / med("underlay", "ovs_cpu_per_gb") for e in ENCAPS}
+    findings = [
+        "Findings (numbers from this run):", "",
+        f"* The machine was {busy * 100:.0f} % busy (median over runs, both cores) while "
+        "iperf3 ran: throughput here is bounded by CPU, shared by the two iperf3 TCP "
+        "endpoints, the two ovs-vswitchd (the userspace datapath forwards non-DPDK ports in "
+        "one thread each) and whatever else ran on the machine.",
+        f"* Loss is in the datapath's receive sockets: {drops:.0f} packets dropped by full "
+        "ovs-vswitchd AF_PACKET receive queues (default 208 KB) over all runs, against "
+        f"{retrans:.0f} TCP retransmits. TCP backs off on each loss, so the rate follows "
+        "how much CPU ovs-vswitchd gets; the run-to-run spread is large (see the runs column).",
+        "* Datapath work per byte (ovs-vswitchd CPU seconds per GB sent, both hypervisors) "
+        "relative to the underlay: "
+        + ", ".join(f"{e} {cost[e]:.2f}x" for e in ENCAPS)
+        + ". Encapsulation (push on one side, pop + recirculation on the other) and the "
+        "smaller payload per packet make each overlay byte cost more userspace CPU.",
+    ]
+    if "underlay, MSS of vxlan" in runs:
+        same_mss = med("underlay, MSS of vxlan", "mbps")
+        findings.append(
+            f"* Payload per packet alone (underlay limited to the vxlan VM's MSS "
+            f"{mss['vxlan']}): {same_mss / base:.2f} of the full-MSS underlay; vxlan against "
+            f"that same-MSS underlay: {med('vxlan', 'mbps') / same_mss:.2f}.")
+    findings.append(
+        "* Not changed for the measurement: TCP segmentation offload stays off (the lab turns "
+        "TX checksum offload off on every port because the userspace datapath does not "
+        "complete partial checksums, and OVS 3.1's experimental userspace TSO does not cover "
+        "tunnelled traffic); "
+        "enabling GRO on the receiving VM's veth was tried by hand and did not change the "
+        "rate beyond the noise; the AF_PACKET buffer size comes from net.core.rmem_default, "
+        "which is not settable per network namespace on this kernel, so raising it would "
+        "change the whole machine (other engineers' tests): not done.")
     lines = [
         f"iperf3 TCP, 1 stream, -t {seconds} -O 1, {repeat} interleaved repetitions, median "
         "reported; client on hv1's side, server on hv2's. Underlay = iperf3 between the "
         "hypervisor namespaces' br-phy addresses (172.31.0.x), which crosses the same "
         "ovs-vswitchd userspace (netdev) datapath and the same veth/bridge underlay as the "
         "tunnels. VM MTU = underlay MTU 1500 - encapsulation overhead (vxlan/geneve 50, "
-        "gre 42); TCP checksum offload (hence TSO) is off on every lab port, because the "
-        "userspace datapath does not complete partial checksums.", "", *rows, "",
-        "Client-side iperf3 CPU (host_total %, median): "
-        + ", ".join(f"{k} {v:.0f}" for k, v in cpu.items()) + ".", "", *notes, "",
+        "gre 42). Per run, also measured: TCP retransmits (iperf3), packets dropped by "
+        "ovs-vswitchd's full AF_PACKET receive sockets (`ss -0 -m`, both hypervisors), "
+        "ovs-vswitchd CPU time per GB sent (/proc, both hypervisors) and the whole machine's "
+        "CPU busy share (/proc/stat).", "", *rows, "", *findings, "", *notes, "",
         f"Load: before {load0}; after {load1}. Two other engineers may have been running lab "
         "tests on the same 2 cores.",
     ]
@@ -228,7 +267,7 @@ def measure(seconds: int, repeat: int, investigate: bool) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=int, default=5)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--no-investigate", action="store_true")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()

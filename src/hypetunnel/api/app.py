@@ -8,7 +8,7 @@ asyncio controller runtime lives on, with no cross-thread hand-off. A write is o
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from fastapi import APIRouter, FastAPI
 
@@ -23,7 +23,7 @@ from hypetunnel.api.schemas import (
     VmOut,
 )
 from hypetunnel.controller.service import FabricService, ObjectNotFound
-from hypetunnel.errors import FieldError, IntentInvalid
+from hypetunnel.errors import FieldError, IntentInvalid, NotFound
 from hypetunnel.model.intent import (
     VM,
     Hypervisor,
@@ -201,6 +201,14 @@ def create_app(service: FabricService, runtime: RuntimeView | None = None) -> Fa
     @api.get("/overlay")
     async def overlay() -> dict[str, Any]:
         return runtime.overlay() if runtime is not None else {}
+
+    @api.get("/trace")
+    async def trace(src: str, dst: str, kind: Literal["ip", "arp"] = "ip") -> dict[str, Any]:
+        """Where a frame from VM `src` to `dst` (VM id or IP) goes: switches, tunnels, VNIs."""
+        fn = getattr(runtime, "trace", None)
+        if fn is None:
+            raise NotFound("tracing needs the controller runtime")
+        return dict(fn(src, dst, kind))
 
     @api.get("/healthz")
     async def healthz() -> dict[str, bool]:

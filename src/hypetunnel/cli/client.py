@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 
@@ -152,6 +152,9 @@ class ApiClient:
 
     def overlay(self) -> JSON:
         return self._request("GET", "/overlay")
+
+    def trace(self, src: str, dst: str, kind: str = "ip") -> JSON:
+        return self._request("GET", "/trace?" + urlencode({"src": src, "dst": dst, "kind": kind}))
 
     def list_hypervisors(self) -> Any:
         return self._request("GET", "/hypervisors")

@@ -95,7 +95,33 @@ def intent(ctx: typer.Context) -> None:
         emit_json(api.get_intent())
 
 
+@handles_errors
+def trace(ctx: typer.Context,
+          src: Annotated[str, typer.Argument(help="source VM id, e.g. acme/web1")],
+          dst: Annotated[str, typer.Argument(help="destination VM id or IP address")],
+          arp: Annotated[bool, typer.Option("--arp", help="trace an ARP request instead")] = False,
+          output: OutputOpt = OutputFormat.table) -> None:
+    """Trace a tenant frame across switches and tunnels: where it is delivered, or dropped."""
+    with state(ctx).client() as api:
+        data = api.trace(src, dst, "arp" if arp else "ip")
+    if output is OutputFormat.json:
+        emit_json(data)
+        return
+    console = out()
+    console.print(f"{data['kind']} frame {src} -> {dst}: {data['frame']}", highlight=False)
+    for t in data["tunnels"]:
+        console.print(f"  tunnel {t['from']} -> {t['to']} VNI/key {t['vni']}", highlight=False)
+    for d in data["deliveries"]:
+        console.print(f"  delivered to {d['vm']} on {d['hypervisor']} via "
+                      f"{' -> '.join(d['hops'])}", highlight=False)
+        if data["kind"] == "arp":
+            console.print(f"    answer: {d['frame']}", highlight=False)
+    if not data["deliveries"]:
+        console.print("  [red]dropped[/red]")
+
+
 def register(app: typer.Typer) -> None:
+    app.command("trace")(trace)
     app.command("apply")(apply)
     app.command("status")(status)
     app.command("overlay")(overlay)

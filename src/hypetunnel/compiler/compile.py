@@ -176,5 +176,11 @@ class FabricCompiler:
     def desired(self, hv: str) -> SwitchDesired:
         return SwitchDesired(hv, self.tunnels(hv), self.flows(hv))
 
+    def ofports(self, hv: str) -> dict[str, int]:
+        return dict(self._ofports.get(hv, {}))
+
+    def vm_ports(self, hv: str) -> dict[str, int]:
+        return dict(self._vm_ports.get(hv, {}))
+
     def flow_count(self, hv: str) -> int:
         return len(_BASE) + sum(len(f) for f in self._slices.get(hv, {}).values())

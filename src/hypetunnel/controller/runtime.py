@@ -320,6 +320,11 @@ class Controller:
     def location_of(self, vm_id: str) -> str | None:
         return self.topology.location.get(vm_id)
 
+    def trace(self, src: str, dst: str, kind: str = "ip") -> dict[str, Any]:
+        from hypetunnel.controller.tracing import trace
+
+        return trace(self.topology, self.compiler, src, dst, kind)
+
     def bindings(self) -> dict[str, str]:
         """VM id -> hypervisor where its port is, as the switches report it."""
         return dict(self.topology.location)

@@ -1,0 +1,58 @@
+"""`hypetunnel trace`: walk a tenant frame through every switch and tunnel it would cross.
+
+The walk uses the tables the controller computed, which are exactly what is installed once the
+status says converged; the answer is where the frame is delivered, over which tunnels with
+which VNI, or that it is dropped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypetunnel.compiler.compile import FabricCompiler
+from hypetunnel.compiler.topology import Topology
+from hypetunnel.compiler.trace import FabricTrace, Packet
+from hypetunnel.errors import NotFound
+
+BROADCAST = "ff:ff:ff:ff:ff:ff"
+
+
+def build_frame(topo: Topology, src: str, dst: str, kind: str) -> Packet:
+    s = topo.vms.get(src)
+    if s is None:
+        raise NotFound(f"unknown VM {src!r}")
+    target = topo.vms.get(dst)
+    if target is None:  # an IP: the VM of the source's network holding it, if any
+        target = next((v for v in topo.vms.values() if v.vni == s.vni and v.ip == dst), None)
+    dst_ip = target.ip if target else dst
+    if kind == "arp":
+        return {"eth_src": s.mac, "eth_dst": BROADCAST, "eth_type": 0x0806, "arp_op": 1,
+                "arp_sha": s.mac, "arp_spa": s.ip, "arp_tha": "00:00:00:00:00:00",
+                "arp_tpa": dst_ip}
+    if target is None:
+        raise NotFound(f"{dst!r} is neither a VM id nor an address in {src}'s network")
+    return {"eth_src": s.mac, "eth_dst": target.mac, "eth_type": 0x0800, "ipv4_src": s.ip,
+            "ipv4_dst": dst_ip}
+
+
+def trace(topo: Topology, compiler: FabricCompiler, src: str, dst: str,
+          kind: str = "ip") -> dict[str, Any]:
+    frame = build_frame(topo, src, dst, kind)
+    hvs = sorted(topo.hypervisors)
+    tracer = FabricTrace(
+        flows={hv: compiler.flows(hv) for hv in hvs},
+        ports={hv: compiler.ofports(hv) for hv in hvs},
+        vm_ports={hv: compiler.vm_ports(hv) for hv in hvs},
+        underlay_ip={hv: v.underlay_ip for hv, v in topo.hypervisors.items()
+                     if v.underlay_ip})
+    if src not in topo.location:
+        raise NotFound(f"VM {src} is not bound to any switch")
+    deliveries = tracer.send(src, frame)
+    return {
+        "src": src, "dst": dst, "kind": kind, "frame": frame,
+        "tunnels": [{"from": a, "to": b, "vni": v} for a, b, v in tracer.tunnel_log],
+        "deliveries": [{"vm": d.vm, "hypervisor": d.hypervisor, "hops": list(d.hops),
+                        "frame": d.packet} for d in deliveries],
+        "verdict": (", ".join(f"delivered to {d.vm} on {d.hypervisor}" for d in deliveries)
+                    or "dropped"),
+    }
