@@ -23,7 +23,9 @@ _tunnel_port = lru_cache(maxsize=1 << 16)(tunnel_port)
 
 def _changed(old: Mapping[str, int], new: Mapping[str, int]) -> set[str]:
     """Keys added, removed or renumbered between two port maps."""
-    return {k for k in old.keys() | new.keys() if old.get(k) != new.get(k)}
+    changed = {k for k, v in new.items() if old.get(k) != v}
+    changed.update(old.keys() - new.keys())
+    return changed
 
 
 @dataclass(frozen=True, slots=True)

@@ -92,17 +92,23 @@ def arp_responder_flow(vm: VmView) -> Flow:
 
 def flood_flows(vni: int, local_ofports: Iterable[int],
                 tunnel_ofports: Iterable[int]) -> list[Flow]:
-    local = tuple(Output(p) for p in sorted(set(local_ofports)))
+    return list(_flood_flows(vni, tuple(sorted(set(local_ofports))),
+                             tuple(sorted(set(tunnel_ofports)))))
+
+
+@_memo
+def _flood_flows(vni: int, local_ports: tuple[int, ...],
+                 tunnels: tuple[int, ...]) -> tuple[Flow, ...]:
+    local = tuple(Output(p) for p in local_ports)
     remote: tuple[Action, ...] = ()
-    tunnels = sorted(set(tunnel_ofports))
     if tunnels:
         remote = (SetField("tunnel_id", vni), *(Output(p) for p in tunnels))
-    return [
+    return (
         Flow(T_L2, 50, match(metadata=vni, eth_dst=MULTICAST), goto=T_FLOOD),
         Flow(T_L2, 10, match(metadata=vni, reg0=0), goto=T_FLOOD),  # unknown unicast, local only
         Flow(T_FLOOD, 100, match(metadata=vni, reg0=0), local + remote),
         Flow(T_FLOOD, 100, match(metadata=vni, reg0=FROM_TUNNEL), local),
-    ]
+    )
 
 
 def network_slice(net: NetworkView, members: Iterable[tuple[VmView, str]], here: str,
