@@ -13,12 +13,13 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from hypetunnel.compiler.compile import FabricCompiler
 from hypetunnel.compiler.from_intent import sync_topology
 from hypetunnel.compiler.topology import Topology
+from hypetunnel.controller.ha import Election, HaConfig, NotActive, Role, StandbyStore
 from hypetunnel.controller.reconciler import FlowReconciler
 from hypetunnel.controller.service import FabricService
 from hypetunnel.controller.switch import SwitchState, datapath_id_for
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 class Controller:
     def __init__(self, store: Store, *, openflow_listen: list[str],
                  switch_targets: list[str] | None = None, bridge: str = "br-int",
-                 startup_grace: float = 15.0) -> None:
+                 startup_grace: float = 15.0, ha: HaConfig | None = None) -> None:
         self.openflow_listen = openflow_listen
         # Empty: the switches keep the controller targets enlistment gave them.
         self.switch_targets = switch_targets or []
@@ -52,7 +53,19 @@ class Controller:
         self._started_at = time.monotonic()
         self._startup_done = False
         self._of_server = OpenFlowServer(self._on_switch)
-        self.service = FabricService(store, on_change=self._on_intent_change)
+        # HA: `store` is the shared (etcd) store; it also holds the election term. Until this
+        # controller wins a term its service may read but not write.
+        self.ha = ha
+        self.store = store
+        self.election: Election | None = None
+        self._stop_watch: Callable[[], None] | None = None
+        if ha is not None:
+            self.election = Election(store, ha, on_active=self._became_active,  # type: ignore[arg-type]
+                                     on_standby=self._became_standby)
+            service_store: Any = StandbyStore(store, store.leader)  # type: ignore[attr-defined]
+        else:
+            service_store = store
+        self.service = FabricService(service_store, on_change=self._on_intent_change)
         self.intent: Intent = self.service.intent
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -65,8 +78,15 @@ class Controller:
             await self._of_server.listen(target)
         self._spawn(self._worker(), "reconcile-worker")
         self._spawn(self._startup_gate(), "startup-gate")
+        if self.election is not None:
+            loop = self._loop
+            self._stop_watch = self.store.watch(  # type: ignore[attr-defined]
+                lambda: loop.call_soon_threadsafe(self._refresh_intent))
+            self._spawn(self.election.run(), "election")
 
     async def stop(self) -> None:
+        if self._stop_watch is not None:
+            self._stop_watch()
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -85,6 +105,56 @@ class Controller:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("task %s failed", task.get_name(), exc_info=task.exception())
+
+    # -- high availability ---------------------------------------------------------------------
+    @property
+    def is_active(self) -> bool:
+        return self.election is None or self.election.role is Role.ACTIVE
+
+    def _refresh_intent(self) -> None:
+        """Another controller (or our own fenced write) changed the shared store."""
+        old = self.service.intent
+        before = self.service.revision
+        self.service.reload()
+        if self.service.revision != before:
+            self._on_intent_change(old, self.service.intent)
+
+    async def _became_active(self, term: int) -> None:
+        self.service.store = self.store.fenced(term)  # type: ignore[attr-defined]
+        await asyncio.to_thread(self._refresh_intent)
+        # Take every switch: MASTER with our term as generation id demotes any other master
+        # and makes older generations stale; then re-read what is installed (the old active
+        # may have changed it) and program only the difference.
+        await asyncio.gather(*(self._take_switch(st, term) for st in self.switches.values()))
+        self._kick.set()
+
+    async def _take_switch(self, st: SwitchState, term: int) -> None:
+        channel, reconciler = st.channel, st.reconciler
+        if channel is None or reconciler is None:
+            return
+        try:
+            await channel.set_role("MASTER", term)
+            await reconciler.resync()
+        except Exception as e:
+            st.last_error = f"takeover: {e}"
+            log.error("%s: takeover failed: %s", st.hypervisor, e)
+        st.pending = True
+
+    async def _became_standby(self, term: int) -> None:
+        assert self.election is not None
+        self.service.store = StandbyStore(self.store, self.store.leader)  # type: ignore[attr-defined]
+        for st in self.switches.values():
+            if st.channel is not None:
+                try:
+                    await st.channel.set_role("SLAVE", term)
+                except Exception as e:  # a newer generation exists: we are SLAVE anyway
+                    log.info("%s: SLAVE role request: %s", st.hypervisor, e)
+
+    async def failover(self) -> dict[str, Any]:
+        if self.election is None:
+            raise NotActive("this controller runs without a standby (no --ha)")
+        await self.election.step_down()
+        return self.election.describe()
 
     # -- intent ----------------------------------------------------------------------------
     def _on_intent_change(self, old: Intent, new: Intent) -> None:
@@ -188,6 +258,14 @@ class Controller:
             log.warning("switch %s (dpid %s) is not an enlisted hypervisor", channel.peer, dpid)
             await channel.close()
             return
+        if self.election is not None:
+            role = "MASTER" if self.is_active else "SLAVE"
+            try:
+                await channel.set_role(role, self.election.term)
+            except Exception as e:
+                log.warning("%s: %s role refused (%s): closing", hv, role, e)
+                await channel.close()
+                return
         reconciler = FlowReconciler(channel)
         await reconciler.resync()
         st.channel, st.reconciler = channel, reconciler
@@ -240,6 +318,8 @@ class Controller:
 
     async def _reconcile_once(self, st: SwitchState) -> None:
         hv = st.hypervisor
+        if not self.is_active:
+            return  # a standby keeps its tables computed but never touches a switch
         if not self._startup_done:
             return
         if st.ovsdb is not None and st.observation is not None:
@@ -289,7 +369,9 @@ class Controller:
         bound = sum(1 for v in wanted if v in self.topology.location)
         enlisted = [s for s in switches if s["ovsdb"]]
         return {
-            "controller": {"role": "active", "startup_done": self._startup_done},
+            "controller": {**(self.election.describe() if self.election else
+                              {"role": "active", "term": 0}),
+                           "startup_done": self._startup_done},
             "switches": switches,
             "vms": {"total": len(wanted), "bound": bound},
             "converged": (self._startup_done and bool(enlisted)

@@ -25,6 +25,7 @@ VM_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]*(/[a-z0-9][a-z0-9-]*)?$")
 UNDERLAY_BRIDGE = "br0"
 VM_IFNAME = "eth0"  # the VM's interface, as a guest would see it
 HV_UPLINK = "eth0"  # the hypervisor's underlay NIC
+SERVICE_IFNAME = "mgmt0"  # a service namespace's interface on the management overlay
 
 
 # --- names ---------------------------------------------------------------------------------
@@ -38,10 +39,18 @@ def check_lab_name(lab: str) -> str:
 
 
 def check_hypervisor_name(name: str) -> str:
-    # "ul" and "vm-*" are the underlay's and the VMs' namespaces within the lab prefix.
-    if not HOST_NAME_RE.match(name) or name == "ul" or name.startswith("vm-"):
+    # "ul", "vm-*" and "svc-*" are the underlay's, the VMs' and the services' namespaces
+    # within the lab prefix.
+    if (not HOST_NAME_RE.match(name) or name == "ul" or name.startswith("vm-")
+            or name.startswith("svc-")):
         raise LabError(f"hypervisor name {name!r} must match {HOST_NAME_RE.pattern} and be "
-                       "neither 'ul' nor start with 'vm-'")
+                       "neither 'ul' nor start with 'vm-' or 'svc-'")
+    return name
+
+
+def check_service_name(name: str) -> str:
+    if not HOST_NAME_RE.match(name):
+        raise LabError(f"service name {name!r} must match {HOST_NAME_RE.pattern}")
     return name
 
 
@@ -69,6 +78,10 @@ def vm_netns(lab: str, vm_id: str) -> str:
     return lab_prefix(lab) + "vm-" + check_vm_id(vm_id).replace("/", ".")
 
 
+def service_netns(lab: str, service: str) -> str:
+    return lab_prefix(lab) + "svc-" + check_service_name(service)
+
+
 def _digest(key: str, length: int) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:length]
 
@@ -87,6 +100,11 @@ def hashed_ifname(prefix: str, key: str) -> str:
 def vm_port_name(vm_id: str) -> str:
     """The hypervisor-side end of a VM's veth, the br-int port (Nova's "tap<port uuid>")."""
     return hashed_ifname("tap", check_vm_id(vm_id))
+
+
+def service_port_name(service: str) -> str:
+    """The hypervisor-side end of a service namespace's veth, a br-mgmt port."""
+    return hashed_ifname("svc", check_service_name(service))
 
 
 def uplink_port_name(hypervisor: str) -> str:

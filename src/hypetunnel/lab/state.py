@@ -19,6 +19,8 @@ from hypetunnel.lab.proc import LabError
 
 DEFAULT_ROOT = Path("/run/hypetunnel/labs")
 STATE_FILE = "state.json"
+DEFAULT_MGMT_SUBNET = "100.64.0.0/24"
+OVSDB_TCP_PORT = 6640
 
 
 @dataclass
@@ -32,6 +34,10 @@ class LabHypervisor:
     uplink: str  # the uplink veth's end in the underlay namespace
     controller_targets: list[str]
     datapath_type: str = "netdev"
+    # Management overlay (None: enlisted without one, the lab's old behaviour).
+    mgmt_ip: str | None = None
+    mgmt_prefixlen: int = 24
+    mgmt_mac: str | None = None  # br-mgmt's internal port, pinned by other_config:hwaddr
 
     @property
     def ovs(self) -> OvsInstance:
@@ -41,6 +47,12 @@ class LabHypervisor:
     def ovsdb(self) -> str:
         """OVSDB endpoint; a unix socket file, so it works from any namespace."""
         return self.ovs.endpoint
+
+    @property
+    def ovsdb_tcp(self) -> str | None:
+        """OVSDB over the management overlay ("tcp:<mgmt ip>:6640"), for a controller that
+        lives in another namespace; None without a management overlay."""
+        return f"tcp:{self.mgmt_ip}:{OVSDB_TCP_PORT}" if self.mgmt_ip else None
 
 
 @dataclass
@@ -63,6 +75,23 @@ class LabVM:
 
 
 @dataclass
+class LabService:
+    """A namespace on the management overlay where a controller or an etcd member runs."""
+
+    name: str
+    hypervisor: str  # whose br-mgmt it is plugged into
+    netns: str
+    index: int  # 1-based order of creation; the default management IP is .100+index
+    mgmt_ip: str
+    prefixlen: int
+    mac: str
+    port: str  # br-mgmt port: the hypervisor end of the service's veth
+    ofport: int  # pinned by ofport_request, so br-mgmt's flows follow from the state alone
+    cut: bool = False  # partitioned off the management overlay (cut_service)
+    ifname: str = "mgmt0"
+
+
+@dataclass
 class LabState:
     name: str
     directory: str
@@ -75,6 +104,10 @@ class LabState:
     hypervisors: dict[str, LabHypervisor] = field(default_factory=dict)
     vms: dict[str, LabVM] = field(default_factory=dict)
     api_url: str | None = None  # REST API of the lab's controller (read by the CLI)
+    management: bool = True  # new hypervisors join the management overlay by default
+    mgmt_subnet: str = DEFAULT_MGMT_SUBNET
+    next_service_index: int = 1
+    services: dict[str, LabService] = field(default_factory=dict)
 
     @property
     def path(self) -> Path:
@@ -106,4 +139,5 @@ class LabState:
             raise LabError(f"cannot read lab state {path}: {e}") from e
         raw["hypervisors"] = {k: LabHypervisor(**v) for k, v in raw.get("hypervisors", {}).items()}
         raw["vms"] = {k: LabVM(**v) for k, v in raw.get("vms", {}).items()}
+        raw["services"] = {k: LabService(**v) for k, v in raw.get("services", {}).items()}
         return cls(**raw)

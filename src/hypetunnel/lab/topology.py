@@ -9,6 +9,8 @@ It never programs flows: that is the controller's job, and it must not know it d
     lab.add_hypervisor("hv1", controller_targets=["tcp:127.0.0.1:6653"])
     lab.add_vm("acme/web1", "hv1", mac="02:00:00:00:00:10", ip="10.0.0.10", prefixlen=24)
     lab.exec("acme/web1", ["ping", "-c1", "10.0.0.11"])
+    ctl = lab.add_service("ctl1", "hv1")   # a namespace on the management overlay
+    lab.spawn("ctl1", ["hypetunnel", "controller", "run", ...])
     Lab.load("demo").down()   # from anywhere, even after a crash
 """
 
@@ -22,11 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from hypetunnel.lab import hypervisor as hvmod
+from hypetunnel.lab import management as mgmt
 from hypetunnel.lab import vm as vmmod
 from hypetunnel.lab.netns import (
     UNDERLAY_BRIDGE,
     check_hypervisor_name,
     check_lab_name,
+    check_service_name,
     check_vm_id,
     hypervisor_netns,
     ip,
@@ -36,6 +40,8 @@ from hypetunnel.lab.netns import (
     netns_del,
     netns_exists,
     netns_list,
+    service_netns,
+    service_port_name,
     underlay_netns,
     uplink_port_name,
     vm_netns,
@@ -43,23 +49,36 @@ from hypetunnel.lab.netns import (
 )
 from hypetunnel.lab.ovs import OvsInstance
 from hypetunnel.lab.proc import LabError, run
-from hypetunnel.lab.state import DEFAULT_ROOT, STATE_FILE, LabHypervisor, LabState, LabVM
+from hypetunnel.lab.state import (
+    DEFAULT_MGMT_SUBNET,
+    DEFAULT_ROOT,
+    STATE_FILE,
+    LabHypervisor,
+    LabService,
+    LabState,
+    LabVM,
+)
 
 UNDERLAY_ALIASES = ("ul", "underlay")
 
 
 class Lab:
     def __init__(self, name: str, state_dir: Path | str | None = None,
-                 underlay_subnet: str = "172.31.0.0/24", underlay_mtu: int = 1500) -> None:
+                 underlay_subnet: str = "172.31.0.0/24", underlay_mtu: int = 1500,
+                 management: bool = True, mgmt_subnet: str = DEFAULT_MGMT_SUBNET) -> None:
         """A new, empty lab; its state file is written at once. Use Lab.load for an existing
-        one."""
+        one. With management (the default) every hypervisor joins the management overlay
+        (br-mgmt, an address in mgmt_subnet) when it is added; the subnet only exists inside
+        the lab's namespaces, so two labs may use the same one."""
         directory = Path(state_dir) if state_dir else DEFAULT_ROOT / check_lab_name(name)
         if (directory / STATE_FILE).exists():
             raise LabError(f"lab {name!r} already exists in {directory}: Lab.load() it or "
                            "down() it first")
         IPv4Network(underlay_subnet)  # validate early
+        IPv4Network(mgmt_subnet)
         self._state = LabState(name=check_lab_name(name), directory=str(directory),
-                               underlay_subnet=underlay_subnet, underlay_mtu=underlay_mtu)
+                               underlay_subnet=underlay_subnet, underlay_mtu=underlay_mtu,
+                               management=management, mgmt_subnet=mgmt_subnet)
         self._state.save()
 
     @classmethod
@@ -115,6 +134,20 @@ class Lab:
     def vms(self) -> dict[str, LabVM]:
         return dict(self._state.vms)
 
+    @property
+    def services(self) -> dict[str, LabService]:
+        return dict(self._state.services)
+
+    @property
+    def mgmt_subnet(self) -> str:
+        return self._state.mgmt_subnet
+
+    def service(self, name: str) -> LabService:
+        try:
+            return self._state.services[name]
+        except KeyError:
+            raise LabError(f"lab {self.name} has no service {name!r}") from None
+
     def hypervisor(self, name: str) -> LabHypervisor:
         try:
             return self._state.hypervisors[name]
@@ -132,11 +165,14 @@ class Lab:
         raise LabError(f"VM {name!r} {why} in lab {self.name}")
 
     def netns_of(self, name: str) -> str:
-        """Namespace of a hypervisor, a VM (id or short name) or the underlay ("ul")."""
+        """Namespace of a hypervisor, a service, a VM (id or short name) or the underlay
+        ("ul"), looked up in that order."""
         if name in UNDERLAY_ALIASES:
             return self.underlay_netns
         if name in self._state.hypervisors:
             return self._state.hypervisors[name].netns
+        if name in self._state.services:
+            return self._state.services[name].netns
         return self.vm(name).netns
 
     def exec(self, name: str, argv: Sequence[str], check: bool = True,
@@ -167,14 +203,21 @@ class Lab:
 
     def add_hypervisor(self, name: str, underlay_ip: str | None = None,
                        controller_targets: Sequence[str] = (),
-                       datapath_type: str = "netdev") -> LabHypervisor:
+                       datapath_type: str = "netdev",
+                       management: bool | None = None) -> LabHypervisor:
+        """Build a hypervisor and enlist it: with management (default: the lab's setting) it
+        gets br-mgmt and an address on the management overlay, meshed with every other one."""
         check_hypervisor_name(name)
-        if name in self._state.hypervisors:
-            raise LabError(f"lab {self.name} already has a hypervisor {name!r}")
+        if name in self._state.hypervisors or name in self._state.services:
+            raise LabError(f"lab {self.name} already has a hypervisor or service {name!r}")
         if not self._state.underlay_ready:
             self.create_underlay()
         net = IPv4Network(self._state.underlay_subnet)
         index = self._state.next_index
+        with_mgmt = self._state.management if management is None else management
+        mgmt_net = IPv4Network(self._state.mgmt_subnet)
+        mgmt_ip = (str(mgmt.allocate_address(self._state, mgmt.HV_HOST_OFFSET + index))
+                   if with_mgmt else None)
         address = IPv4Address(underlay_ip) if underlay_ip else net.network_address + 10 + index
         if address not in net:
             raise LabError(f"underlay IP {address} is outside {net}")
@@ -184,11 +227,15 @@ class Lab:
             name=name, netns=hypervisor_netns(self.name, name), index=index,
             underlay_ip=str(address), prefixlen=net.prefixlen,
             ovs_dir=str(self.directory / name / "ovs"), uplink=uplink_port_name(name),
-            controller_targets=list(controller_targets), datapath_type=datapath_type)
+            controller_targets=list(controller_targets), datapath_type=datapath_type,
+            mgmt_ip=mgmt_ip, mgmt_prefixlen=mgmt_net.prefixlen,
+            mgmt_mac=mgmt.mgmt_mac(mgmt_ip) if mgmt_ip else None)
         self._state.next_index += 1
         self._state.hypervisors[name] = hv
         self._state.save()
         hvmod.build_hypervisor(self._state, hv)
+        if hv.mgmt_ip:
+            mgmt.enlist(self._state, hv)
         return hv
 
     def set_api_url(self, url: str | None) -> None:
@@ -206,9 +253,13 @@ class Lab:
         hv = self.hypervisor(name)
         for vm in [v for v in self._state.vms.values() if v.hypervisor == name]:
             self.remove_vm(vm.vm_id)
+        for svc in [s for s in self._state.services.values() if s.hypervisor == name]:
+            self.remove_service(svc.name)
         hvmod.destroy_hypervisor(self._state, hv)
         del self._state.hypervisors[name]
         self._state.save()
+        if hv.mgmt_ip:
+            mgmt.program_all(self._state)  # the others drop their tunnel to it
 
     def kill_hypervisor(self, name: str) -> None:
         """kill -9 the hypervisor's Open vSwitch (both daemons), as a crash would."""
@@ -216,7 +267,62 @@ class Lab:
 
     def restart_hypervisor(self, name: str) -> None:
         """Start the killed Open vSwitch again on its old database."""
-        hvmod.restart_ovs(self._state, self.hypervisor(name))
+        hv = self.hypervisor(name)
+        hvmod.restart_ovs(self._state, hv)
+        if hv.mgmt_ip:
+            mgmt.restore(self._state, hv)
+
+    # --- management overlay services -------------------------------------------------------
+
+    def add_service(self, name: str, hypervisor: str, mgmt_ip: str | None = None) -> LabService:
+        """A namespace "ht-<lab>-svc-<name>" on the management overlay, plugged into the
+        hypervisor's br-mgmt (default address <mgmt subnet>.100+k). Start processes in it with
+        spawn(name, argv) / exec(name, argv)."""
+        check_service_name(name)
+        hv = self.hypervisor(hypervisor)
+        if not hv.mgmt_ip:
+            raise LabError(f"hypervisor {hypervisor} has no management overlay")
+        if name in self._state.services or name in self._state.hypervisors:
+            raise LabError(f"lab {self.name} already has a service or hypervisor {name!r}")
+        index = self._state.next_service_index
+        net = IPv4Network(self._state.mgmt_subnet)
+        if mgmt_ip is None:
+            address = mgmt.allocate_address(self._state, mgmt.SERVICE_HOST_OFFSET + index)
+        else:
+            address = mgmt.allocate_address(
+                self._state, int(IPv4Address(mgmt_ip)) - int(net.network_address))
+        svc = LabService(name=name, hypervisor=hypervisor, netns=service_netns(self.name, name),
+                         index=index, mgmt_ip=str(address), prefixlen=net.prefixlen,
+                         mac=mgmt.mgmt_mac(str(address)), port=service_port_name(name),
+                         ofport=mgmt.SERVICE_OFPORT_BASE + index)
+        self._state.next_service_index += 1
+        self._state.services[name] = svc
+        self._state.save()
+        mgmt.attach_service(self._state, svc, hv)
+        return svc
+
+    def remove_service(self, name: str) -> None:
+        """Kill the service's processes, unplug it and delete its namespace."""
+        svc = self.service(name)
+        mgmt.detach_service(self._state, svc)
+        del self._state.services[name]
+        self._state.save()
+        mgmt.program_all(self._state)
+
+    def cut_service(self, name: str) -> None:
+        """Partition the service off the management overlay, both ways, silently (its link
+        stays up, as in a real network partition): br-mgmt drops whatever it sends and never
+        delivers anything to it."""
+        self._set_cut(name, True)
+
+    def heal_service(self, name: str) -> None:
+        self._set_cut(name, False)
+
+    def _set_cut(self, name: str, cut: bool) -> None:
+        svc = self.service(name)
+        svc.cut = cut
+        self._state.save()
+        mgmt.program(self._state, self.hypervisor(svc.hypervisor))
 
     def add_vm(self, vm_id: str, hypervisor: str, mac: str, ip: str, prefixlen: int,
                mtu: int = 1500, netns: str | None = None,
@@ -265,6 +371,7 @@ class Lab:
         prefix = lab_prefix(st.name)
         namespaces = list(dict.fromkeys(
             [*(v.netns for v in st.vms.values() if v.owns_netns),
+             *(s.netns for s in st.services.values()),
              *(h.netns for h in st.hypervisors.values()),
              *reversed(st.namespaces),
              *(n for n in netns_list() if n.startswith(prefix))]))
@@ -291,4 +398,5 @@ class Lab:
         st.ovs_dirs.clear()
         st.hypervisors.clear()
         st.vms.clear()
+        st.services.clear()
         st.underlay_ready = False

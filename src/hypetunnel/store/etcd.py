@@ -1,0 +1,378 @@
+"""etcd Store: the SQLite store's semantics on a replicated etcd v3 cluster, plus the HA
+controller's election and fencing primitives.
+
+It talks to etcd's JSON gRPC-gateway (`/v3/kv/range`, `/v3/kv/txn`, `/v3/watch`) with httpx, so no
+gRPC stack is needed. Layout under the prefix (default "/hypetunnel/"):
+
+    <prefix><logical key>     one JSON document per key, exactly the SQLite store's keys
+    <prefix>meta/revision     the store's own revision (0 when absent, +1 per non-empty commit)
+    <prefix>meta/term         the controller election term (0 when absent)
+    <prefix>meta/leader       {"node", "term", **info} written by the winning claim
+    <prefix>meta/commit       {"id", "revision"} of the last commit (see `commit`)
+
+Every commit is ONE etcd transaction comparing meta/revision (and meta/term for a fenced view), so
+a deposed controller's writes are refused by etcd itself, not by its own clock. etcd's revision is
+not used as the store revision because it also moves on elections and is not dense.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import httpx
+
+from hypetunnel.errors import Conflict, FieldError
+from hypetunnel.store.base import StaleRevision, StoreSnapshot, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+META = "meta/"
+_REVISION, _TERM, _LEADER, _COMMIT = (META + n for n in ("revision", "term", "leader", "commit"))
+# gRPC status codes that mean "the request itself is wrong": another member will say the same.
+_FATAL_CODES = {3, 5, 6, 7, 9, 11, 12, 16}  # invalid argument, not found, ..., unauthenticated
+_CAS_ATTEMPTS = 50  # unconditional commits retry their revision compare-and-swap this often
+
+
+class Fenced(Conflict):
+    """A fenced write named an election term that is no longer the store's (writer deposed)."""
+
+    def __init__(self, term: int, actual: int) -> None:
+        self.term = term
+        self.actual = actual
+        reason = f"the election term is {actual}, the writer holds term {term}"
+        self.errors = [FieldError("term", reason)]
+        super().__init__(reason)
+
+
+def _b64(data: str | bytes) -> str:
+    return base64.b64encode(data.encode() if isinstance(data, str) else data).decode()
+
+
+def _unb64(text: str) -> str:
+    return base64.b64decode(text).decode()
+
+
+def prefix_end(prefix: str) -> bytes:
+    """etcd's range_end for "every key starting with prefix": the prefix with its last byte + 1
+    (trailing 0xff bytes dropped first; b"\\0" means "to the end of the keyspace")."""
+    raw = prefix.encode().rstrip(b"\xff")
+    return raw[:-1] + bytes([raw[-1] + 1]) if raw else b"\0"
+
+
+class _Gateway:
+    """POSTs to the first etcd member that answers; sticks to the last one that did."""
+
+    def __init__(self, endpoints: list[str], timeout: float) -> None:
+        if not endpoints:
+            raise ValueError("EtcdStore needs at least one endpoint")
+        self.endpoints = [e.rstrip("/") for e in endpoints]
+        self.timeout = timeout
+        self._preferred = 0
+        self._http = httpx.Client(timeout=timeout)
+
+    def order(self) -> list[str]:
+        p = self._preferred
+        return self.endpoints[p:] + self.endpoints[:p]
+
+    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """One request, failed over across members on connection errors, timeouts and "no
+        leader"-style server errors. A txn may thus be sent twice; callers make that safe."""
+        problems = []
+        for endpoint in self.order():
+            try:
+                reply = self._http.post(endpoint + path, json=body)
+            except httpx.HTTPError as e:
+                problems.append(f"{endpoint}: {type(e).__name__}: {e}")
+                continue
+            try:
+                doc = reply.json()
+            except ValueError:
+                doc = {}
+            if reply.status_code == 200 and "error" not in doc:
+                self._preferred = self.endpoints.index(endpoint)
+                return doc
+            message = doc.get("message") or doc.get("error") or reply.text[:200]
+            if doc.get("code") in _FATAL_CODES:
+                raise StoreUnavailable(f"etcd refused {path}: {message}")
+            problems.append(f"{endpoint}: HTTP {reply.status_code}: {message}")
+        raise StoreUnavailable(f"no etcd member answered {path}: {'; '.join(problems)}")
+
+    def close(self) -> None:
+        self._http.close()
+
+
+class EtcdStore:
+    def __init__(self, endpoints: list[str], prefix: str = "/hypetunnel/",
+                 timeout: float = 2.0, *, _gateway: _Gateway | None = None,
+                 _fence: int | None = None) -> None:
+        if not prefix:
+            raise ValueError("the etcd prefix must not be empty")
+        self.prefix = prefix
+        self.fence = _fence
+        self._gw = _gateway or _Gateway(endpoints, timeout)
+        self._owner = _gateway is None  # views share (and must not close) their parent's client
+        self._revision_hint = 0
+
+    @property
+    def endpoints(self) -> list[str]:
+        return list(self._gw.endpoints)
+
+    # -- encoding -------------------------------------------------------------------------------
+    def _key(self, logical: str) -> str:
+        return _b64(self.prefix + logical)
+
+    def _logical(self, b64key: str) -> str:
+        return _unb64(b64key)[len(self.prefix):]
+
+    def _range(self, logical_prefix: str) -> tuple[int, dict[str, str]]:
+        """(etcd revision, {logical key: text}) of every key under prefix+logical_prefix;
+        linearizable (served through the raft leader), so it sees every acknowledged commit."""
+        start = self.prefix + logical_prefix
+        reply = self._gw.post("/v3/kv/range", {"key": _b64(start),
+                                               "range_end": _b64(prefix_end(start))})
+        return int(reply["header"]["revision"]), self._decode_kvs(reply.get("kvs", []))
+
+    def _decode_kvs(self, kvs: list[dict[str, Any]]) -> dict[str, str]:
+        return {self._logical(kv["key"]): _unb64(kv.get("value", "")) for kv in kvs}
+
+    def _equals(self, logical: str, value: int) -> dict[str, Any]:
+        """Compare a counter key; 0 means "absent", as a fresh store has no meta keys."""
+        if value == 0:
+            return {"target": "CREATE", "key": self._key(logical), "result": "EQUAL",
+                    "create_revision": "0"}
+        return {"target": "VALUE", "key": self._key(logical), "result": "EQUAL",
+                "value": _b64(str(value))}
+
+    def _put(self, logical: str, text: str) -> dict[str, Any]:
+        return {"request_put": {"key": self._key(logical), "value": _b64(text)}}
+
+    def _meta_range(self) -> dict[str, Any]:
+        start = self.prefix + META
+        return {"request_range": {"key": _b64(start), "range_end": _b64(prefix_end(start))}}
+
+    # -- Store protocol -------------------------------------------------------------------------
+    def load(self) -> StoreSnapshot:
+        _, kvs = self._range("")
+        revision = int(kvs.get(_REVISION, "0"))
+        items = {k: json.loads(v) for k, v in kvs.items() if not k.startswith(META)}
+        self._revision_hint = revision
+        return StoreSnapshot(revision, items)
+
+    def commit(
+        self,
+        puts: Mapping[str, dict[str, Any]],
+        deletes: Iterable[str],
+        *,
+        expect_revision: int | None = None,
+    ) -> int:
+        # Encode first, like SQLite: an unencodable document raises before anything is sent.
+        encoded = {key: json.dumps(value, sort_keys=True) for key, value in puts.items()}
+        # etcd refuses a txn that touches one key twice; SQLite deletes then puts, so puts win.
+        removed = [k for k in dict.fromkeys(deletes) if k not in encoded]
+        for key in [*encoded, *removed]:
+            if not key or key.startswith(META):
+                raise ValueError(f"store key {key!r} is reserved")
+        if not encoded and not removed:
+            return self._empty_commit(expect_revision)
+        ops = [self._put(k, v) for k, v in encoded.items()]
+        ops += [{"request_delete_range": {"key": self._key(k)}} for k in removed]
+        token = uuid.uuid4().hex
+        base = self._revision_hint if expect_revision is None else expect_revision
+        for _ in range(_CAS_ATTEMPTS):
+            new = base + 1
+            compare = [self._equals(_REVISION, base)]
+            if self.fence is not None:
+                compare.append(self._equals(_TERM, self.fence))
+            success = [*ops, self._put(_REVISION, str(new)),
+                       self._put(_COMMIT, json.dumps({"id": token, "revision": new}))]
+            reply = self._gw.post("/v3/kv/txn", {"compare": compare, "success": success,
+                                                 "failure": [self._meta_range()]})
+            if reply.get("succeeded"):
+                self._revision_hint = new
+                return new
+            meta = self._decode_kvs(reply["responses"][0]["response_range"].get("kvs", []))
+            last = json.loads(meta.get(_COMMIT, "{}"))
+            if last.get("id") == token:
+                # An earlier send of this very txn was applied (its reply was lost to a member
+                # failure and the gateway resent it elsewhere): it succeeded, exactly once.
+                self._revision_hint = int(last["revision"])
+                return self._revision_hint
+            actual = int(meta.get(_REVISION, "0"))
+            self._revision_hint = actual
+            self._check_fence(meta)
+            if expect_revision is not None:
+                raise StaleRevision(expect_revision, actual)
+            base = actual
+        raise Conflict(f"gave up after {_CAS_ATTEMPTS} concurrent commits kept winning")
+
+    def _empty_commit(self, expect_revision: int | None) -> int:
+        _, meta = self._range(META)
+        actual = int(meta.get(_REVISION, "0"))
+        self._check_fence(meta)
+        if expect_revision is not None and expect_revision != actual:
+            raise StaleRevision(expect_revision, actual)
+        return actual
+
+    def _check_fence(self, meta: Mapping[str, str]) -> None:
+        term = int(meta.get(_TERM, "0"))
+        if self.fence is not None and term != self.fence:
+            raise Fenced(self.fence, term)
+
+    def close(self) -> None:
+        if self._owner:
+            self._gw.close()
+
+    # -- election and fencing -------------------------------------------------------------------
+    def term(self) -> int:
+        _, kvs = self._range(_TERM)
+        return int(kvs.get(_TERM, "0"))
+
+    def leader(self) -> dict[str, Any] | None:
+        _, kvs = self._range(_LEADER)
+        return json.loads(kvs[_LEADER]) if _LEADER in kvs else None
+
+    def claim_term(self, expected: int, node: str, info: dict[str, Any]) -> bool:
+        """Become leader for term expected+1 if the term is still `expected`; True if we won.
+        Exactly one of several claimants with the same expected term wins."""
+        won = expected + 1
+        leader = {**info, "node": node, "term": won}
+        reply = self._gw.post("/v3/kv/txn", {
+            "compare": [self._equals(_TERM, expected)],
+            "success": [self._put(_TERM, str(won)), self._put(_LEADER, json.dumps(leader))],
+            "failure": [self._meta_range()],
+        })
+        if reply.get("succeeded"):
+            return True
+        # The gateway may have resent a claim whose first send was applied: if the term we
+        # asked for is held by this node, that was us (node names are unique per controller).
+        meta = self._decode_kvs(reply["responses"][0]["response_range"].get("kvs", []))
+        holder = json.loads(meta.get(_LEADER, "{}"))
+        return int(meta.get(_TERM, "0")) == won and holder.get("node") == node
+
+    def fenced(self, term: int) -> EtcdStore:
+        """A view whose commits also require meta/term == term; it shares this store's client
+        (closing the view does nothing, closing this store closes both)."""
+        return EtcdStore(self._gw.endpoints, self.prefix, self._gw.timeout, _gateway=self._gw,
+                         _fence=term)
+
+    # -- change notification --------------------------------------------------------------------
+    def watch(self, on_change: Callable[[], None]) -> Callable[[], None]:
+        """Call on_change (from a daemon thread) after anything under the prefix changed.
+        Returns a function that stops the watch (and waits for its thread)."""
+        watcher = _Watcher(self, on_change)
+        watcher.start()
+        return watcher.stop
+
+
+class _Watcher:
+    """A streaming POST /v3/watch in a daemon thread. It resumes from the last etcd revision it
+    saw, on whichever member answers, so no change is missed across member failures; if history
+    was compacted meanwhile, or it never knew where to resume, it calls on_change once, as the
+    caller then reloads everything anyway."""
+
+    IDLE = 5.0  # reconnect if a stream is silent this long (a partitioned member sends nothing)
+
+    def __init__(self, store: EtcdStore, on_change: Callable[[], None]) -> None:
+        self.store = store
+        self.on_change = on_change
+        self._stop = threading.Event()
+        self._client: httpx.Client | None = None
+        self._lock = threading.Lock()
+        self.next_revision: int | None = None
+        self._thread = threading.Thread(target=self._run, name="etcd-watch", daemon=True)
+
+    def start(self) -> None:
+        try:
+            revision, _ = self.store._range(_REVISION)
+            self.next_revision = revision + 1
+        except StoreUnavailable as e:
+            log.warning("etcd watch starts without a revision: %s", e)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._lock:
+            if self._client is not None:
+                self._client.close()  # unblocks the reader thread
+        self._thread.join(timeout=5)
+
+    def _notify(self) -> None:
+        try:
+            self.on_change()
+        except Exception:
+            log.exception("etcd watch callback failed")
+
+    def _run(self) -> None:
+        gw = self.store._gw
+        failures = 0
+        while not self._stop.is_set():
+            for endpoint in gw.order():
+                if self._stop.is_set():
+                    return
+                try:
+                    self._stream(endpoint)
+                    failures = 0
+                except (httpx.HTTPError, ValueError, KeyError, RuntimeError) as e:
+                    if not self._stop.is_set():
+                        log.info("etcd watch on %s ended: %s", endpoint, e)
+            failures += 1
+            # Every member failed in a row: back off a little rather than spin.
+            self._stop.wait(min(0.05 * failures, 1.0))
+
+    def _stream(self, endpoint: str) -> None:
+        prefix = self.store.prefix
+        create: dict[str, Any] = {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix)),
+                                  "progress_notify": True}
+        if self.next_revision is not None:
+            create["start_revision"] = str(self.next_revision)
+        timeout = httpx.Timeout(self.store._gw.timeout, read=self.IDLE)
+        with self._lock:
+            if self._stop.is_set():
+                return
+            self._client = httpx.Client(timeout=timeout)
+        try:
+            # "hasleader" makes a member that lost its raft leader (a partitioned minority) cancel
+            # the stream, so we move to a member that still sees the changes.
+            with self._client.stream("POST", endpoint + "/v3/watch",
+                                     json={"create_request": create},
+                                     headers={"Grpc-Metadata-hasleader": "true"}) as reply:
+                if reply.status_code != 200:
+                    raise RuntimeError(f"HTTP {reply.status_code}")
+                for line in reply.iter_lines():
+                    if line.strip():
+                        self._handle(json.loads(line))
+                    if self._stop.is_set():
+                        return
+        finally:
+            with self._lock:
+                self._client.close()
+                self._client = None
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        if "error" in message:
+            raise RuntimeError(str(message["error"]))
+        result = message.get("result", {})
+        if result.get("canceled"):
+            compacted = int(result.get("compact_revision", "0"))
+            if compacted:  # history we need is gone: resume from now and make the caller reload
+                self.next_revision = compacted
+                self._notify()
+            raise RuntimeError(f"watch canceled: {result.get('cancel_reason', 'compacted')}")
+        header_revision = int(result.get("header", {}).get("revision", "0"))
+        if result.get("created") and self.next_revision is None:
+            self.next_revision = header_revision + 1
+            self._notify()  # we cannot know what happened before: have the caller reload
+            return
+        events = result.get("events", [])
+        if events:
+            self.next_revision = max(int(e["kv"]["mod_revision"]) for e in events) + 1
+            self._notify()
+        elif header_revision and not result.get("created"):
+            # A progress notification: nothing of ours changed up to header_revision.
+            self.next_revision = max(self.next_revision or 0, header_revision + 1)
