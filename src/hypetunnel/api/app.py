@@ -202,6 +202,19 @@ def create_app(service: FabricService, runtime: RuntimeView | None = None) -> Fa
     async def overlay() -> dict[str, Any]:
         return runtime.overlay() if runtime is not None else {}
 
+    @api.get("/controller")
+    async def controller() -> dict[str, Any]:
+        """This controller's role, term and the current leader (HA pair)."""
+        return dict(runtime.status().get("controller", {})) if runtime is not None else {}
+
+    @api.post("/controller/failover")
+    async def failover() -> dict[str, Any]:
+        """Graceful hand-over to the standby (409 if this one is not active)."""
+        fn = getattr(runtime, "failover", None)
+        if fn is None:
+            raise NotFound("failover needs the controller runtime")
+        return dict(await fn())
+
     @api.get("/trace")
     async def trace(src: str, dst: str, kind: Literal["ip", "arp"] = "ip") -> dict[str, Any]:
         """Where a frame from VM `src` to `dst` (VM id or IP) goes: switches, tunnels, VNIs."""

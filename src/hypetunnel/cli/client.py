@@ -89,8 +89,12 @@ class ApiClient:
         """`transport` or a whole `http` client (e.g. starlette's TestClient) may be injected."""
         self.base_url = base_url.rstrip("/")
         self._owns_http = http is None  # an injected client belongs to whoever made it
+        http_base = self.base_url
+        if self.base_url.startswith("unix:"):  # an API served on a unix socket (the HA lab's)
+            transport = transport or httpx.HTTPTransport(uds=self.base_url.removeprefix("unix:"))
+            http_base = "http://hypetunnel"
         self._http = http or httpx.Client(
-            base_url=self.base_url, transport=transport, timeout=timeout
+            base_url=http_base, transport=transport, timeout=timeout
         )
 
     def close(self) -> None:
@@ -155,6 +159,12 @@ class ApiClient:
 
     def trace(self, src: str, dst: str, kind: str = "ip") -> JSON:
         return self._request("GET", "/trace?" + urlencode({"src": src, "dst": dst, "kind": kind}))
+
+    def controller(self) -> JSON:
+        return self._request("GET", "/controller")
+
+    def failover(self) -> JSON:
+        return self._request("POST", "/controller/failover")
 
     def list_hypervisors(self) -> Any:
         return self._request("GET", "/hypervisors")

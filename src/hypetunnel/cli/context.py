@@ -105,7 +105,45 @@ class CliState:
         self._url = None
 
     def client(self) -> ApiClient:
-        return self.client_factory(self.api_url)
+        urls = [u for u in self.api_url.split(",") if u]
+        if len(urls) == 1:
+            return self.client_factory(urls[0])
+        return self.client_pool().active()
+
+    def client_pool(self) -> ClientPool:
+        return ClientPool([u for u in self.api_url.split(",") if u], self.client_factory)
+
+
+@dataclass
+class ClientPool:
+    """The APIs of a controller pair: writes go to the active one, status comes from all."""
+
+    urls: list[str]
+    factory: ClientFactory
+
+    def status_all(self) -> list[tuple[str, dict]]:
+        out = []
+        for url in self.urls:
+            with self.factory(url) as api:
+                try:
+                    out.append((url, api.status()))
+                except CliError as e:
+                    out.append((url, {"controller": {"role": f"unreachable ({e})"}}))
+        return out
+
+    def active(self) -> ApiClient:
+        last: CliError | None = None
+        for url in self.urls:
+            api = self.factory(url)
+            try:
+                if api.status().get("controller", {}).get("role") in ("active", None):
+                    return api
+            except CliError as e:
+                last = e
+            api.close()
+        if last is not None:
+            raise last
+        raise CliError([FieldError("", f"no active controller among {', '.join(self.urls)}")])
 
 
 def state(ctx: typer.Context) -> CliState:

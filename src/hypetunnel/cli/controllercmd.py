@@ -1,4 +1,4 @@
-"""`hypetunnel controller ...`: run the controller daemon."""
+"""`hypetunnel controller ...`: run the controller daemon, see and change who is active."""
 
 from __future__ import annotations
 
@@ -9,25 +9,67 @@ from typing import Annotated
 
 import typer
 
-app = typer.Typer(no_args_is_help=True, help="Run and inspect the SDN controller.")
+app = typer.Typer(no_args_is_help=True, help="Run and inspect the SDN controller (pair).")
 
 
 @app.command("run")
 def run(
     state_dir: Annotated[Path, typer.Option(help="Directory of the embedded SQLite store.")] = Path(
         "/var/lib/hypetunnel"),
-    api: Annotated[str, typer.Option(help="REST API listen address HOST:PORT.")] = "127.0.0.1:8650",
+    api: Annotated[str, typer.Option(
+        help="REST API listen address HOST:PORT, or unix:/path.")] = "127.0.0.1:8650",
     openflow: Annotated[list[str], typer.Option(
         help="OpenFlow listen target(s): tcp:HOST:PORT or unix:PATH.")] = ["tcp:0.0.0.0:6653"],  # noqa: B006
     switch_target: Annotated[list[str] | None, typer.Option(
-        help="Controller target(s) switches are told to connect to (default: --openflow).")] = None,
+        help="Controller target(s) switches are told to connect to (default: leave the "
+             "targets enlistment set).")] = None,
+    etcd: Annotated[list[str] | None, typer.Option(
+        help="etcd client URL(s): shared store and election for a primary/secondary pair.")
+    ] = None,
+    node: Annotated[str | None, typer.Option(help="HA: this controller's name.")] = None,
+    peer: Annotated[str | None, typer.Option(
+        help="HA: HOST:PORT where the active controller serves heartbeats.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the controller in the foreground until SIGTERM/SIGINT."""
-    from hypetunnel.controller.daemon import serve
+    from hypetunnel.controller.daemon import DaemonConfig, serve
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    host, _, port = api.rpartition(":")
-    asyncio.run(serve(state_dir, host or "127.0.0.1", int(port), list(openflow),
-                      list(switch_target) if switch_target else None))
+    asyncio.run(serve(DaemonConfig(state_dir=state_dir, api=api, openflow=list(openflow),
+                                   switch_targets=list(switch_target) if switch_target else None,
+                                   etcd=list(etcd) if etcd else None, node=node, peer=peer)))
+
+
+@app.command("status")
+def status(ctx: typer.Context) -> None:
+    """Role, term, leader, and which switches each controller holds."""
+    from hypetunnel.cli.context import handles_errors, out, state
+
+    @handles_errors
+    def show(ctx: typer.Context) -> None:
+        console = out()
+        for url, data in state(ctx).client_pool().status_all():
+            c = data.get("controller", {})
+            held = [s["hypervisor"] for s in data.get("switches", []) if s.get("role") == "MASTER"
+                    or (c.get("role") == "active" and s.get("openflow_connected"))]
+            console.print(f"{c.get('node', 'controller')} [{url}]: role {c.get('role')}, "
+                          f"term {c.get('term')}, leader {(c.get('leader') or {}).get('node')}, "
+                          f"standbys connected {c.get('standbys_connected', 0)}, "
+                          f"holds {', '.join(held) or 'no switch'}", highlight=False)
+
+    show(ctx)
+
+
+@app.command("failover")
+def failover(ctx: typer.Context) -> None:
+    """Graceful hand-over: the active controller steps down and the standby takes over."""
+    from hypetunnel.cli.context import handles_errors, out, state
+
+    @handles_errors
+    def go(ctx: typer.Context) -> None:
+        data = state(ctx).client_pool().active().failover()
+        out().print(f"{data.get('node')} stepped down (term {data.get('term')}); "
+                    "the standby takes over", highlight=False)
+
+    go(ctx)

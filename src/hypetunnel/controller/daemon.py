@@ -5,30 +5,65 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
 from hypetunnel.api.app import create_app
+from hypetunnel.controller.ha import HaConfig
 from hypetunnel.controller.runtime import Controller
-from hypetunnel.store.sqlite import SqliteStore
 
 log = logging.getLogger(__name__)
 
 
-async def serve(state_dir: Path, api_host: str, api_port: int, openflow: list[str],
-                switch_targets: list[str] | None = None) -> None:
-    state_dir.mkdir(parents=True, exist_ok=True)
-    store = SqliteStore(state_dir / "store.db")
-    controller = Controller(store, openflow_listen=openflow, switch_targets=switch_targets)
+@dataclass
+class DaemonConfig:
+    state_dir: Path
+    api: str = "127.0.0.1:8650"  # HOST:PORT, or unix:/path for a unix socket
+    openflow: list[str] = field(default_factory=lambda: ["tcp:0.0.0.0:6653"])
+    switch_targets: list[str] | None = None
+    etcd: list[str] | None = None  # etcd client URLs: shared store + election (HA)
+    node: str | None = None  # HA: this controller's name
+    peer: str | None = None  # HA: HOST:PORT for heartbeats to the standby
+
+
+def open_store(config: DaemonConfig) -> Any:
+    if config.etcd:
+        from hypetunnel.store.etcd import EtcdStore
+
+        return EtcdStore(config.etcd)
+    from hypetunnel.store.sqlite import SqliteStore
+
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    return SqliteStore(config.state_dir / "store.db")
+
+
+async def serve(config: DaemonConfig) -> None:
+    store = open_store(config)
+    ha = None
+    if config.etcd:
+        if not (config.node and config.peer):
+            raise SystemExit("--etcd needs --node and --peer (the HA pair)")
+        ha = HaConfig(config.node, config.peer, api_url=config.api)
+    controller = Controller(store, openflow_listen=config.openflow,
+                            switch_targets=config.switch_targets, ha=ha)
     await controller.start()
     app = create_app(controller.service, controller)
-    server = uvicorn.Server(uvicorn.Config(app, host=api_host, port=api_port, log_level="warning",
-                                           lifespan="off"))
+    if config.api.startswith("unix:"):
+        uv = uvicorn.Config(app, uds=config.api.removeprefix("unix:"), log_level="warning",
+                            lifespan="off")
+    else:
+        host, _, port = config.api.rpartition(":")
+        uv = uvicorn.Config(app, host=host or "127.0.0.1", port=int(port), log_level="warning",
+                            lifespan="off")
+    server = uvicorn.Server(uv)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
-    log.info("API on http://%s:%d, OpenFlow on %s", api_host, api_port, ", ".join(openflow))
+    log.info("API on %s, OpenFlow on %s%s", config.api, ", ".join(config.openflow),
+             f", HA node {config.node} (peer {config.peer})" if ha else "")
     try:
         await server.serve()
     finally:

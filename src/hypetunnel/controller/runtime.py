@@ -356,6 +356,8 @@ class Controller:
                 "ovsdb_connected": bool(st.ovsdb and st.ovsdb.connected),
                 "synced": st.ovsdb_synced,
                 "openflow_connected": st.openflow_ready,
+                "role": (("MASTER" if self.is_active else "SLAVE") if st.openflow_ready
+                         else None),
                 "flows": self.compiler.flow_count(name),
                 "flows_installed": len(st.reconciler.installed) if st.reconciler else 0,
                 "tunnels": len(self.compiler.tunnels(name)),

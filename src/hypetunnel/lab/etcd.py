@@ -1,0 +1,290 @@
+"""A real etcd cluster for the lab and the tests: one `etcd` process per member, each with its own
+directory (data, log, pid record), optionally inside a hypervisor's network namespace.
+
+Tuning (a lab on a loaded 2-core machine, all members on one host or one virtual underlay):
+- heartbeat 50 ms / election timeout 500 ms: etcd's rule of thumb is election >= 10 x heartbeat
+  and heartbeat ~ round-trip time; the RTT here is well under 1 ms, but the CPU is shared with OVS,
+  controllers and iperf, and a member that misses 10 heartbeats in a row because it was not
+  scheduled would start a needless election. 500 ms keeps leader loss detected (and a new leader
+  elected) in well under a second without that risk; the defaults (100/1000) only slow recovery.
+- --pre-vote: a member that was cut off and comes back cannot depose a healthy leader with its
+  inflated term (the partition tests would otherwise see a spurious leader change on heal).
+- --snapshot-count 1000: lab data is tiny; a small count keeps the in-memory raft log short.
+- --max-txn-ops 10000: a store commit is ONE txn (all puts, deletes and the revision), and a whole
+  intent is applied at once; etcd's default of 128 operations would refuse a larger fabric.
+- --auto-compaction (revision, keep 1000): bounds history in long runs; the quota stays default.
+- watch progress every 2 s: an idle watch stream then still proves the member is alive (the
+  store's watcher reconnects after 5 s of silence).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from hypetunnel.lab.netns import pid_alive
+from hypetunnel.lab.proc import LabError, run, wait_until
+
+TUNING = [
+    "--heartbeat-interval", "50", "--election-timeout", "500", "--pre-vote",
+    "--snapshot-count", "1000", "--max-txn-ops", "10000",
+    "--auto-compaction-mode", "revision", "--auto-compaction-retention", "1000",
+    "--experimental-watch-progress-notify-interval", "2s",
+    "--logger", "zap", "--log-outputs", "stderr",
+]
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct free TCP ports on 127.0.0.1 (all sockets held open until all are chosen)."""
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            s = stack.enter_context(socket.socket())
+            s.bind(("127.0.0.1", 0))
+            ports.append(int(s.getsockname()[1]))
+        return ports
+
+
+def _start_time(pid: int) -> str | None:
+    """The kernel's start time of a process, to tell our etcd from a later process reusing its
+    pid (a pid record may be read by another process long after)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[-1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+@dataclass
+class EtcdMember:
+    name: str
+    directory: Path
+    client_url: str
+    peer_url: str
+    netns: str | None = None
+    _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.directory / "data"
+
+    @property
+    def log_file(self) -> Path:
+        return self.directory / "etcd.log"
+
+    @property
+    def record(self) -> Path:
+        return self.directory / "etcd.json"
+
+    def start(self, initial_cluster: str, token: str) -> None:
+        """Start (or restart: an existing data dir wins over the --initial-* flags) the member."""
+        if self.running():
+            raise LabError(f"etcd member {self.name} is already running (pid {self.pid()})")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        cmd = ["etcd", "--name", self.name, "--data-dir", str(self.data_dir),
+               "--listen-client-urls", self.client_url,
+               "--advertise-client-urls", self.client_url,
+               "--listen-peer-urls", self.peer_url,
+               "--initial-advertise-peer-urls", self.peer_url,
+               "--initial-cluster", initial_cluster, "--initial-cluster-state", "new",
+               "--initial-cluster-token", token, *TUNING]
+        if self.netns:  # `ip netns exec` execs etcd, so the pid we get is etcd's
+            cmd = ["ip", "netns", "exec", self.netns, *cmd]
+        with open(self.log_file, "ab") as log:
+            self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                          stdin=subprocess.DEVNULL, start_new_session=True)
+        pid = self._proc.pid
+        self.record.write_text(json.dumps({
+            "pid": pid, "start_time": _start_time(pid), "name": self.name,
+            "client_url": self.client_url, "peer_url": self.peer_url, "netns": self.netns}))
+
+    def pid(self) -> int | None:
+        """The recorded pid if that process is still our etcd (alive, same start time)."""
+        try:
+            rec = json.loads(self.record.read_text())
+            pid = int(rec["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if not pid_alive(pid) or _start_time(pid) != rec.get("start_time"):
+            return None
+        return pid
+
+    def running(self) -> bool:
+        return self.pid() is not None
+
+    def healthy(self) -> bool:
+        """etcd's /health: true only when this member sees a leader and a quorum read works."""
+        url = f"{self.client_url}/health"
+        if self.netns:
+            cp = run(["curl", "-sf", "--max-time", "1", url], netns=self.netns, check=False)
+            body = cp.stdout if cp.returncode == 0 else ""
+        else:
+            try:
+                body = httpx.get(url, timeout=1.0).text
+            except httpx.HTTPError:
+                return False
+        try:
+            return json.loads(body).get("health") == "true"
+        except ValueError:
+            return False
+
+    def _signal_and_wait(self, sig: int, grace: float) -> bool:
+        pid = self.pid()
+        if pid is None:
+            self._reap()
+            return True
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        try:
+            wait_until(lambda: not pid_alive(pid), grace, f"etcd {self.name} (pid {pid}) to exit")
+        except LabError:
+            return False
+        self._reap()
+        return True
+
+    def _reap(self) -> None:
+        if self._proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(timeout=1)
+            self._proc = None
+
+    def kill(self) -> None:
+        """kill -9: an abrupt member failure (no leadership transfer, no clean close)."""
+        if not self._signal_and_wait(signal.SIGKILL, 5):
+            raise LabError(f"etcd {self.name} survived SIGKILL")
+
+    def stop(self) -> None:
+        """SIGTERM (etcd hands leadership over), SIGKILL after a short grace."""
+        if not self._signal_and_wait(signal.SIGTERM, 5):
+            self.kill()
+
+    def log_tail(self, chars: int = 2000) -> str:
+        try:
+            return self.log_file.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+
+class EtcdCluster:
+    def __init__(self, members: list[EtcdMember], token: str | None = None) -> None:
+        if not members:
+            raise LabError("an etcd cluster needs at least one member")
+        self.members = members
+        # Unique per cluster, so members of two runs can never join each other by mistake.
+        self.token = token or f"hypetunnel-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+    @classmethod
+    def local(cls, directory: Path, size: int = 3, name_prefix: str = "etcd") -> EtcdCluster:
+        """A cluster on 127.0.0.1 with free ports, one subdirectory per member."""
+        ports = free_ports(2 * size)
+        members = [EtcdMember(f"{name_prefix}{i}", directory / f"{name_prefix}{i}",
+                              f"http://127.0.0.1:{ports[2 * i]}",
+                              f"http://127.0.0.1:{ports[2 * i + 1]}") for i in range(size)]
+        return cls(members)
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [m.client_url for m in self.members]
+
+    @property
+    def initial_cluster(self) -> str:
+        return ",".join(f"{m.name}={m.peer_url}" for m in self.members)
+
+    def member(self, name: str) -> EtcdMember:
+        for m in self.members:
+            if m.name == name:
+                return m
+        raise LabError(f"no etcd member {name!r}")
+
+    def start(self, timeout: float = 30) -> None:
+        """Start every member and wait until all are healthy; on failure nothing is left running
+        (and the error carries the members' log tails)."""
+        try:
+            for m in self.members:
+                m.start(self.initial_cluster, self.token)
+            self.wait_healthy(timeout)
+        except BaseException as e:
+            logs = "\n".join(f"--- {m.name}:\n{m.log_tail(800)}" for m in self.members)
+            self.destroy()
+            if isinstance(e, LabError):
+                raise LabError(f"{e}\n{logs}") from e
+            raise
+
+    def wait_healthy(self, timeout: float = 30, members: list[EtcdMember] | None = None) -> None:
+        for m in members or self.members:
+            wait_until(lambda m=m: self._check_alive(m) and m.healthy(), timeout,
+                       f"etcd member {m.name} at {m.client_url} to be healthy", interval=0.05)
+
+    @staticmethod
+    def _check_alive(m: EtcdMember) -> bool:
+        if not m.running():
+            raise LabError(f"etcd member {m.name} exited:\n{m.log_tail()}")
+        return True
+
+    def kill(self, name: str) -> None:
+        self.member(name).kill()
+
+    def stop_member(self, name: str) -> None:
+        self.member(name).stop()
+
+    def restart(self, name: str, timeout: float = 30) -> None:
+        m = self.member(name)
+        m.stop()
+        m.start(self.initial_cluster, self.token)
+        self.wait_healthy(timeout, [m])
+
+    def stop(self) -> None:
+        """Stop every member, keeping the data (a later start resumes the same cluster)."""
+        errors = []
+        for m in self.members:
+            try:
+                m.stop()
+            except LabError as e:
+                errors.append(str(e))
+        if errors:
+            raise LabError("; ".join(errors))
+
+    def destroy(self) -> None:
+        """Stop every member and remove their directories."""
+        try:
+            self.stop()
+        finally:
+            for m in self.members:
+                shutil.rmtree(m.directory, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def running(self, timeout: float = 30) -> Iterator[EtcdCluster]:
+        """Started on entry, destroyed on exit (even on failure)."""
+        self.start(timeout)
+        try:
+            yield self
+        finally:
+            self.destroy()
+
+
+def stop_recorded(directory: Path) -> int:
+    """Stop every etcd recorded under directory (by a process that may be gone); returns how
+    many were running. For lab teardown from a later CLI invocation."""
+    stopped = 0
+    for record in sorted(directory.rglob("etcd.json")):
+        try:
+            rec = json.loads(record.read_text())
+            member = EtcdMember(str(rec["name"]), record.parent, str(rec["client_url"]),
+                                str(rec["peer_url"]), rec.get("netns"))
+        except (OSError, ValueError, KeyError):
+            continue
+        if member.running():
+            member.stop()
+            stopped += 1
+    return stopped
