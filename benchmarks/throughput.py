@@ -258,9 +258,10 @@ def findings(runs: Runs, pinned: Runs | None, repeat: int, vxlan_mss: int) -> li
             f"* Pinned pass (iperf3 endpoints on CPU {IPERF_CPU}, both ovs-vswitchd on CPU "
             f"{OVS_CPU}, same lab, right after): paired ratios "
             + ", ".join(f"{e} {paired(pinned, e):.2f}" for e in ENCAPS)
-            + ". Keeping the endpoints from preempting the datapath makes the runs steadier; "
-            "it is a different operating point (one core for both datapaths), given as the "
-            "second measurement, not as the result.")
+            + f" (machine CPU busy {med(pinned, 'underlay', 'busy') * 100:.0f} %: the one "
+            "datapath core is the bottleneck, the endpoints' core idles part of the time). "
+            "A different operating point (one core for both datapaths, no preemption by the "
+            "endpoints), given as a second measurement, not as the result.")
     out.append(
         "* Not changed for the measurement: TCP segmentation offload stays off (the lab turns "
         "TX checksum offload off on every port because the userspace datapath does not "

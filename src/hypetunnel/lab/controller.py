@@ -29,7 +29,9 @@ def free_port() -> int:
 
 @dataclass
 class LabController:
-    directory: Path  # <lab dir>/controller
+    directory: Path  # <lab dir>/controller, or <lab dir>/<node> in an HA lab
+    netns: str | None = None  # HA lab: the controller's own namespace on the management overlay
+    extra_args: tuple[str, ...] = ()  # e.g. --etcd URL --node ctl1 --peer IP:PORT
 
     @property
     def _record(self) -> Path:
@@ -54,19 +56,28 @@ class LabController:
         pid = self.info().get("pid")
         return int(pid) if isinstance(pid, int) else None
 
-    def start(self, api_port: int | None = None) -> str:
+    def start(self, api_port: int | None = None, openflow: str | None = None) -> str:
         self.directory.mkdir(parents=True, exist_ok=True)
-        port = api_port or int(str(self.info().get("api_port") or 0)) or free_port()
-        url = f"http://127.0.0.1:{port}"
+        if self.netns is not None:
+            # In its own namespace the API is served on a unix socket: reachable from the
+            # operator's namespace without putting any address in it.
+            sock = self.directory / "api.sock"
+            sock.unlink(missing_ok=True)
+            url, listen = f"unix:{sock}", f"unix:{sock}"
+        else:
+            port = api_port or int(str(self.info().get("api_port") or 0)) or free_port()
+            url, listen = f"http://127.0.0.1:{port}", f"127.0.0.1:{port}"
         log = open(self.directory / "controller.log", "ab")  # noqa: SIM115 - child keeps it
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "hypetunnel", "controller", "run",
-             "--state-dir", str(self.directory), "--api", f"127.0.0.1:{port}",
-             "--openflow", self.openflow_target],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True)
+        argv = [sys.executable, "-m", "hypetunnel", "controller", "run",
+                "--state-dir", str(self.directory), "--api", listen,
+                "--openflow", openflow or self.openflow_target, *self.extra_args]
+        if self.netns is not None:
+            argv = ["ip", "netns", "exec", self.netns, *argv]
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
-        self._record.write_text(json.dumps({"pid": proc.pid, "api_url": url, "api_port": port}))
+        self._record.write_text(json.dumps({"pid": proc.pid, "api_url": url,
+                                            "api_port": None if self.netns else port}))
         wait_until(lambda: self._healthy(url) or proc.poll() is not None, 30,
                    f"the controller API on {url}")
         if proc.poll() is not None:
@@ -77,6 +88,10 @@ class LabController:
     @staticmethod
     def _healthy(url: str) -> bool:
         try:
+            if url.startswith("unix:"):
+                transport = httpx.HTTPTransport(uds=url.removeprefix("unix:"))
+                with httpx.Client(transport=transport, timeout=0.5) as c:
+                    return c.get("http://hypetunnel/api/v1/healthz").status_code == 200
             return httpx.get(f"{url}/api/v1/healthz", timeout=0.5).status_code == 200
         except httpx.HTTPError:
             return False

@@ -207,6 +207,24 @@ class EtcdCluster:
                 return m
         raise LabError(f"no etcd member {name!r}")
 
+    def leader(self) -> EtcdMember | None:
+        """The member that is the raft leader, as the live members report it (None if none
+        knows one). Root-namespace clusters only: it asks each member over HTTP from here."""
+        by_id: dict[str, EtcdMember] = {}
+        leader_ids: set[str] = set()
+        for m in self.members:
+            if not m.running():
+                continue
+            try:
+                status = httpx.post(f"{m.client_url}/v3/maintenance/status", json={},
+                                    timeout=1.0).json()
+                by_id[str(status["header"]["member_id"])] = m
+                leader_ids.add(str(status["leader"]))
+            except (httpx.HTTPError, ValueError, KeyError):
+                continue
+        known = [by_id[i] for i in leader_ids if i in by_id]
+        return known[0] if len(known) == 1 else None
+
     def start(self, timeout: float = 30) -> None:
         """Start every member and wait until all are healthy; on failure nothing is left running
         (and the error carries the members' log tails)."""

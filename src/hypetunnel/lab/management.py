@@ -28,6 +28,7 @@ from pathlib import Path
 
 from hypetunnel.lab.hypervisor import PHYS_BRIDGE
 from hypetunnel.lab.netns import (
+    check_service_name,
     ip,
     kill_netns_processes,
     link_exists,
@@ -160,6 +161,24 @@ def _phys_mac(hv: LabHypervisor) -> str:
 
 
 # --- service namespaces --------------------------------------------------------------------
+
+
+def new_service(state: LabState, name: str, hv: LabHypervisor, netns: str, port: str,
+                mgmt_ip: str | None = None) -> LabService:
+    """The record of a service namespace: address (default <subnet>.100+k), MAC, ofport."""
+    check_service_name(name)
+    if not hv.mgmt_ip:
+        raise LabError(f"hypervisor {hv.name} has no management overlay")
+    if name in state.services:
+        raise LabError(f"lab {state.name} already has a service {name!r}")
+    index = state.next_service_index
+    net = IPv4Network(state.mgmt_subnet)
+    offset = (SERVICE_HOST_OFFSET + index if mgmt_ip is None
+              else int(IPv4Address(mgmt_ip)) - int(net.network_address))
+    address = str(allocate_address(state, offset))
+    return LabService(name=name, hypervisor=hv.name, netns=netns, index=index, mgmt_ip=address,
+                      prefixlen=net.prefixlen, mac=mgmt_mac(address), port=port,
+                      ofport=SERVICE_OFPORT_BASE + index)
 
 
 def attach_service(state: LabState, svc: LabService, hv: LabHypervisor) -> None:

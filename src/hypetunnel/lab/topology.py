@@ -30,7 +30,6 @@ from hypetunnel.lab.netns import (
     UNDERLAY_BRIDGE,
     check_hypervisor_name,
     check_lab_name,
-    check_service_name,
     check_vm_id,
     hypervisor_netns,
     ip,
@@ -278,23 +277,11 @@ class Lab:
         """A namespace "ht-<lab>-svc-<name>" on the management overlay, plugged into the
         hypervisor's br-mgmt (default address <mgmt subnet>.100+k). Start processes in it with
         spawn(name, argv) / exec(name, argv)."""
-        check_service_name(name)
         hv = self.hypervisor(hypervisor)
-        if not hv.mgmt_ip:
-            raise LabError(f"hypervisor {hypervisor} has no management overlay")
-        if name in self._state.services or name in self._state.hypervisors:
-            raise LabError(f"lab {self.name} already has a service or hypervisor {name!r}")
-        index = self._state.next_service_index
-        net = IPv4Network(self._state.mgmt_subnet)
-        if mgmt_ip is None:
-            address = mgmt.allocate_address(self._state, mgmt.SERVICE_HOST_OFFSET + index)
-        else:
-            address = mgmt.allocate_address(
-                self._state, int(IPv4Address(mgmt_ip)) - int(net.network_address))
-        svc = LabService(name=name, hypervisor=hypervisor, netns=service_netns(self.name, name),
-                         index=index, mgmt_ip=str(address), prefixlen=net.prefixlen,
-                         mac=mgmt.mgmt_mac(str(address)), port=service_port_name(name),
-                         ofport=mgmt.SERVICE_OFPORT_BASE + index)
+        if name in self._state.hypervisors:
+            raise LabError(f"lab {self.name} already has a hypervisor {name!r}")
+        svc = mgmt.new_service(self._state, name, hv, service_netns(self.name, name),
+                               service_port_name(name), mgmt_ip)
         self._state.next_service_index += 1
         self._state.services[name] = svc
         self._state.save()

@@ -21,6 +21,7 @@ import base64
 import json
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -66,15 +67,28 @@ def prefix_end(prefix: str) -> bytes:
 
 
 class _Gateway:
-    """POSTs to the first etcd member that answers; sticks to the last one that did."""
+    """POSTs to the first etcd member that answers; sticks to the last one that did.
 
-    def __init__(self, endpoints: list[str], timeout: float) -> None:
+    `timeout` is the budget of one operation across all members. Failed attempts cycle through
+    the members until it is spent, each attempt limited to `attempt_timeout`: when the raft
+    leader dies, a proposal sent to a follower that still trusts the dead leader hangs until
+    etcd's own request timeout (seconds), while a member mid-election answers "no leader" at once
+    (the "hasleader" metadata asks for that). Short attempts find the new leader within
+    attempt_timeout of its election (~0.5-1 s after the kill with the lab's 500 ms election
+    timeout). A slow but healthy cluster still answers: an attempt that times out may yet be
+    applied, and its resend then reports that success (see EtcdStore.commit).
+    """
+
+    HEADERS = {"Grpc-Metadata-hasleader": "true"}  # gRPC metadata through the gateway
+
+    def __init__(self, endpoints: list[str], timeout: float, attempt_timeout: float) -> None:
         if not endpoints:
             raise ValueError("EtcdStore needs at least one endpoint")
         self.endpoints = [e.rstrip("/") for e in endpoints]
         self.timeout = timeout
+        self.attempt_timeout = min(attempt_timeout, timeout)
         self._preferred = 0
-        self._http = httpx.Client(timeout=timeout)
+        self._http = httpx.Client(timeout=timeout, headers=self.HEADERS)
 
     def order(self) -> list[str]:
         p = self._preferred
@@ -82,26 +96,45 @@ class _Gateway:
 
     def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """One request, failed over across members on connection errors, timeouts and "no
-        leader"-style server errors. A txn may thus be sent twice; callers make that safe."""
-        problems = []
-        for endpoint in self.order():
-            try:
-                reply = self._http.post(endpoint + path, json=body)
-            except httpx.HTTPError as e:
-                problems.append(f"{endpoint}: {type(e).__name__}: {e}")
-                continue
-            try:
-                doc = reply.json()
-            except ValueError:
-                doc = {}
-            if reply.status_code == 200 and "error" not in doc:
-                self._preferred = self.endpoints.index(endpoint)
-                return doc
-            message = doc.get("message") or doc.get("error") or reply.text[:200]
-            if doc.get("code") in _FATAL_CODES:
-                raise StoreUnavailable(f"etcd refused {path}: {message}")
-            problems.append(f"{endpoint}: HTTP {reply.status_code}: {message}")
-        raise StoreUnavailable(f"no etcd member answered {path}: {'; '.join(problems)}")
+        leader"-style server errors. A txn may thus be applied by an attempt whose reply was
+        lost and be sent again; callers make that safe (see EtcdStore.commit)."""
+        deadline = time.monotonic() + self.timeout
+        problems: list[str] = []
+        rounds = 0
+        while True:
+            for endpoint in self.order():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 and problems:
+                    raise StoreUnavailable(f"no etcd member answered {path} within "
+                                           f"{self.timeout}s: {'; '.join(problems[-6:])}")
+                # The last attempt that fits gets the whole rest of the budget.
+                limit = remaining if remaining < 2 * self.attempt_timeout else self.attempt_timeout
+                doc = self._attempt(endpoint, path, body, max(limit, 0.05), problems)
+                if doc is not None:
+                    self._preferred = self.endpoints.index(endpoint)
+                    return doc
+            rounds += 1
+            # Every member refused or failed: an election is likely under way; back off briefly.
+            time.sleep(min(0.02 * rounds, max(deadline - time.monotonic(), 0)))
+
+    def _attempt(self, endpoint: str, path: str, body: dict[str, Any], timeout: float,
+                 problems: list[str]) -> dict[str, Any] | None:
+        try:
+            reply = self._http.post(endpoint + path, json=body, timeout=timeout)
+        except httpx.HTTPError as e:
+            problems.append(f"{endpoint}: {type(e).__name__}: {e}")
+            return None
+        try:
+            doc = reply.json()
+        except ValueError:
+            doc = {}
+        if reply.status_code == 200 and isinstance(doc, dict) and "error" not in doc:
+            return doc
+        message = doc.get("message") or doc.get("error") or reply.text[:200]
+        if doc.get("code") in _FATAL_CODES:
+            raise StoreUnavailable(f"etcd refused {path}: {message}")
+        problems.append(f"{endpoint}: HTTP {reply.status_code}: {message}")
+        return None
 
     def close(self) -> None:
         self._http.close()
@@ -109,13 +142,15 @@ class _Gateway:
 
 class EtcdStore:
     def __init__(self, endpoints: list[str], prefix: str = "/hypetunnel/",
-                 timeout: float = 2.0, *, _gateway: _Gateway | None = None,
-                 _fence: int | None = None) -> None:
+                 timeout: float = 2.0, *, attempt_timeout: float = 0.25,
+                 _gateway: _Gateway | None = None, _fence: int | None = None) -> None:
+        """timeout: budget of one operation across every member (then StoreUnavailable);
+        attempt_timeout: limit of one request to one member before trying the next."""
         if not prefix:
             raise ValueError("the etcd prefix must not be empty")
         self.prefix = prefix
         self.fence = _fence
-        self._gw = _gateway or _Gateway(endpoints, timeout)
+        self._gw = _gateway or _Gateway(endpoints, timeout, attempt_timeout)
         self._owner = _gateway is None  # views share (and must not close) their parent's client
         self._revision_hint = 0
 
@@ -258,8 +293,7 @@ class EtcdStore:
     def fenced(self, term: int) -> EtcdStore:
         """A view whose commits also require meta/term == term; it shares this store's client
         (closing the view does nothing, closing this store closes both)."""
-        return EtcdStore(self._gw.endpoints, self.prefix, self._gw.timeout, _gateway=self._gw,
-                         _fence=term)
+        return EtcdStore(self._gw.endpoints, self.prefix, _gateway=self._gw, _fence=term)
 
     # -- change notification --------------------------------------------------------------------
     def watch(self, on_change: Callable[[], None]) -> Callable[[], None]:
@@ -341,7 +375,7 @@ class _Watcher:
             # the stream, so we move to a member that still sees the changes.
             with self._client.stream("POST", endpoint + "/v3/watch",
                                      json={"create_request": create},
-                                     headers={"Grpc-Metadata-hasleader": "true"}) as reply:
+                                     headers=_Gateway.HEADERS) as reply:
                 if reply.status_code != 200:
                     raise RuntimeError(f"HTTP {reply.status_code}")
                 for line in reply.iter_lines():
