@@ -329,6 +329,44 @@ def test_losing_any_member_keeps_reads_writes_and_watch(own_cluster: EtcdCluster
         other.close()
 
 
+def test_a_frozen_member_is_skipped_and_the_watch_moves_on(own_cluster: EtcdCluster) -> None:
+    """SIGSTOP a follower that is the client's first endpoint: it accepts connections but never
+    answers, as a partitioned member looks. Requests time out on it after attempt_timeout and go
+    to the others; the watch stream on it goes silent and is re-opened elsewhere (no event lost)."""
+    wait_until(lambda: own_cluster.leader() is not None, 10, "an etcd leader")
+    frozen = next(m for m in own_cluster.members if m is not own_cluster.leader())
+    others = [m.client_url for m in own_cluster.members if m is not frozen]
+    store = EtcdStore([frozen.client_url, *others], prefix="/ht-frozen/")
+    writer = EtcdStore(others, prefix="/ht-frozen/")
+    changes = _Changes()
+    stop = store.watch(changes)
+    try:
+        store.commit({"a": {}}, [])
+        frozen.pause()
+        t0 = time.perf_counter()
+        assert store.commit({"b": {}}, [], expect_revision=1) == 2
+        skipped = time.perf_counter() - t0
+        assert store._gw.order()[0] != frozen.client_url  # it now sticks to a live member
+        seen = changes.count
+        t0 = time.perf_counter()
+        writer.commit({"c": {}}, [])
+        moved = changes.wait_beyond(seen, timeout=15) + time.perf_counter() - t0
+        assert set(store.load().items) == {"a", "b", "c"}
+        print(f"\nfrozen first endpoint: commit {skipped * 1000:.0f} ms; watch event after "
+              f"{moved * 1000:.0f} ms (idle limit {store_watch_idle()} s)")
+    finally:
+        frozen.resume()
+        stop()
+        store.close()
+        writer.close()
+
+
+def store_watch_idle() -> float:
+    from hypetunnel.store.etcd import _Watcher
+
+    return _Watcher.IDLE
+
+
 def test_store_protocol_is_satisfied_by_a_fenced_view(store: EtcdStore) -> None:
     assert isinstance(store.fenced(0), Store)
     assert store.fenced(0).commit({"a": {}}, []) == 1  # term 0: no claim yet

@@ -53,7 +53,7 @@ def status(ctx: typer.Context) -> None:
             c = data.get("controller", {})
             held = [s["hypervisor"] for s in data.get("switches", []) if s.get("role") == "MASTER"
                     or (c.get("role") == "active" and s.get("openflow_connected"))]
-            console.print(f"{c.get('node', 'controller')} [{url}]: role {c.get('role')}, "
+            console.print(f"{c.get('node', 'controller')} ({url}): role {c.get('role')}, "
                           f"term {c.get('term')}, leader {(c.get('leader') or {}).get('node')}, "
                           f"standbys connected {c.get('standbys_connected', 0)}, "
                           f"holds {', '.join(held) or 'no switch'}", highlight=False)

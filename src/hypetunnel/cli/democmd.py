@@ -107,7 +107,6 @@ def register(app: typer.Typer) -> None:
                                                        "3-hypervisor example).")] = None,
              name: Annotated[str, typer.Option(help="Lab name.")] = "demo") -> None:
         """Build the example datacenter, prove it with real packets, show the overlay."""
-        from hypetunnel.cli.client import ApiClient
         from hypetunnel.lab import datacenter
 
         path = file or bundled_example()
@@ -116,7 +115,7 @@ def register(app: typer.Typer) -> None:
             with console.status("building the lab") as status:
                 lab = datacenter.up(path, name, progress=lambda m: (
                     status.update(m), console.print(f"  {m}", highlight=False)))
-            with ApiClient(datacenter.lab_controller(lab).api_url) as api:
+            with datacenter.api_for(lab) as api:
                 ok = show_verify(lab, api)
                 show_wire(lab)
                 console.print(overlay_table(api.overlay()))
@@ -135,14 +134,13 @@ def register(app: typer.Typer) -> None:
     @app.command("verify")
     def verify_cmd(name: Annotated[str, typer.Option("--name", "-n")] = "") -> None:
         """Real probes: every pair in a network reaches; no pair across networks/tenants."""
-        from hypetunnel.cli.client import ApiClient
         from hypetunnel.cli.labcmd import default_name
         from hypetunnel.lab import datacenter
         from hypetunnel.lab.topology import Lab
 
         try:
             lab = Lab.load(name or os.environ.get("HYPETUNNEL_LAB") or default_name())
-            with ApiClient(datacenter.lab_controller(lab).api_url) as api:
+            with datacenter.api_for(lab) as api:
                 ok = show_verify(lab, api)
         except HypeTunnelError as e:
             err.print(f"[red]error:[/red] {e}", highlight=False)

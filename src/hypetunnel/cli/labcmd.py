@@ -37,13 +37,16 @@ def default_name() -> str:
 
 @app.command("up")
 def up(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
-       name: NameOpt = "lab") -> None:
+       name: NameOpt = "lab",
+       ha: Annotated[bool, typer.Option("--ha", help="A primary/secondary controller pair and a "
+                                        "3-member etcd cluster on the management overlay.")
+                     ] = False) -> None:
     """Build hypervisors and VMs from FILE, start the controller, apply, wait until converged."""
     from hypetunnel.lab import datacenter
 
     try:
         with console.status("building the lab") as status:
-            lab = datacenter.up(file, name, progress=lambda m: status.update(m) or
+            lab = datacenter.up(file, name, ha=ha, progress=lambda m: status.update(m) or
                                 console.print(f"  {m}", highlight=False))
     except HypeTunnelError as e:
         _fail(e)
@@ -75,13 +78,12 @@ def list_labs() -> None:
 @app.command("sync")
 def sync(name: NameOpt = "") -> None:
     """Plug/unplug lab VMs to match the controller's intent (the lab's stand-in for Nova)."""
-    from hypetunnel.cli.client import ApiClient
     from hypetunnel.lab import datacenter
     from hypetunnel.lab.topology import Lab
 
     try:
         lab = Lab.load(name or default_name())
-        with ApiClient(datacenter.lab_controller(lab).api_url) as api:
+        with datacenter.api_for(lab) as api:
             datacenter.sync_vms(lab, api, lambda m: console.print(f"  {m}"))
             datacenter.wait_converged(api, 30)
     except HypeTunnelError as e:

@@ -26,6 +26,16 @@ def lab_controller(lab: Lab) -> LabController:
     return LabController(lab.directory / "controller")
 
 
+def api_for(lab: Lab) -> ApiClient:
+    """The API of the lab's (active) controller."""
+    from hypetunnel.lab import hapair
+
+    urls = [u for u in (lab.api_url or "").split(",") if u]
+    if len(urls) > 1:
+        return hapair.active_api(lab)
+    return ApiClient(urls[0] if urls else lab_controller(lab).api_url)
+
+
 def warm_underlay(lab: Lab) -> None:
     """The userspace datapath drops the first tunnel packet towards a peer whose underlay MAC
     it has not resolved yet. Real hypervisors' kernel datapath uses the host's neighbour table;
@@ -50,34 +60,44 @@ def switch_target(ctl: LabController, ovs_dir: Path) -> str:
     return f"unix:{link}"
 
 
-def enlisted(intent: Intent, lab: Lab) -> Intent:
-    """The intent with each hypervisor's management facts filled in from the lab."""
+def enlisted(intent: Intent, lab: Lab, ha: bool = False) -> Intent:
+    """The intent with each hypervisor's management facts filled in from the lab. An HA pair
+    reaches OVSDB over the management overlay; a single lab controller through the socket."""
     hvs = [h.model_copy(update={"underlay_ip": lab.hypervisor(h.name).underlay_ip,
-                                "ovsdb": lab.hypervisor(h.name).ovsdb,
+                                "ovsdb": (lab.hypervisor(h.name).ovsdb_tcp if ha
+                                          else lab.hypervisor(h.name).ovsdb),
                                 "datapath_type": lab.hypervisor(h.name).datapath_type})
            for h in intent.hypervisors]
     return intent.model_copy(update={"hypervisors": hvs})
 
 
 def up(file: Path, name: str, progress: Progress = lambda _: None,
-       timeout: float = 60.0) -> Lab:
+       timeout: float = 60.0, ha: bool = False) -> Lab:
+    from hypetunnel.lab import hapair
+
     intent = load_intent_file(file)
     lab = Lab(name, underlay_mtu=intent.fabric.underlay_mtu)
     try:
         ctl = lab_controller(lab)
         lab.create_underlay()
         for h in intent.hypervisors:
-            progress(f"hypervisor {h.name}: namespace, Open vSwitch, underlay")
+            progress(f"hypervisor {h.name}: namespace, Open vSwitch, underlay, management")
             hv = lab.add_hypervisor(h.name, str(h.underlay_ip) if h.underlay_ip else None)
-            lab.set_controllers(h.name, [switch_target(ctl, Path(hv.ovs_dir))])
+            if not ha:
+                lab.set_controllers(h.name, [switch_target(ctl, Path(hv.ovs_dir))])
         progress("underlay: every hypervisor resolves every other one")
         warm_underlay(lab)
-        progress("controller: starting")
-        url = ctl.start()
+        if ha:
+            url = hapair.start(lab, progress)
+            for h in intent.hypervisors:
+                lab.set_controllers(h.name, hapair.switch_targets(lab))
+        else:
+            progress("controller: starting")
+            url = ctl.start()
         lab.set_api_url(url)
         progress(f"controller: API on {url}; applying {file}")
-        with ApiClient(url) as api:
-            api.apply(enlisted(intent, lab).model_dump(mode="json", exclude_none=True))
+        with api_for(lab) as api:
+            api.apply(enlisted(intent, lab, ha).model_dump(mode="json", exclude_none=True))
             sync_vms(lab, api, progress)
             wait_converged(api, timeout, progress)
     except BaseException:

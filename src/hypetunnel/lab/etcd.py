@@ -146,6 +146,7 @@ class EtcdMember:
             return True
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
+            os.kill(pid, signal.SIGCONT)  # a paused member would never act on SIGTERM
         try:
             wait_until(lambda: not pid_alive(pid), grace, f"etcd {self.name} (pid {pid}) to exit")
         except LabError:
@@ -168,6 +169,19 @@ class EtcdMember:
         """SIGTERM (etcd hands leadership over), SIGKILL after a short grace."""
         if not self._signal_and_wait(signal.SIGTERM, 5):
             self.kill()
+
+    def pause(self) -> None:
+        """SIGSTOP: the member keeps its sockets but answers nothing, as a partitioned or
+        starved member looks to its peers and clients. resume() undoes it."""
+        pid = self.pid()
+        if pid is None:
+            raise LabError(f"etcd {self.name} is not running")
+        os.kill(pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        pid = self.pid()
+        if pid is not None:
+            os.kill(pid, signal.SIGCONT)
 
     def log_tail(self, chars: int = 2000) -> str:
         try:

@@ -237,6 +237,11 @@ class Lab:
             mgmt.enlist(self._state, hv)
         return hv
 
+    @property
+    def api_url(self) -> str | None:
+        """The lab controller's REST API (comma-separated for a controller pair)."""
+        return self._state.api_url
+
     def set_api_url(self, url: str | None) -> None:
         self._state.api_url = url
         self._state.save()
