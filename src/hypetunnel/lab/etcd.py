@@ -13,8 +13,8 @@ Tuning (a lab on a loaded 2-core machine, all members on one host or one virtual
 - --max-txn-ops 10000: a store commit is ONE txn (all puts, deletes and the revision), and a whole
   intent is applied at once; etcd's default of 128 operations would refuse a larger fabric.
 - --auto-compaction (revision, keep 1000): bounds history in long runs; the quota stays default.
-- watch progress every 2 s: an idle watch stream then still proves the member is alive (the
-  store's watcher reconnects after 5 s of silence).
+- watch progress every 1 s: an idle watch stream then still proves the member is alive (the
+  store's watcher moves to another member after 3.5 s of silence).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ TUNING = [
     "--heartbeat-interval", "50", "--election-timeout", "500", "--pre-vote",
     "--snapshot-count", "1000", "--max-txn-ops", "10000",
     "--auto-compaction-mode", "revision", "--auto-compaction-retention", "1000",
-    "--experimental-watch-progress-notify-interval", "2s",
+    "--experimental-watch-progress-notify-interval", "1s",
     "--logger", "zap", "--log-outputs", "stderr",
 ]
 
@@ -123,21 +123,37 @@ class EtcdMember:
     def running(self) -> bool:
         return self.pid() is not None
 
-    def healthy(self) -> bool:
-        """etcd's /health: true only when this member sees a leader and a quorum read works."""
-        url = f"{self.client_url}/health"
+    def _request(self, path: str, body: dict[str, object] | None = None) -> dict[str, object]:
+        """GET (or POST body to) the member's client URL, from inside its namespace if it has
+        one; {} when it does not answer."""
+        url = f"{self.client_url}{path}"
         if self.netns:
-            cp = run(["curl", "-sf", "--max-time", "1", url], netns=self.netns, check=False)
-            body = cp.stdout if cp.returncode == 0 else ""
+            cmd = ["curl", "-sf", "--max-time", "1", url]
+            if body is not None:
+                cmd += ["-X", "POST", "-d", json.dumps(body)]
+            cp = run(cmd, netns=self.netns, check=False)
+            text = cp.stdout if cp.returncode == 0 else ""
         else:
             try:
-                body = httpx.get(url, timeout=1.0).text
+                reply = (httpx.get(url, timeout=1.0) if body is None
+                         else httpx.post(url, json=body, timeout=1.0))
+                text = reply.text if reply.status_code == 200 else ""
             except httpx.HTTPError:
-                return False
+                return {}
         try:
-            return json.loads(body).get("health") == "true"
+            doc = json.loads(text)
         except ValueError:
-            return False
+            return {}
+        return doc if isinstance(doc, dict) else {}
+
+    def healthy(self) -> bool:
+        """etcd's /health: true only when this member sees a leader and a quorum read works."""
+        return self._request("/health").get("health") == "true"
+
+    def status(self) -> dict[str, object]:
+        """/v3/maintenance/status: this member's id (header.member_id), the raft leader's id
+        (leader), raft term and index; {} if it does not answer."""
+        return self._request("/v3/maintenance/status", {})
 
     def _signal_and_wait(self, sig: int, grace: float) -> bool:
         pid = self.pid()
@@ -222,22 +238,20 @@ class EtcdCluster:
         raise LabError(f"no etcd member {name!r}")
 
     def leader(self) -> EtcdMember | None:
-        """The member that is the raft leader, as the live members report it (None if none
-        knows one). Root-namespace clusters only: it asks each member over HTTP from here."""
+        """The member that is the raft leader, as the live members report it (None while they
+        know none or disagree, e.g. mid-election)."""
         by_id: dict[str, EtcdMember] = {}
         leader_ids: set[str] = set()
         for m in self.members:
             if not m.running():
                 continue
-            try:
-                status = httpx.post(f"{m.client_url}/v3/maintenance/status", json={},
-                                    timeout=1.0).json()
-                by_id[str(status["header"]["member_id"])] = m
+            status = m.status()
+            header = status.get("header")
+            if isinstance(header, dict) and "leader" in status:
+                by_id[str(header.get("member_id"))] = m
                 leader_ids.add(str(status["leader"]))
-            except (httpx.HTTPError, ValueError, KeyError):
-                continue
         known = [by_id[i] for i in leader_ids if i in by_id]
-        return known[0] if len(known) == 1 else None
+        return known[0] if len(leader_ids) == 1 and known else None
 
     def start(self, timeout: float = 30) -> None:
         """Start every member and wait until all are healthy; on failure nothing is left running

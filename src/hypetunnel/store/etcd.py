@@ -36,7 +36,9 @@ log = logging.getLogger(__name__)
 META = "meta/"
 _REVISION, _TERM, _LEADER, _COMMIT = (META + n for n in ("revision", "term", "leader", "commit"))
 # gRPC status codes that mean "the request itself is wrong": another member will say the same.
-_FATAL_CODES = {3, 5, 6, 7, 9, 11, 12, 16}  # invalid argument, not found, ..., unauthenticated
+# (invalid argument e.g. too many txn ops, not found, exists, permission denied, resource
+# exhausted e.g. the space quota alarm, failed precondition, out of range, unimplemented, auth)
+_FATAL_CODES = {3, 5, 6, 7, 8, 9, 11, 12, 16}
 _CAS_ATTEMPTS = 50  # unconditional commits retry their revision compare-and-swap this often
 
 
@@ -128,7 +130,9 @@ class _Gateway:
             doc = reply.json()
         except ValueError:
             doc = {}
-        if reply.status_code == 200 and isinstance(doc, dict) and "error" not in doc:
+        if not isinstance(doc, dict):
+            doc = {}
+        if reply.status_code == 200 and doc and "error" not in doc:
             return doc
         message = doc.get("message") or doc.get("error") or reply.text[:200]
         if doc.get("code") in _FATAL_CODES:
@@ -298,9 +302,12 @@ class EtcdStore:
     # -- change notification --------------------------------------------------------------------
     def watch(self, on_change: Callable[[], None]) -> Callable[[], None]:
         """Call on_change (from a daemon thread) after anything under the prefix changed.
-        Returns a function that stops the watch (and waits for its thread)."""
+        Returns a function that stops the watch (and waits for its thread). No change committed
+        after watch() returns is missed; it returns once the stream is open (or after `timeout`
+        if no member answers yet: the thread keeps trying)."""
         watcher = _Watcher(self, on_change)
         watcher.start()
+        watcher.ready.wait(self._gw.timeout)
         return watcher.stop
 
 
@@ -310,12 +317,15 @@ class _Watcher:
     was compacted meanwhile, or it never knew where to resume, it calls on_change once, as the
     caller then reloads everything anyway."""
 
-    IDLE = 5.0  # reconnect if a stream is silent this long (a partitioned member sends nothing)
+    # Reconnect if a stream is silent this long: a frozen or cut-off member sends nothing, while a
+    # live one sends progress notifications (every 1 s in the lab, see hypetunnel.lab.etcd).
+    IDLE = 3.5
 
     def __init__(self, store: EtcdStore, on_change: Callable[[], None]) -> None:
         self.store = store
         self.on_change = on_change
         self._stop = threading.Event()
+        self.ready = threading.Event()  # set once the first stream is open
         self._client: httpx.Client | None = None
         self._lock = threading.Lock()
         self.next_revision: int | None = None
@@ -399,6 +409,8 @@ class _Watcher:
                 self._notify()
             raise RuntimeError(f"watch canceled: {result.get('cancel_reason', 'compacted')}")
         header_revision = int(result.get("header", {}).get("revision", "0"))
+        if result.get("created"):
+            self.ready.set()
         if result.get("created") and self.next_revision is None:
             self.next_revision = header_revision + 1
             self._notify()  # we cannot know what happened before: have the caller reload

@@ -1,0 +1,199 @@
+"""A controller pair with real etcd on the management overlay: failover with real packets."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from hypetunnel.cli.client import ApiClient, ApiError
+from hypetunnel.cli.democmd import bundled_example
+from hypetunnel.lab import datacenter, hapair
+from hypetunnel.lab.capture import capture
+from hypetunnel.lab.proc import wait_until
+from hypetunnel.lab.topology import Lab
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.fixture(scope="module")
+def ha() -> Iterator[Lab]:
+    if os.geteuid() != 0:
+        pytest.skip("the lab needs root")
+    name = f"h{os.getpid() % 100000}"
+    datacenter.down(name)
+    try:
+        yield datacenter.up(bundled_example(), name, timeout=90, ha=True)
+    finally:
+        datacenter.down(name)
+
+
+def api(lab: Lab, node: str) -> ApiClient:
+    return ApiClient(hapair.controllers(lab)[node].api_url, timeout=2.0)
+
+
+def controller_view(lab: Lab, node: str) -> dict[str, Any]:
+    try:
+        with api(lab, node) as a:
+            return dict(a.controller())
+    except Exception:
+        return {}
+
+
+def active_node(lab: Lab) -> str:
+    nodes = [n for n in hapair.NODES if controller_view(lab, n).get("role") == "active"]
+    assert len(nodes) == 1, f"active controllers: {nodes}"
+    return nodes[0]
+
+
+def other(node: str) -> str:
+    return hapair.NODES[1 - hapair.NODES.index(node)]
+
+
+def switch_roles(lab: Lab) -> dict[str, list[str]]:
+    """What each switch itself says: the role of each connected controller."""
+    out = {}
+    for name, hv in lab.hypervisors.items():
+        rows = json.loads(hv.ovs.vsctl("--format=json", "--columns=role,is_connected",
+                                       "list", "Controller"))["data"]
+        out[name] = [role for role, connected in rows if connected]
+    return out
+
+
+def start_ping(lab: Lab, src: str, dst_ip: str, count: int) -> subprocess.Popen[str]:
+    return lab.spawn(src, ["ping", "-i", "0.01", "-c", str(count), "-W", "1", dst_ip],
+                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def ping_result(p: subprocess.Popen[str]) -> tuple[int, int, str]:
+    out, _ = p.communicate(timeout=120)
+    m = re.search(r"(\d+) packets transmitted, (\d+) received", out)
+    assert m, out
+    return int(m.group(1)), int(m.group(2)), out
+
+
+def restart(lab: Lab, node: str) -> None:
+    hapair.controllers(lab)[node].start(openflow=f"tcp:0.0.0.0:{hapair.OPENFLOW_PORT}")
+    wait_until(lambda: controller_view(lab, node).get("role") == "standby", 30,
+               f"{node} back as standby")
+
+
+def test_kill_active_loses_no_packet_and_a_new_vm_works_at_once(ha: Lab) -> None:
+    act = active_node(ha)
+    pinger = start_ping(ha, "acme/db1", ha.vm("acme/db2").ip, 500)
+    time.sleep(1.0)  # the stream is established before the kill (not a wait for a condition)
+    pid = hapair.controllers(ha)[act].pid
+    assert pid is not None
+    killed_at = time.time()
+    os.kill(pid, signal.SIGKILL)
+    new = other(act)
+    wait_until(lambda: controller_view(ha, new).get("role") == "active", 5, f"{new} to take over")
+    took = controller_view(ha, new)["took_over_at"] - killed_at
+    # Right after the kill: a new VM through the (new) active API, plugged, reachable.
+    with datacenter.api_for(ha) as a:
+        a.create_vm("acme", {"name": "late1", "network": "back", "hypervisor": "hv2"})
+        datacenter.sync_vms(ha, a)
+        created = time.monotonic()
+        wait_until(lambda: ha.exec("acme/db1", ["ping", "-c", "1", "-W", "1",
+                                                ha.vm("acme/late1").ip],
+                                   check=False).returncode == 0, 10, "the new VM to answer")
+        reachable_after = time.monotonic() - created
+    sent, received, out = ping_result(pinger)
+    assert sent == 500 and received == sent, out[-300:]
+    assert took < 0.3, f"takeover took {took * 1000:.0f} ms"
+    assert reachable_after < 2.0, f"new VM reachable only after {reachable_after:.2f}s"
+    assert all(roles == ["master", "slave"] or sorted(roles) == ["master"]
+               for roles in map(sorted, switch_roles(ha).values()))
+    restart(ha, act)  # it comes back as standby: no automatic fail-back
+    assert active_node(ha) == new
+
+
+def test_busy_machine_causes_no_takeover(ha: Lab) -> None:
+    act = active_node(ha)
+    term = controller_view(ha, act)["term"]
+    burn = "import time\nt = time.time()\nwhile time.time() - t < 60: pass"
+    burners = [subprocess.Popen(["python3", "-c", burn]) for _ in range(os.cpu_count() or 2)]
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert controller_view(ha, act).get("term") in (term, None)
+            time.sleep(1.0)  # sampling period of the check, not a wait for a condition
+    finally:
+        for b in burners:
+            b.kill()
+            b.wait()
+    assert active_node(ha) == act and controller_view(ha, act)["term"] == term
+
+
+def test_partition_never_two_masters_and_stale_writes_refused(ha: Lab) -> None:
+    act = active_node(ha)
+    new = other(act)
+    ha.cut_service(act)
+    samples = []
+    try:
+        deadline = time.monotonic() + 12
+        while time.monotonic() < deadline:
+            roles = switch_roles(ha)
+            samples.append(roles)
+            assert all(r.count("master") <= 1 for r in roles.values()), roles
+            if controller_view(ha, new).get("role") == "active" and len(samples) > 20:
+                break
+        assert controller_view(ha, new).get("role") == "active"
+        wait_until(lambda: all(r.count("master") == 1 for r in switch_roles(ha).values()), 10,
+                   "every switch to have exactly one master")
+    finally:
+        ha.heal_service(act)
+    wait_until(lambda: controller_view(ha, act).get("role") == "standby", 20,
+               f"{act} to stand down after the heal")
+    with api(ha, act) as stale, pytest.raises(ApiError) as refused:
+        stale.create_vm("acme", {"name": "stale1", "network": "back"})
+    assert refused.value.status == 409
+    assert active_node(ha) == new
+    with datacenter.api_for(ha) as a:
+        assert all(v["name"] != "stale1" for v in a.list_vms("acme"))
+
+
+def test_loss_of_one_etcd_member_keeps_changes_flowing(ha: Lab) -> None:
+    cluster = hapair.etcd_cluster(ha)
+    cluster.kill("etcd3")
+    try:
+        with datacenter.api_for(ha) as a:
+            a.create_vm("globex", {"name": "quorum1", "network": "back", "hypervisor": "hv1"})
+            datacenter.sync_vms(ha, a)
+            datacenter.wait_converged(a, 20)
+        assert ha.exec("globex/app2", ["ping", "-c", "3", "-i", "0.2", "-W", "1",
+                                       ha.vm("globex/quorum1").ip], check=False).returncode == 0
+    finally:
+        cluster.restart("etcd3")
+
+
+def test_management_and_tenant_traffic_stay_apart(ha: Lab) -> None:
+    # VXLAN: udp[12:4] holds VNI<<8; inner IPv4 source's first octet at udp[42].
+    mgmt = "udp port 4789 and udp[12:4] = 0xffffff00 and udp[28:2] = 0x0800"
+    tenant = "udp port 4789 and udp[12:4] != 0xffffff00 and udp[28:2] = 0x0800"
+
+    def traffic() -> None:
+        ha.exec("acme/web1", ["ping", "-c", "5", "-i", "0.1", ha.vm("acme/web3").ip])
+        with datacenter.api_for(ha) as a:
+            a.status()  # controller <-> switch and controller <-> etcd traffic
+
+    lines_mgmt = capture(ha, traffic, bpf=mgmt)
+    lines_tenant = capture(ha, traffic, bpf=tenant)
+    address = re.compile(r"\b(\d+)\.(\d+)\.\d+\.\d+\b")
+
+    def inner_nets(lines: list[str]) -> set[str]:
+        """First octets of every address but the underlay's (the outer headers)."""
+        return {m.group(1) for ln in lines for m in address.finditer(ln)
+                if (m.group(1), m.group(2)) != ("172", "31")}
+
+    mgmt_nets, tenant_nets = inner_nets(lines_mgmt), inner_nets(lines_tenant)
+    assert mgmt_nets and tenant_nets, (lines_mgmt[:3], lines_tenant[:3])
+    assert mgmt_nets == {"100"}, f"a tenant frame in the management VNI: {mgmt_nets}"
+    assert "100" not in tenant_nets, "a management frame in a tenant VNI"
