@@ -254,9 +254,9 @@ def findings(runs: Runs, pinned: Runs | None, repeat: int, vxlan_mss: int) -> li
         "* Datapath work per byte (ovs-vswitchd CPU seconds per GB sent, both hypervisors), "
         f"relative to the underlay: {cost(runs)}"
         + (f" (pinned pass: {cost(pinned)})" if pinned else "")
-        + ". This is the load-independent part of the gap: encapsulation (push on one side, "
-        "pop + recirculation on the other) and a smaller payload per packet make each "
-        "overlay byte cost more userspace CPU.",
+        + ". This is the less load-dependent indicator (it still moves between runs): "
+        "encapsulation (push on one side, pop + recirculation on the other) and a smaller "
+        "payload per packet make each overlay byte cost more userspace CPU.",
     ]
     if "underlay, MSS of vxlan" in runs:
         out.append(
