@@ -148,7 +148,7 @@ class FabricCompiler:
                 return None
             return ofports.get(_tunnel_name(encapsulation, r.underlay_ip))
 
-        members = [(vm, topo.location[vm.id]) for vm in topo.bound_members(vni)]
+        members = [(vm, loc) for vm in topo.bound_members(vni) for loc in topo.locations(vm.id)]
         return network_slice(net, members, hv, vm_ports.get, tunnel_ofport)
 
     # -- results ---------------------------------------------------------------------------

@@ -73,6 +73,24 @@ def remote_vm_flow(vm: VmView, tunnel_ofport: int) -> Flow:
                 (SetField("tunnel_id", vm.vni), Output(tunnel_ofport)))
 
 
+def moving_vm_flows(vm: VmView, ofport: int | None, tunnels: list[int]) -> list[Flow]:
+    """A VM live in two places during a move: frames to it go to both (the old port until it
+    is gone, the new one from its first moment), so the switchover loses nothing."""
+    out: list[Flow] = []
+    to_tunnels: tuple[Action, ...] = ()
+    if tunnels:
+        to_tunnels = (SetField("tunnel_id", vm.vni), *(Output(t) for t in sorted(tunnels)))
+    if ofport is None:
+        out.append(Flow(T_L2, 100, match(metadata=vm.vni, eth_dst=vm.mac, reg0=0), to_tunnels))
+        return out
+    out.extend(f for f in local_port_flows(vm, ofport) if f.table == T_CLASSIFY)
+    out.append(Flow(T_L2, 100, match(metadata=vm.vni, eth_dst=vm.mac, reg0=0),
+                    (Output(ofport), *to_tunnels)))
+    out.append(Flow(T_L2, 100, match(metadata=vm.vni, eth_dst=vm.mac, reg0=FROM_TUNNEL),
+                    (Output(ofport),)))
+    return out
+
+
 @_memo
 def arp_responder_flow(vm: VmView) -> Flow:
     """Turn an ARP request for vm.ip into the reply, sent back out of the asking port."""
@@ -123,21 +141,26 @@ def network_slice(net: NetworkView, members: Iterable[tuple[VmView, str]], here:
     flows: list[Flow] = []
     local_ports: list[int] = []
     remote_hosts: set[str] = set()
+    where: dict[str, tuple[VmView, list[str]]] = {}
     for vm, hv in members:
-        if hv == here:
-            p = local_port(vm.id)
-            if p is None:
-                continue
+        where.setdefault(vm.id, (vm, []))[1].append(hv)
+    for vm, hvs in where.values():
+        p = local_port(vm.id) if here in hvs else None
+        tunnels = []
+        for hv in hvs:
+            if hv != here and (t := tunnel_port(hv, net.encapsulation)) is not None:
+                remote_hosts.add(hv)
+                tunnels.append(t)
+        if p is None and not tunnels:
+            continue
+        flows.append(arp_responder_flow(vm))
+        if p is not None:
             local_ports.append(p)
-            flows.extend(local_port_flows(vm, p))
-            flows.append(arp_responder_flow(vm))
+        if len(hvs) == 1:
+            flows.extend(local_port_flows(vm, p) if p is not None
+                         else [remote_vm_flow(vm, tunnels[0])])
         else:
-            t = tunnel_port(hv, net.encapsulation)
-            if t is None:
-                continue
-            remote_hosts.add(hv)
-            flows.append(remote_vm_flow(vm, t))
-            flows.append(arp_responder_flow(vm))
+            flows.extend(moving_vm_flows(vm, p, tunnels))
     tunnel_ports = [p for hv in sorted(remote_hosts)
                     if (p := tunnel_port(hv, net.encapsulation)) is not None]
     flows.extend(tunnel_ingress_flow(net.vni, t) for t in tunnel_ports)

@@ -38,6 +38,9 @@ class Topology:
         self.networks: dict[int, NetworkView] = {}
         self.vms: dict[str, VmView] = {}
         self.location: dict[str, str] = {}  # vm id -> hypervisor where its port is bound
+        self.secondary: dict[str, str] = {}  # vm id -> the other live port during a move
+        self.expected: dict[str, str] = {}  # vm id -> hypervisor the intent places it on
+        self._contrib: dict[str, tuple[int, frozenset[str]]] = {}  # vm id -> (vni, its hosts)
         self.members: dict[int, set[str]] = defaultdict(set)  # vni -> vm ids
         # vni -> hypervisor -> number of bound VMs of that network there
         self.hosts: dict[int, dict[str, int]] = defaultdict(dict)
@@ -97,42 +100,75 @@ class Topology:
         old = self.vms.get(vm.id)
         if old == vm:
             return
-        hv = self.location.get(vm.id)
         if old is not None:
-            self.remove_vm(vm.id)  # a changed VM is re-added: simplest correct invalidation
-        else:
-            self.location.pop(vm.id, None)  # bound before its intent arrived: count it below
+            self.members[old.vni].discard(vm.id)
         self.vms[vm.id] = vm
         self.members[vm.vni].add(vm.id)
-        if hv is not None:
-            self.bind(vm.id, hv)
+        self._recount(vm.id)
 
     def remove_vm(self, vm_id: str) -> None:
-        self.bind(vm_id, None)
         vm = self.vms.pop(vm_id, None)
         if vm is not None:
             self.members[vm.vni].discard(vm_id)
+        self.location.pop(vm_id, None)
+        self.secondary.pop(vm_id, None)
+        self.expected.pop(vm_id, None)
+        self._recount(vm_id)
 
     def bind(self, vm_id: str, hypervisor: str | None) -> None:
         """Record where a VM's port is (observed), or that it is nowhere (None)."""
-        old = self.location.get(vm_id)
-        if old == hypervisor:
+        if self.location.get(vm_id) == hypervisor:
             return
-        vm = self.vms.get(vm_id)
-        if vm is not None:
-            self._touch_network(vm.vni)  # the old set of hosts: they lose or re-point the MAC
-        if old is not None:
-            del self.location[vm_id]
-            if vm is not None:
-                self._host_count(vm.vni, old, -1)
-        if hypervisor is not None:
+        if hypervisor is None:
+            self.location.pop(vm_id, None)
+        else:
             self.location[vm_id] = hypervisor
-            if vm is not None:
-                self._host_count(vm.vni, hypervisor, +1)
-        if vm is not None:
-            self._touch_network(vm.vni)  # the new set of hosts
-            if old is not None:
-                self.dirty.add((old, vm.vni))
+        self._recount(vm_id)
+
+    def set_secondary(self, vm_id: str, hypervisor: str | None) -> None:
+        """A second live location during a move (make-before-break): frames to the VM go to
+        both, and it may send from both, until the old port is gone."""
+        if self.secondary.get(vm_id) == hypervisor:
+            return
+        if hypervisor is None:
+            self.secondary.pop(vm_id, None)
+        else:
+            self.secondary[vm_id] = hypervisor
+        self._recount(vm_id)
+
+    def expect(self, vm_id: str, hypervisor: str | None) -> None:
+        """Where the VM is meant to run: that hypervisor is prepared as a host of the VM's
+        network (tunnels, flood lists) before the VM's port appears there."""
+        if self.expected.get(vm_id) == hypervisor:
+            return
+        if hypervisor is None:
+            self.expected.pop(vm_id, None)
+        else:
+            self.expected[vm_id] = hypervisor
+        self._recount(vm_id)
+
+    def locations(self, vm_id: str) -> list[str]:
+        """Where the VM's port is live: the primary location, then a move's other end."""
+        out = [h for h in (self.location.get(vm_id), self.secondary.get(vm_id)) if h]
+        return list(dict.fromkeys(out))
+
+    def _recount(self, vm_id: str) -> None:
+        """Re-derive which hypervisors host this VM's network because of this VM."""
+        old_vni, old = self._contrib.pop(vm_id, (None, frozenset()))
+        if old_vni is not None:
+            self._touch_network(old_vni)  # the old hosts lose or re-point the MAC
+            for h in old:
+                self._host_count(old_vni, h, -1)
+        vm = self.vms.get(vm_id)
+        if vm is None:
+            return
+        new = frozenset(h for h in (self.location.get(vm_id), self.secondary.get(vm_id),
+                                    self.expected.get(vm_id)) if h)
+        for h in new:
+            self._host_count(vm.vni, h, +1)
+        if new:
+            self._contrib[vm_id] = (vm.vni, new)
+        self._touch_network(vm.vni)
 
     def _host_count(self, vni: int, hv: str, delta: int) -> None:
         counts = self.hosts[vni]

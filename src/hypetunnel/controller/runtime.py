@@ -19,11 +19,12 @@ from typing import Any
 from hypetunnel.compiler.compile import FabricCompiler
 from hypetunnel.compiler.from_intent import sync_topology
 from hypetunnel.compiler.topology import Topology
+from hypetunnel.controller.bindings import BindingTable
 from hypetunnel.controller.ha import Election, HaConfig, NotActive, Role, StandbyStore
 from hypetunnel.controller.reconciler import FlowReconciler
 from hypetunnel.controller.service import FabricService
 from hypetunnel.controller.switch import SwitchState, datapath_id_for
-from hypetunnel.model.intent import Intent
+from hypetunnel.model.intent import Intent, vm_id
 from hypetunnel.southbound.observation import SwitchObservation
 from hypetunnel.southbound.openflow.channel import SwitchChannel
 from hypetunnel.southbound.openflow.server import OpenFlowServer
@@ -44,6 +45,7 @@ class Controller:
         self.startup_grace = startup_grace
         self.topology = Topology()
         self.compiler = FabricCompiler(self.topology)
+        self.bindings_table = BindingTable(self.topology)
         self.switches: dict[str, SwitchState] = {}
         self._by_dpid: dict[int, str] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -169,6 +171,8 @@ class Controller:
     def _apply_intent(self, intent: Intent) -> None:
         self.intent = intent
         sync_topology(self.topology, intent)
+        self.bindings_table.set_intent({vm_id(t.name, v.name): v.hypervisor
+                                        for t in intent.tenants for v in t.vms if v.hypervisor})
         wanted = {h.name: h for h in intent.hypervisors}
         for name in [n for n in self.switches if n not in wanted]:
             self._forget_switch(name)
@@ -184,9 +188,7 @@ class Controller:
     def _forget_switch(self, name: str) -> None:
         st = self.switches.pop(name)
         self._by_dpid.pop(datapath_id_for(name), None)
-        for vid in st.bound:
-            if self.topology.location.get(vid) == name:
-                self.topology.bind(vid, None)
+        self.bindings_table.forget(name)
         if st.ovsdb is not None:
             self._spawn(st.ovsdb.stop(), f"ovsdb-stop-{name}")
         if st.channel is not None:
@@ -239,11 +241,7 @@ class Controller:
             return
         st.observation = obs
         bindings = obs.bindings()
-        for vid in st.bound - bindings.keys():
-            if self.topology.location.get(vid) == hv:
-                self.topology.bind(vid, None)
-        for vid in bindings:
-            self.topology.bind(vid, hv)
+        self.bindings_table.observe(hv, set(bindings))
         st.bound = set(bindings)
         ofports = {name: p.ofport for name, p in obs.ports.items() if p.ofport > 0}
         self.compiler.set_ports(hv, ofports, {vid: p.ofport for vid, p in bindings.items()})
