@@ -160,6 +160,19 @@ class ApiClient:
     def trace(self, src: str, dst: str, kind: str = "ip") -> JSON:
         return self._request("GET", "/trace?" + urlencode({"src": src, "dst": dst, "kind": kind}))
 
+    def move_vm(self, tenant: str, name: str, to: str, cold: bool = False) -> JSON:
+        return self._request("POST", f"/tenants/{self._seg(tenant)}/vms/{self._seg(name)}/move",
+                             {"to": to, "cold": cold})
+
+    def drain(self, name: str) -> Any:
+        return self._request("POST", f"/hypervisors/{self._seg(name)}/drain")
+
+    def undrain(self, name: str) -> JSON:
+        return self._request("POST", f"/hypervisors/{self._seg(name)}/undrain")
+
+    def moves(self, vm: str | None = None) -> Any:
+        return self._request("GET", "/moves" + (f"?{urlencode({'vm': vm})}" if vm else ""))
+
     def controller(self) -> JSON:
         return self._request("GET", "/controller")
 

@@ -46,7 +46,7 @@ def up(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
 
     try:
         with console.status("building the lab") as status:
-            lab = datacenter.up(file, name, ha=ha, progress=lambda m: status.update(m) or
+            lab = datacenter.up(file, name, ha=ha, agent=True, progress=lambda m: status.update(m) or
                                 console.print(f"  {m}", highlight=False))
     except HypeTunnelError as e:
         _fail(e)
@@ -88,6 +88,14 @@ def sync(name: NameOpt = "") -> None:
             datacenter.wait_converged(api, 30)
     except HypeTunnelError as e:
         _fail(e)
+
+
+@app.command("agent", hidden=True)
+def agent(name: NameOpt = "") -> None:
+    """The lab's compute agent (started by `lab up`): keeps VMs in line with the intent."""
+    from hypetunnel.lab import datacenter
+
+    datacenter.run_agent(name or default_name())
 
 
 @app.command("exec", context_settings={"allow_extra_args": True,

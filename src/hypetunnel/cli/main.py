@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from hypetunnel.cli import controllercmd, democmd, fabric, labcmd, resources
+from hypetunnel.cli import controllercmd, democmd, fabric, labcmd, mobility, resources
 from hypetunnel.cli.context import CliState
 
 app = typer.Typer(
@@ -45,6 +45,7 @@ app.add_typer(resources.tenant_app, name="tenant")
 app.add_typer(resources.network_app, name="network")
 app.add_typer(resources.vm_app, name="vm")
 app.add_typer(resources.hypervisor_app, name="hypervisor")
+mobility.register(app)  # also adds `vm move` and `hypervisor drain|undrain`
 app.add_typer(labcmd.app, name="lab")
 app.add_typer(controllercmd.app, name="controller")
 

@@ -21,6 +21,7 @@ from hypetunnel.compiler.from_intent import sync_topology
 from hypetunnel.compiler.topology import Topology
 from hypetunnel.controller.bindings import BindingTable
 from hypetunnel.controller.ha import Election, HaConfig, NotActive, Role, StandbyStore
+from hypetunnel.controller.mobility import Mobility
 from hypetunnel.controller.reconciler import FlowReconciler
 from hypetunnel.controller.service import FabricService
 from hypetunnel.controller.switch import SwitchState, datapath_id_for
@@ -46,6 +47,7 @@ class Controller:
         self.topology = Topology()
         self.compiler = FabricCompiler(self.topology)
         self.bindings_table = BindingTable(self.topology)
+        self.mobility = Mobility(self)
         self.switches: dict[str, SwitchState] = {}
         self._by_dpid: dict[int, str] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -80,6 +82,7 @@ class Controller:
             await self._of_server.listen(target)
         self._spawn(self._worker(), "reconcile-worker")
         self._spawn(self._startup_gate(), "startup-gate")
+        self._spawn(self.mobility.watch_failures(), "failure-watch")
         if self.election is not None:
             loop = self._loop
             self._stop_watch = self.store.watch(  # type: ignore[attr-defined]
@@ -406,6 +409,28 @@ class Controller:
         from hypetunnel.controller.tracing import trace
 
         return trace(self.topology, self.compiler, src, dst, kind)
+
+    @property
+    def startup_done(self) -> bool:
+        return self._startup_done
+
+    async def move(self, vm: str, to: str, cold: bool = False) -> dict[str, Any]:
+        if not self.is_active:
+            raise NotActive("moves are run by the active controller")
+        return await self.mobility.move(vm, to, cold)
+
+    async def drain(self, hypervisor: str) -> list[dict[str, Any]]:
+        if not self.is_active:
+            raise NotActive("drains are run by the active controller")
+        return await self.mobility.drain(hypervisor)
+
+    async def undrain(self, hypervisor: str) -> dict[str, Any]:
+        return await self.mobility.undrain(hypervisor)
+
+    def moves(self) -> list[dict[str, Any]]:
+        from hypetunnel.controller.moves import all_moves
+
+        return all_moves(self.service)
 
     def bindings(self) -> dict[str, str]:
         """VM id -> hypervisor where its port is, as the switches report it."""

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from hypetunnel.errors import Conflict, FieldError, IntentInvalid, NotFound
 from hypetunnel.model.allocate import resolve
@@ -87,8 +88,10 @@ class FabricService:
             resolved = self._prepare(new)
             return diff(self.intent, resolved, revision=self.revision, applied=False)
 
-    def apply(self, new: Intent, dry_run: bool = False) -> Plan:
-        """Make the whole fabric `new` (objects absent from it are removed)."""
+    def apply(self, new: Intent, dry_run: bool = False,
+              records: Mapping[str, dict[str, Any]] | None = None) -> Plan:
+        """Make the whole fabric `new` (objects absent from it are removed). `records` are
+        written in the same commit (e.g. the move records of a move)."""
         with self._lock:
             resolved = self._prepare(new)
             plan = diff(self.intent, resolved, revision=self.revision, applied=False)
@@ -96,6 +99,7 @@ class FabricService:
                 return plan
             puts, deletes = intent_changes(self.intent, resolved,
                                            put_fabric=not self._fabric_stored)
+            puts = {**puts, **(records or {})}
             if puts or deletes:
                 try:
                     revision = self.store.commit(puts, deletes, expect_revision=self.revision)
@@ -108,6 +112,19 @@ class FabricService:
             plan.revision = self.revision
             plan.applied = True
             return plan
+
+    def put_records(self, records: Mapping[str, dict[str, Any]]) -> None:
+        """Store non-intent documents (move records) conditionally, like any write."""
+        with self._lock:
+            try:
+                self.revision = self.store.commit(records, [], expect_revision=self.revision)
+            except Conflict:
+                self.reload()
+                raise
+
+    def records(self, prefix: str) -> dict[str, dict[str, Any]]:
+        """Non-intent documents under a key prefix, read from the store."""
+        return {k: v for k, v in self.store.load().items.items() if k.startswith(prefix)}
 
     def _notify(self, old: Intent, new: Intent) -> None:
         if self.on_change is None:

@@ -7,12 +7,19 @@ placed them (what Nova would do), and wait until the controller reports converge
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from hypetunnel.cli.client import ApiClient
+from hypetunnel.lab.announce import announce
 from hypetunnel.lab.controller import LabController
 from hypetunnel.lab.proc import LabError
 from hypetunnel.lab.topology import Lab
@@ -72,7 +79,10 @@ def enlisted(intent: Intent, lab: Lab, ha: bool = False) -> Intent:
 
 
 def up(file: Path, name: str, progress: Progress = lambda _: None,
-       timeout: float = 60.0, ha: bool = False) -> Lab:
+       timeout: float = 60.0, ha: bool = False, agent: bool = False) -> Lab:
+    """Build the lab. With `agent`, a background compute agent keeps the VMs in line with the
+    intent afterwards (plugs created VMs, carries out moves and restarts); without it, callers
+    run sync_vms() themselves."""
     from hypetunnel.lab import hapair
 
     intent = load_intent_file(file)
@@ -100,6 +110,8 @@ def up(file: Path, name: str, progress: Progress = lambda _: None,
             api.apply(enlisted(intent, lab, ha).model_dump(mode="json", exclude_none=True))
             sync_vms(lab, api, progress)
             wait_converged(api, timeout, progress)
+        if agent:
+            start_agent(lab)
     except BaseException:
         down(name)
         raise
@@ -107,7 +119,10 @@ def up(file: Path, name: str, progress: Progress = lambda _: None,
 
 
 def sync_vms(lab: Lab, api: ApiClient, progress: Progress = lambda _: None) -> None:
-    """Plug every VM of the stored intent where the controller placed it; unplug the rest."""
+    """Make the lab's VMs what the controller's intent says (the lab's stand-in for Nova):
+    plug new VMs where they are placed, unplug deleted ones, and carry out moves: hot (the
+    running VM's interface is re-homed, processes keep running, then it announces itself)
+    or cold (stopped, moved, started again with the same identity)."""
     intent = Intent.model_validate(api.get_intent())
     wanted: dict[str, dict[str, Any]] = {}
     for t in intent.tenants:
@@ -121,15 +136,64 @@ def sync_vms(lab: Lab, api: ApiClient, progress: Progress = lambda _: None) -> N
     for vid in [v for v in lab.vms if v not in wanted]:
         progress(f"vm {vid}: unplug")
         lab.remove_vm(vid)
+    kinds: dict[str, str] | None = None
     for vid, spec in wanted.items():
         have = lab.vms.get(vid)
         if have is not None and (have.hypervisor, have.mac, have.ip) == (
                 spec["hypervisor"], spec["mac"], spec["ip"]):
             continue
+        if not lab.hypervisor_alive(spec["hypervisor"]):
+            continue  # nowhere to run it yet
+        if have is not None and (have.mac, have.ip) == (spec["mac"], spec["ip"]):
+            if kinds is None:  # the newest move of each VM says hot or cold
+                kinds = {m["vm"]: m["kind"] for m in api.moves()}
+            if kinds.get(vid, "hot") == "hot" and lab.hypervisor_alive(have.hypervisor):
+                progress(f"vm {vid}: hot move {have.hypervisor} -> {spec['hypervisor']}")
+                announce(lab.move_vm(vid, spec["hypervisor"]))
+                continue
+            progress(f"vm {vid}: cold move {have.hypervisor} -> {spec['hypervisor']}")
         if have is not None:
             lab.remove_vm(vid)
         progress(f"vm {vid}: plug into {spec['hypervisor']} ({spec['ip']}, mtu {spec['mtu']})")
         lab.add_vm(vid, **spec)
+
+
+def agent_record(lab: Lab) -> Path:
+    return lab.directory / "agent.json"
+
+
+def start_agent(lab: Lab) -> None:
+    """The lab's compute agent: keeps VMs in line with the intent in the background."""
+    log = open(lab.directory / "agent.log", "ab")  # noqa: SIM115 - the child keeps it
+    proc = subprocess.Popen([sys.executable, "-m", "hypetunnel", "lab", "agent", "--name",
+                             lab.name], stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    log.close()
+    agent_record(lab).write_text(json.dumps({"pid": proc.pid}))
+
+
+def stop_agent(lab: Lab) -> None:
+    try:
+        pid = int(json.loads(agent_record(lab).read_text())["pid"])
+    except (OSError, ValueError, KeyError):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+    agent_record(lab).unlink(missing_ok=True)
+
+
+def run_agent(name: str, interval: float = 0.1) -> None:
+    lab = Lab.load(name)
+    while True:
+        try:
+            lab = Lab.load(name)  # the CLI and tests change the lab too
+            with api_for(lab) as api:
+                sync_vms(lab, api, lambda m: print(m, flush=True))
+        except Exception as e:  # keep going: the controller may be failing over
+            print(f"agent: {e}", flush=True)
+        time.sleep(interval)
 
 
 def wait_converged(api: ApiClient, timeout: float, progress: Progress = lambda _: None) -> dict:
@@ -151,5 +215,6 @@ def down(name: str) -> None:
     except LabError:
         Lab.destroy(name)  # state file lost: clean up by the lab's name prefix
         return
+    stop_agent(lab)
     lab_controller(lab).stop()
     lab.down()

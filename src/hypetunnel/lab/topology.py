@@ -16,6 +16,7 @@ It never programs flows: that is the controller's job, and it must not know it d
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -59,6 +60,18 @@ from hypetunnel.lab.state import (
 )
 
 UNDERLAY_ALIASES = ("ul", "underlay")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 class Lab:
@@ -334,9 +347,17 @@ class Lab:
         vmmod.plug_vm(self._state, vm, hv)
         return vm
 
+    def hypervisor_alive(self, name: str) -> bool:
+        """Whether the hypervisor's Open vSwitch is running (False after kill_hypervisor)."""
+        hv = self._state.hypervisors.get(name)
+        return hv is not None and netns_exists(hv.netns) and any(
+            _pid_alive(p) for p in hv.ovs.pids())
+
     def remove_vm(self, vm_id: str) -> None:
         vm = self.vm(vm_id)
-        vmmod.unplug_vm(vm, self._state.hypervisors.get(vm.hypervisor))
+        hv = self._state.hypervisors.get(vm.hypervisor)
+        # A dead hypervisor's OVSDB cannot answer: only the VM's own namespace is cleaned.
+        vmmod.unplug_vm(vm, hv if hv is not None and self.hypervisor_alive(hv.name) else None)
         if vm.owns_netns:
             self._state.forget_netns(vm.netns)
         del self._state.vms[vm.vm_id]

@@ -1,0 +1,47 @@
+"""REST routes for VM mobility: move, drain/undrain, the move log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict
+
+from hypetunnel.errors import NotFound
+
+
+class MoveBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    to: str
+    cold: bool = False
+
+
+def mobility_router(runtime: Any) -> APIRouter:
+    api = APIRouter()
+
+    def need(name: str) -> Any:
+        fn = getattr(runtime, name, None)
+        if fn is None:
+            raise NotFound(f"{name} needs the controller runtime")
+        return fn
+
+    @api.post("/tenants/{tenant}/vms/{vm}/move")
+    async def move(tenant: str, vm: str, body: MoveBody) -> dict[str, Any]:
+        """Start a hot (default) or cold move; the record tracks it to its end."""
+        return dict(await need("move")(f"{tenant}/{vm}", body.to, body.cold))
+
+    @api.post("/hypervisors/{name}/drain")
+    async def drain(name: str) -> list[dict[str, Any]]:
+        """Unschedulable, and every VM moved away (hot) within capacity."""
+        return list(await need("drain")(name))
+
+    @api.post("/hypervisors/{name}/undrain")
+    async def undrain(name: str) -> dict[str, Any]:
+        return dict(await need("undrain")(name))
+
+    @api.get("/moves")
+    async def moves(vm: str | None = None) -> list[dict[str, Any]]:
+        """Every move: VM, from, to, kind, start, end, measured interruption, result."""
+        return [m for m in need("moves")() if vm is None or m["vm"] == vm]
+
+    return api
