@@ -21,7 +21,6 @@ from hypetunnel.lab.netns import (
 from hypetunnel.lab.proc import LabError
 from hypetunnel.lab.state import LabHypervisor, LabState, LabVM
 
-MOVE_IFNAME = "eth0-new"  # the destination interface inside the VM until the switch-over
 
 
 def plug_vm(state: LabState, vm: LabVM, hv: LabHypervisor) -> None:
@@ -84,22 +83,22 @@ def move_vm(state: LabState, vm: LabVM, src: LabHypervisor, dst: LabHypervisor) 
     can program it), then one `ip -batch` swaps interfaces inside the VM: the old one goes, the
     new one takes the VM's name, MAC and address; finally the source port is unplugged.
     """
-    if link_exists(vm.netns, MOVE_IFNAME):
-        ip(vm.netns, "link", "del", MOVE_IFNAME)  # left over by an interrupted move
-    veth_between(dst.netns, vm.port, vm.netns, MOVE_IFNAME)
+    # The new interface gets the other of two names, so the old one can stay up (same MAC and
+    # address) until the new one is fully configured: the VM is never without a live link.
+    new_if = "eth1" if vm.ifname == "eth0" else "eth0"
+    if link_exists(vm.netns, new_if):
+        ip(vm.netns, "link", "del", new_if)  # left over by an interrupted move
+    veth_between(dst.netns, vm.port, vm.netns, new_if)
     _configure_hv_end(vm, dst, vm.port)
-    ip(vm.netns, "link", "set", MOVE_IFNAME, "mtu", str(vm.mtu))
-    tx_offload_off(vm.netns, MOVE_IFNAME)
+    ip(vm.netns, "link", "set", new_if, "mtu", str(vm.mtu))
+    tx_offload_off(vm.netns, new_if)
     _add_port(vm, dst, vm.port)
 
-    # Deleting the old veth first keeps the MAC from ever being on two live links at once.
     batch = [
-        f"link set dev {vm.ifname} down",
+        f"link set dev {new_if} address {vm.mac}",
+        f"link set dev {new_if} up",
+        f"addr add {vm.ip}/{vm.prefixlen} dev {new_if}",
         f"link del dev {vm.ifname}",
-        f"link set dev {MOVE_IFNAME} address {vm.mac}",
-        f"link set dev {MOVE_IFNAME} name {vm.ifname}",
-        f"link set dev {vm.ifname} up",
-        f"addr add {vm.ip}/{vm.prefixlen} dev {vm.ifname}",
     ]
     if vm.gateway:
         batch.append(f"route replace default via {vm.gateway}")
@@ -109,5 +108,6 @@ def move_vm(state: LabState, vm: LabVM, src: LabHypervisor, dst: LabHypervisor) 
         ip(vm.netns, "-batch", str(batch_file))
     finally:
         batch_file.unlink(missing_ok=True)
+    vm.ifname = new_if
     # The old pair is gone from the kernel; drop its row so the source br-int forgets it.
     src.ovs.vsctl("--if-exists", "del-port", INTEGRATION_BRIDGE, vm.port, check=False)
