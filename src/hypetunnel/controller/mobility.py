@@ -107,7 +107,8 @@ class Mobility:
 
     def _settled(self, hv: str | None) -> bool:
         st = self.ctl.switches.get(hv or "")
-        return st is None or st.endpoint is None or self.ctl.switch_converged(st)
+        return (st is None or st.endpoint is None or hv in self._evacuated
+                or self.ctl.switch_converged(st))
 
     # -- restart after a hypervisor failure -----------------------------------------------------
     async def watch_failures(self) -> None:
@@ -129,6 +130,9 @@ class Mobility:
                 if now - since >= self.failure_grace:
                     dead.add(name)
             for name in sorted(dead - self._evacuated):
+                # Its VMs are not there any more, whatever its last report said.
+                self.ctl.bindings_table.forget(name)
+                self.ctl.kick()
                 try:
                     recs = self._evacuate(self.ctl.service.intent, name, "restart", exclude=dead)
                 except Exception as e:

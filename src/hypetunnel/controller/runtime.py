@@ -410,6 +410,9 @@ class Controller:
 
         return trace(self.topology, self.compiler, src, dst, kind)
 
+    def kick(self) -> None:
+        self._kick.set()
+
     @property
     def startup_done(self) -> bool:
         return self._startup_done
