@@ -151,6 +151,34 @@ def test_hypervisors(loaded: Ctx) -> None:
     assert loaded.unchanged(before)
 
 
+def test_hypervisor_capacity_and_drain_through_put(loaded: Ctx) -> None:
+    c = loaded.client
+    r = c.put(f"{API}/hypervisors/hv4", json={"capacity": {"vcpus": 2, "memory_mb": 1024}})
+    assert r.status_code == 200, r.text
+    # A drain sends only schedulable: the capacity (like the underlay) is kept.
+    r = c.put(f"{API}/hypervisors/hv3", json={"schedulable": False})
+    assert r.status_code == 200 and r.json()["changed"][0]["key"] == "hv3"
+    hv3 = c.get(f"{API}/hypervisors/hv3").json()
+    assert hv3["schedulable"] is False
+    assert hv3["capacity"] == {"vcpus": 16, "memory_mb": 16384}
+    # hv3 keeps its VMs, new ones go elsewhere; writing one onto hv3 is refused.
+    assert {v["name"] for v in c.get(f"{API}/tenants/acme/vms").json()
+            if v["hypervisor"] == "hv3"} == {"web3", "db2"}
+    r = c.post(f"{API}/tenants/acme/vms", json={"name": "web9", "network": "front"})
+    # hv3 (2 VMs) would be the emptiest, hv4 would be half full: hv1 and hv2 tie (5/16), by name.
+    assert r.status_code == 200 and " on hv1 " in r.json()["added"][0]["detail"]
+    before = loaded.store.load()
+    r = c.post(f"{API}/tenants/acme/vms", json={"name": "web8", "network": "front",
+                                               "hypervisor": "hv3"})
+    assert r.status_code == 422 and "drained" in errors(r)["hypervisor"]
+    r = c.post(f"{API}/tenants/acme/vms", json={"name": "web8", "network": "front",
+                                               "hypervisor": "hv4", "vcpus": 3})
+    assert r.status_code == 422 and "no room for 3 vCPUs / 512 MB" in errors(r)["hypervisor"]
+    assert loaded.unchanged(before)
+    r = c.put(f"{API}/hypervisors/hv3", json={"schedulable": True})
+    assert r.status_code == 200 and c.get(f"{API}/hypervisors/hv3").json()["schedulable"]
+
+
 def test_tenants(loaded: Ctx) -> None:
     c = loaded.client
     assert [t["name"] for t in c.get(f"{API}/tenants").json()] == ["acme", "globex"]
@@ -198,7 +226,8 @@ def test_vms(loaded: Ctx) -> None:
     vms = {v["name"]: v for v in c.get(f"{API}/tenants/acme/vms").json()}
     assert vms["web1"] == {"id": "acme/web1", "tenant": "acme", "name": "web1",
                            "network": "front", "hypervisor": "hv1", "ip": "10.1.0.10",
-                           "mac": "02:00:00:01:00:10", "bound": "hv1"}
+                           "mac": "02:00:00:01:00:10", "vcpus": 1, "memory_mb": 512,
+                           "bound": "hv1"}
     assert vms["web2"]["bound"] is None
     r = c.post(f"{API}/tenants/acme/vms", json={"name": "web4", "network": "front"})
     assert r.status_code == 200

@@ -116,7 +116,7 @@ def test_apply_posts_the_intent_and_prints_the_plan(cli, api, intent_file) -> No
     body = api.bodies()[0]
     assert body["dry_run"] is False
     assert body["intent"]["tenants"][0]["vms"][0] == {
-        "name": "web1", "network": "front", "ip": "10.1.0.10"
+        "name": "web1", "network": "front", "ip": "10.1.0.10", "vcpus": 1, "memory_mb": 512
     }  # exclude_none: unset optional fields are left for the server to allocate
     lines = r.stdout.splitlines()
     assert any(ln.startswith("+ vm") and "acme/web1" in ln and "on hv1" in ln for ln in lines)
@@ -302,7 +302,8 @@ def test_create_sends_validated_body_and_prints_plan(cli, api) -> None:
     r = cli("--api", API, "vm", "create", "acme", "web2", "--network", "front",
             "--mac", "02:AA:00:00:00:01")
     assert r.exit_code == 0, r.output
-    assert api.bodies() == [{"name": "web2", "network": "front", "mac": "02:aa:00:00:00:01"}]
+    assert api.bodies() == [{"name": "web2", "network": "front", "mac": "02:aa:00:00:00:01",
+                             "vcpus": 1, "memory_mb": 512}]  # the default size, stated
     assert "+ vm" in r.stdout and "acme/web2" in r.stdout
 
 
@@ -321,6 +322,25 @@ def test_create_tenant_and_network_and_hypervisor_bodies(cli, api) -> None:
         {"name": "back", "cidr": "10.2.0.0/24", "vni": 6000},
         {"name": "hv3", "underlay_ip": "172.31.0.13"},
     ]
+
+
+def test_create_sizes_and_capacities(cli, api) -> None:
+    done = {"added": [], "changed": [], "removed": [], "revision": 1, "applied": True}
+    api.on("POST", "/api/v1/tenants/acme/vms", 201, done)
+    api.on("PUT", "/api/v1/hypervisors/hv3", 200, done)
+    assert cli("--api", API, "vm", "create", "acme", "big", "--network", "front",
+               "--vcpus", "4", "--memory-mb", "8192").exit_code == 0
+    assert cli("--api", API, "hypervisor", "create", "hv3",
+               "--vcpus", "32", "--memory-mb", "65536").exit_code == 0
+    assert api.bodies() == [
+        {"name": "big", "network": "front", "vcpus": 4, "memory_mb": 8192},
+        {"name": "hv3", "capacity": {"vcpus": 32, "memory_mb": 65536}},
+    ]
+    r = cli("--api", API, "hypervisor", "create", "hv3", "--vcpus", "32")
+    assert r.exit_code == 1 and "capacity.memory_mb" in r.output
+    r = cli("--api", API, "vm", "create", "acme", "x", "--network", "front", "--vcpus", "0")
+    assert r.exit_code == 1 and "vcpus" in r.output
+    assert len(api.requests) == 2  # bad sizes never reach the API
 
 
 def test_create_with_bad_argument_fails_locally(cli, api) -> None:

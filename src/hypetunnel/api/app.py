@@ -14,6 +14,7 @@ from fastapi import APIRouter, FastAPI
 
 from hypetunnel import __version__
 from hypetunnel.api.errors import install_error_handlers
+from hypetunnel.api.mobility import mobility_router
 from hypetunnel.api.schemas import (
     ApplyRequest,
     ErrorOut,
@@ -114,7 +115,8 @@ def create_app(service: FabricService, runtime: RuntimeView | None = None) -> Fa
                                                     f"{name!r}")])
         try:
             hv = Hypervisor(name=name, underlay_ip=body.underlay_ip, ovsdb=body.ovsdb,
-                            datapath_type=body.datapath_type)
+                            datapath_type=body.datapath_type, capacity=body.capacity,
+                            schedulable=body.schedulable)
         except ValueError as exc:  # the URL's name is not a valid name
             raise IntentInvalid([FieldError("name", f"invalid hypervisor name {name!r}")]) from exc
         return service.upsert_hypervisor(hv).to_dict()
@@ -228,6 +230,7 @@ def create_app(service: FabricService, runtime: RuntimeView | None = None) -> Fa
         return {"ok": True}
 
     app.include_router(api)
+    app.include_router(mobility_router(runtime), prefix=API_PREFIX)
     app.state.service = service
     app.state.runtime = runtime
     return app

@@ -6,7 +6,14 @@ from ipaddress import IPv4Address
 
 from pydantic import BaseModel, ConfigDict
 
-from hypetunnel.model.intent import DatapathType, Encapsulation, Intent, Name, StrictModel
+from hypetunnel.model.intent import (
+    Capacity,
+    DatapathType,
+    Encapsulation,
+    Intent,
+    Name,
+    StrictModel,
+)
 
 
 class ApplyRequest(StrictModel):
@@ -15,12 +22,15 @@ class ApplyRequest(StrictModel):
 
 
 class HypervisorBody(StrictModel):
-    """PUT /hypervisors/{name}: the name comes from the URL (a body name must match it)."""
+    """PUT /hypervisors/{name}: the name comes from the URL (a body name must match it).
+    Omitted fields keep their stored value (so `{"schedulable": false}` alone drains)."""
 
     name: Name | None = None
     underlay_ip: IPv4Address | None = None
     ovsdb: str | None = None
     datapath_type: DatapathType | None = None
+    capacity: Capacity | None = None
+    schedulable: bool | None = None
 
 
 class PlanItemOut(BaseModel):

@@ -46,8 +46,11 @@ def up(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
 
     try:
         with console.status("building the lab") as status:
-            lab = datacenter.up(file, name, ha=ha, agent=True, progress=lambda m: status.update(m) or
-                                console.print(f"  {m}", highlight=False))
+            def progress(m: str) -> None:
+                status.update(m)
+                console.print(f"  {m}", highlight=False)
+
+            lab = datacenter.up(file, name, ha=ha, agent=True, progress=progress)
     except HypeTunnelError as e:
         _fail(e)
     console.print(f"[green]lab {name} is up[/green]: {len(lab.hypervisors)} hypervisors, "

@@ -160,9 +160,12 @@ def vm_create(
     hypervisor: Annotated[str | None, typer.Option(help="placed when omitted")] = None,
     ip: Annotated[str | None, typer.Option(help="allocated from the CIDR when omitted")] = None,
     mac: Annotated[str | None, typer.Option(help="derived from the VM id when omitted")] = None,
+    vcpus: Annotated[int | None, typer.Option(help="virtual CPUs (default 1)")] = None,
+    memory_mb: Annotated[int | None, typer.Option(help="memory in MB (default 512)")] = None,
 ) -> None:
-    """Create a VM in a tenant."""
-    body = build(VM, name=name, network=network, hypervisor=hypervisor, ip=ip, mac=mac)
+    """Create a VM in a tenant (placed where it fits when --hypervisor is omitted)."""
+    body = build(VM, name=name, network=network, hypervisor=hypervisor, ip=ip, mac=mac,
+                 vcpus=vcpus, memory_mb=memory_mb)
     with state(ctx).client() as api:
         show(api.create_vm(tenant, body), f"vm {tenant}/{name} created")
 
@@ -196,9 +199,19 @@ def hypervisor_create(
     ovsdb: Annotated[
         str | None, typer.Option(help='OVSDB endpoint, e.g. "tcp:10.0.0.1:6640"')
     ] = None,
+    vcpus: Annotated[
+        int | None, typer.Option(help="capacity: vCPUs it can host (with --memory-mb)")
+    ] = None,
+    memory_mb: Annotated[
+        int | None, typer.Option(help="capacity: memory in MB it can host (with --vcpus)")
+    ] = None,
 ) -> None:
-    """Add a hypervisor, or update it (PUT: the given fields replace the stored ones)."""
-    body = build(Hypervisor, name=name, underlay_ip=underlay_ip, ovsdb=ovsdb)
+    """Add a hypervisor, or update it (PUT: the given fields replace the stored ones, omitted
+    ones are kept). Without a capacity a hypervisor is unlimited."""
+    capacity = None
+    if vcpus is not None or memory_mb is not None:
+        capacity = {k: v for k, v in (("vcpus", vcpus), ("memory_mb", memory_mb)) if v is not None}
+    body = build(Hypervisor, name=name, underlay_ip=underlay_ip, ovsdb=ovsdb, capacity=capacity)
     with state(ctx).client() as api:
         show(api.put_hypervisor(name, body), f"hypervisor {name} saved")
 

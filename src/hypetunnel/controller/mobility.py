@@ -54,17 +54,10 @@ class Mobility:
 
     def _evacuate(self, intent: Any, hypervisor: str, kind: moves.MoveKind,
                   exclude: set[str]) -> list[dict[str, Any]]:
-        from hypetunnel.model.placement import choose_destination
+        from hypetunnel.model.placement import evacuate
 
-        plan: list[tuple[str, str]] = []
-        current = intent
-        for t in intent.tenants:
-            for v in t.vms:
-                if v.hypervisor == hypervisor:
-                    vid = f"{t.name}/{v.name}"
-                    dst = choose_destination(vid, current, exclude=exclude)
-                    plan.append((vid, dst))
-                    current = moves.plan_moves(current, [(vid, dst)])  # count what is placed
+        # Every choice counts the ones before it: no destination is ever overfilled.
+        plan = sorted(evacuate(intent, hypervisor, exclude=exclude).items())
         if not plan:
             return []
         recs = moves.start_moves(self.ctl.service, plan, kind, intent=intent)

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from hypetunnel.controller.service import FabricService, ObjectNotFound
 from hypetunnel.errors import FieldError, IntentInvalid
 from hypetunnel.model.intent import Intent
+from hypetunnel.model.placement import check_destination
 
 MoveKind = Literal["hot", "cold", "restart"]
 PREFIX = "move/"
@@ -64,6 +65,8 @@ def start_moves(service: FabricService, moves: list[tuple[str, str]], kind: Move
     out = []
     for vm, to in moves:
         src = current_host(base, vm)
+        if kind != "restart" and len(moves) == 1:
+            check_destination(vm, base, to)  # a clear error on `to`: unknown, same, drained, full
         if base.hypervisor(to) is None:
             raise IntentInvalid([FieldError("to", f"unknown hypervisor {to!r}")])
         if src == to:

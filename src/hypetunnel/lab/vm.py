@@ -22,7 +22,6 @@ from hypetunnel.lab.proc import LabError
 from hypetunnel.lab.state import LabHypervisor, LabState, LabVM
 
 
-
 def plug_vm(state: LabState, vm: LabVM, hv: LabHypervisor) -> None:
     if vm.owns_netns:
         state.note_netns(vm.netns)

@@ -10,13 +10,22 @@ takes a value away from an existing one. Every step is one pass with dicts/heaps
 from __future__ import annotations
 
 import hashlib
-import heapq
 from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any, TypeVar
 
 from hypetunnel.errors import FieldError, IntentInvalid
 from hypetunnel.model.intent import MANAGEMENT_VNI, VM, Hypervisor, Intent, Network, Tenant
+from hypetunnel.model.placement import (
+    NO_USAGE,
+    Usage,
+    fits,
+    no_room,
+    over_capacity,
+    overflow,
+    place,
+    schedulable,
+)
 from hypetunnel.model.validate import reserved_reason
 
 FIRST_VNI = 1000
@@ -139,38 +148,72 @@ class _VmAllocator:
                 used.add(mac)
 
 
-def _place(intent: Intent, prev: dict[str, VM]) -> dict[str, str]:
-    """tenant/vm -> hypervisor: written, else kept, else the least loaded (ties by name)."""
-    names = {h.name for h in intent.hypervisors}
+def _place(intent: Intent, hypervisors: list[Hypervisor], prev: dict[str, VM]) -> dict[str, str]:
+    """tenant/vm -> hypervisor: written, else kept, else chosen by the fabric's placement policy.
+
+    Capacity and drains are checked here because they depend on what is stored: VMs already on
+    a hypervisor are counted first, so the VM that arrives and overflows it is the one named
+    (or the hypervisor's capacity, when what stays there no longer fits), and a drained
+    hypervisor keeps the VMs it has but takes no new ones, written or placed.
+    """
+    by_name = {h.name: h for h in hypervisors}
     result: dict[str, str] = {}
-    load = dict.fromkeys(names, 0)
-    pending: list[tuple[int, int]] = []
+    staying: list[tuple[str, VM]] = []  # (hypervisor, vm): stored there, same size
+    arriving: list[tuple[str, str, VM, bool]] = []  # (hypervisor, intent path, vm, is new there)
+    pending: list[tuple[str, str, VM]] = []  # (vm key, intent path, vm)
     for ti, t in enumerate(intent.tenants):
         for j, vm in enumerate(t.vms):
             key = f"{t.name}/{vm.name}"
+            path = f"tenants[{ti}].vms[{j}].hypervisor"
             old = prev.get(key)
             hv = vm.hypervisor
-            if hv is None and old is not None and old.hypervisor in names:
+            if hv is None and old is not None and old.hypervisor in by_name:
                 hv = old.hypervisor
             if hv is None:
-                pending.append((ti, j))
+                pending.append((key, path, vm))
                 continue
             result[key] = hv
-            if hv in load:
-                load[hv] += 1
-    if not pending:
-        return result
-    if not names:
-        ti, j = pending[0]
-        raise IntentInvalid([FieldError(f"tenants[{ti}].vms[{j}].hypervisor",
-                                        "no hypervisor to place the VM on")])
-    heap = [(count, name) for name, count in load.items()]
-    heapq.heapify(heap)
-    for ti, j in pending:
-        count, name = heapq.heappop(heap)
-        t = intent.tenants[ti]
-        result[f"{t.name}/{t.vms[j].name}"] = name
-        heapq.heappush(heap, (count + 1, name))
+            if hv not in by_name:
+                continue  # unknown: validate_intent reports it
+            there = old is not None and old.hypervisor == hv
+            if there and old is not None and (old.vcpus, old.memory_mb) == (vm.vcpus, vm.memory_mb):
+                staying.append((hv, vm))
+            else:  # a resized VM is counted after the others, so it is the one named
+                arriving.append((hv, path, vm, not there))
+
+    errors: list[FieldError] = []
+    usage: dict[str, Usage] = {}
+    for hv, vm in staying:
+        usage[hv] = usage.get(hv, NO_USAGE).plus(vm)
+    for i, h in enumerate(hypervisors):
+        u = usage.get(h.name, NO_USAGE)
+        if h.capacity is not None and over_capacity(h.capacity, u):
+            errors.append(FieldError(
+                f"hypervisors[{i}].capacity",
+                f"{h.capacity.vcpus} vCPUs / {h.capacity.memory_mb} MB is less than the VMs "
+                f"already on {h.name} use: {u.vcpus} vCPUs / {u.memory_mb} MB"))
+    for hv, path, vm, new_there in arriving:
+        target = by_name[hv]
+        before = usage.get(hv, NO_USAGE)
+        if new_there and not schedulable(target):
+            errors.append(FieldError(path, f"hypervisor {hv} is drained (schedulable: false): "
+                                           "it keeps its VMs but takes no new ones"))
+        elif not fits(vm, target, before):
+            errors.append(FieldError(path, overflow(vm, target, before)))
+        else:
+            usage[hv] = before.plus(vm)
+    if errors:
+        raise IntentInvalid(errors)
+
+    for key, path, vm in pending:
+        chosen = place(vm, hypervisors, usage, intent.fabric.placement)
+        if chosen is None:
+            errors.append(FieldError(path, no_room(vm, hypervisors, usage)))
+            continue
+        result[key] = chosen
+        usage[chosen] = usage.get(chosen, NO_USAGE).plus(vm)
+    if errors:
+        raise IntentInvalid(errors)
     return result
 
 
@@ -186,6 +229,13 @@ def _keep_enlistment(hv: Hypervisor, old: Hypervisor | None) -> Hypervisor:
         update["ovsdb"] = old.ovsdb
     if hv.datapath_type is None and old.datapath_type is not None:
         update["datapath_type"] = old.datapath_type
+    # A drain (PUT /hypervisors/{name} with schedulable false) must survive re-applying a file
+    # that does not mention it, and so must a capacity set through the API: a file cannot lift
+    # a limit by omission (write a larger one).
+    if hv.capacity is None and old.capacity is not None:
+        update["capacity"] = old.capacity
+    if hv.schedulable is None and old.schedulable is not None:
+        update["schedulable"] = old.schedulable
     return hv.model_copy(update=update) if update else hv
 
 
@@ -216,8 +266,9 @@ def resolve(intent: Intent, previous: Intent | None = None) -> Intent:
             prev_nets.update({f"{t.name}/{n.name}": n for n in t.networks})
             prev_vms.update({f"{t.name}/{v.name}": v for v in t.vms})
 
+    hypervisors = [_keep_enlistment(h, prev_hvs.get(h.name)) for h in intent.hypervisors]
     vnis = _resolve_vnis(intent, prev_nets)
-    placement = _place(intent, prev_vms)
+    placement = _place(intent, hypervisors, prev_vms)
     tenants: list[Tenant] = []
     for ti, t in enumerate(intent.tenants):
         alloc = _VmAllocator(t, ti, prev_vms)
@@ -235,5 +286,4 @@ def resolve(intent: Intent, previous: Intent | None = None) -> Intent:
             for v in t.vms
         ]
         tenants.append(t.model_copy(update={"networks": networks, "vms": vms}))
-    hypervisors = [_keep_enlistment(h, prev_hvs.get(h.name)) for h in intent.hypervisors]
     return intent.model_copy(update={"hypervisors": hypervisors, "tenants": tenants})

@@ -14,6 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Encapsulation = Literal["vxlan", "gre", "geneve"]
 DatapathType = Literal["system", "netdev"]
+# How the controller picks a hypervisor for a VM written without one (see model/placement.py):
+# "spread" evens the load out, "pack" fills the fullest hypervisor that still fits (bin-packing).
+PlacementPolicy = Literal["spread", "pack"]
 
 # Names become parts of port names, namespace names and URLs: keep them DNS-label-like.
 Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,30}$")]
@@ -32,6 +35,14 @@ class StrictModel(BaseModel):
 class Fabric(StrictModel):
     encapsulation: Encapsulation = "vxlan"
     underlay_mtu: int = Field(default=1500, ge=576, le=9216)
+    placement: PlacementPolicy = "spread"
+
+
+class Capacity(StrictModel):
+    """What a hypervisor can host; the VMs placed on it never add up to more."""
+
+    vcpus: int = Field(ge=1)
+    memory_mb: int = Field(ge=1)
 
 
 class Hypervisor(StrictModel):
@@ -43,6 +54,11 @@ class Hypervisor(StrictModel):
     # Open vSwitch datapath of this hypervisor: production uses the kernel ("system"); the
     # namespace lab enlists its hypervisors with "netdev" (userspace). Kept from enlistment.
     datapath_type: DatapathType | None = None
+    # None: unlimited (intent files from before capacities keep working). Kept when omitted.
+    capacity: Capacity | None = None
+    # None means True. False: drained for maintenance, no new VMs are placed on it (the ones
+    # already there may stay). Kept when omitted, so re-applying a file does not undrain.
+    schedulable: bool | None = None
 
 
 class Network(StrictModel):
@@ -64,6 +80,8 @@ class VM(StrictModel):
     hypervisor: Name | None = None
     ip: IPv4Address | None = None
     mac: str | None = None
+    vcpus: int = Field(default=1, ge=1)
+    memory_mb: int = Field(default=512, ge=1)
 
     @field_validator("mac", mode="before")
     @classmethod

@@ -89,8 +89,14 @@ class Plan:
 
 # -- describing objects -------------------------------------------------------------------------
 def _describe_hypervisor(h: Hypervisor) -> str:
-    underlay = f"underlay {h.underlay_ip}" if h.underlay_ip else "underlay unassigned"
-    return f"{underlay}, ovsdb {h.ovsdb}" if h.ovsdb else underlay
+    parts = [f"underlay {h.underlay_ip}" if h.underlay_ip else "underlay unassigned"]
+    if h.ovsdb:
+        parts.append(f"ovsdb {h.ovsdb}")
+    if h.capacity is not None:
+        parts.append(f"capacity {h.capacity.vcpus} vCPUs / {h.capacity.memory_mb} MB")
+    if h.schedulable is False:
+        parts.append("drained")
+    return ", ".join(parts)
 
 
 def _describe_tenant(t: Tenant, fabric: Fabric) -> str:
@@ -105,7 +111,8 @@ def _describe_network(n: Network, t: Tenant, fabric: Fabric) -> str:
 
 
 def _describe_vm(v: VM, vnis: Mapping[str, int | None]) -> str:
-    return f"{v.ip} {v.mac} on {v.hypervisor} (network {v.network}, vni {vnis.get(v.network)})"
+    return (f"{v.ip} {v.mac} on {v.hypervisor} (network {v.network}, vni {vnis.get(v.network)}, "
+            f"{v.vcpus} vCPU{'s' if v.vcpus != 1 else ''} / {v.memory_mb} MB)")
 
 
 def _changes(old: dict[str, Any], new: dict[str, Any], skip: Iterable[str] = ()) -> str:

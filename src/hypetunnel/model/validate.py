@@ -11,7 +11,8 @@ from __future__ import annotations
 from ipaddress import IPv4Address, IPv4Network
 
 from hypetunnel.errors import FieldError
-from hypetunnel.model.intent import Intent, Tenant
+from hypetunnel.model.intent import Intent, Tenant, vm_id
+from hypetunnel.model.placement import NO_USAGE, Usage, fits, overflow
 
 
 def reserved_reason(ip: IPv4Address, cidr: IPv4Network) -> str | None:
@@ -112,6 +113,28 @@ def _check_vms(
                 used_macs[(vm.network, vm.mac)] = j
 
 
+def _check_capacity(intent: Intent, errors: list[FieldError]) -> None:
+    """Written placements must fit: in list order, each VM that does not fit next to the ones
+    before it on its hypervisor is named (and not counted, so every misfit is reported).
+    Drained hypervisors need the stored intent: allocate.resolve checks those."""
+    by_name = {h.name: h for h in intent.hypervisors if h.capacity is not None}
+    if not by_name:
+        return
+    used: dict[str, Usage] = {}
+    for ti, t in enumerate(intent.tenants):
+        for j, vm in enumerate(t.vms):
+            hv = by_name.get(vm.hypervisor) if vm.hypervisor is not None else None
+            if hv is None:
+                continue
+            before = used.get(hv.name, NO_USAGE)
+            if fits(vm, hv, before):
+                used[hv.name] = before.plus(vm)
+            else:
+                errors.append(FieldError(f"tenants[{ti}].vms[{j}].hypervisor",
+                                         f"VM {vm_id(t.name, vm.name)}: "
+                                         + overflow(vm, hv, before)))
+
+
 def validate_intent(intent: Intent) -> list[FieldError]:
     """All rule violations of `intent` (empty list: valid). Absent optional values are fine."""
     errors: list[FieldError] = []
@@ -148,4 +171,5 @@ def validate_intent(intent: Intent) -> list[FieldError]:
             else:
                 vnis[net.vni] = f"{tenant.name}/{net.name}"
         _check_vms(tenant, tp, networks, hypervisors, errors)
+    _check_capacity(intent, errors)
     return errors
