@@ -255,6 +255,9 @@ def test_hot_move_keeps_a_tcp_stream_alive(overlay: Overlay) -> None:
     wait_until(lambda: _ping_ok(lab, vm1.vm_id, vm2.ip), 15, "first ping")
     srv = lab.spawn(vm2.vm_id, ["iperf3", "-s", "-1", "-B", vm2.ip, "-p", str(IPERF_PORT)],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # The client must not start before the server listens, or it fails at once.
+    wait_until(lambda: f":{IPERF_PORT}" in lab.exec(vm2.vm_id, ["ss", "-Hltn"]).stdout, 10,
+               "iperf3 server to listen")
     cli = lab.spawn(vm1.vm_id, ["iperf3", "-c", vm2.ip, "-p", str(IPERF_PORT), "-t", "4", "-i",
                                 "0.5", "-J"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
@@ -282,8 +285,9 @@ def test_hot_move_keeps_a_tcp_stream_alive(overlay: Overlay) -> None:
     print("\n[hot move] Mbit/s per 0.5 s:",
           [round(i["sum"]["bits_per_second"] / 1e6) for i in result["intervals"]])
     assert all(i["sum"]["bytes"] > 0 for i in late), late
-    # Same MAC and address inside the VM, on an interface named eth0 again.
-    link = lab.exec(vm1.vm_id, ["ip", "-br", "link", "show", "eth0"]).stdout
+    # Same MAC and address inside the VM, on its new interface (eth0 <-> eth1 alternate, so
+    # the old one stayed up until the new one was ready).
+    link = lab.exec(vm1.vm_id, ["ip", "-br", "link", "show", moved.ifname]).stdout
     assert vm1.mac in link
     assert _ping_ok(lab, vm1.vm_id, vm2.ip)
 
