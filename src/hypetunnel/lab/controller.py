@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from hypetunnel.lab.proc import LabError, wait_until
+from hypetunnel.lab.proc import LabError, pid_alive, wait_until
 
 
 def free_port() -> int:
@@ -116,13 +116,5 @@ class LabController:
 
 def _alive(pid: int) -> bool:
     with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)  # reap if it is our child
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
+        os.waitpid(pid, os.WNOHANG)  # reap it if it is our child
+    return pid_alive(pid)

@@ -16,7 +16,7 @@ import re
 import signal
 import subprocess
 
-from hypetunnel.lab.proc import LabError, run, wait_until
+from hypetunnel.lab.proc import LabError, pid_alive, run, wait_until
 
 IFNAMSIZ = 15  # usable characters of a Linux interface name
 LAB_NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,15}$")
@@ -165,15 +165,6 @@ def kill_netns_processes(name: str, timeout: float = 5) -> None:
 def netns_del(name: str) -> None:
     if netns_exists(name):
         run(["ip", "netns", "del", name], check=False)
-
-
-def pid_alive(pid: int) -> bool:
-    """True for a live process; a zombie counts as dead."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 # --- links ---------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-from hypetunnel.lab.proc import LabError, run, wait_until
+from hypetunnel.lab.proc import LabError, pid_alive, run, wait_until
 
 SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
 
@@ -82,33 +82,20 @@ class OvsInstance:
         for pid in pids:
             _signal(pid, signal.SIGTERM)
         try:
-            wait_until(lambda: not any(_alive(p) for p in pids), 5, "OVS daemons to exit")
+            wait_until(lambda: not any(pid_alive(p) for p in pids), 5, "OVS daemons to exit")
         except LabError:
             for pid in pids:
                 _signal(pid, signal.SIGKILL)
-            wait_until(lambda: not any(_alive(p) for p in pids), 5, "OVS daemons to die")
+            wait_until(lambda: not any(pid_alive(p) for p in pids), 5, "OVS daemons to die")
 
     def kill(self) -> None:
         """Abrupt death, as a crashed hypervisor would show."""
         pids = self.pids()
         for pid in pids:
             _signal(pid, signal.SIGKILL)
-        wait_until(lambda: not any(_alive(p) for p in pids), 5, "OVS daemons to die")
+        wait_until(lambda: not any(pid_alive(p) for p in pids), 5, "OVS daemons to die")
 
 
 def _signal(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie child of ours still answers kill(0); treat it as gone.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False

@@ -34,3 +34,12 @@ def wait_until(cond: Callable[[], bool], timeout: float, what: str, interval: fl
         if time.monotonic() > deadline:
             raise LabError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def pid_alive(pid: int) -> bool:
+    """True for a live process; a zombie counts as dead."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -16,7 +16,6 @@ It never programs flows: that is the controller's job, and it must not know it d
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -48,7 +47,7 @@ from hypetunnel.lab.netns import (
     vm_port_name,
 )
 from hypetunnel.lab.ovs import OvsInstance
-from hypetunnel.lab.proc import LabError, run
+from hypetunnel.lab.proc import LabError, pid_alive, run
 from hypetunnel.lab.state import (
     DEFAULT_MGMT_SUBNET,
     DEFAULT_ROOT,
@@ -60,18 +59,6 @@ from hypetunnel.lab.state import (
 )
 
 UNDERLAY_ALIASES = ("ul", "underlay")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 class Lab:
@@ -351,7 +338,7 @@ class Lab:
         """Whether the hypervisor's Open vSwitch is running (False after kill_hypervisor)."""
         hv = self._state.hypervisors.get(name)
         return hv is not None and netns_exists(hv.netns) and any(
-            _pid_alive(p) for p in hv.ovs.pids())
+            pid_alive(p) for p in hv.ovs.pids())
 
     def remove_vm(self, vm_id: str) -> None:
         vm = self.vm(vm_id)
