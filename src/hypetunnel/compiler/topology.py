@@ -153,7 +153,8 @@ class Topology:
         return list(dict.fromkeys(out))
 
     def _recount(self, vm_id: str) -> None:
-        """Re-derive which hypervisors host this VM's network because of this VM."""
+        """Re-derive which hypervisors host this VM's network because of this VM. A VM that
+        is nowhere (not bound, not expected) is in no flow, so its changes touch nothing."""
         old_vni, old = self._contrib.pop(vm_id, (None, frozenset()))
         if old_vni is not None:
             self._touch_network(old_vni)  # the old hosts lose or re-point the MAC
@@ -164,10 +165,11 @@ class Topology:
             return
         new = frozenset(h for h in (self.location.get(vm_id), self.secondary.get(vm_id),
                                     self.expected.get(vm_id)) if h)
+        if not new:
+            return
         for h in new:
             self._host_count(vm.vni, h, +1)
-        if new:
-            self._contrib[vm_id] = (vm.vni, new)
+        self._contrib[vm_id] = (vm.vni, new)
         self._touch_network(vm.vni)
 
     def _host_count(self, vni: int, hv: str, delta: int) -> None:
