@@ -149,7 +149,7 @@ def sync_vms(lab: Lab, api: ApiClient, progress: Progress = lambda _: None) -> N
                 kinds = {m["vm"]: m["kind"] for m in api.moves()}
             if kinds.get(vid, "hot") == "hot" and lab.hypervisor_alive(have.hypervisor):
                 progress(f"vm {vid}: hot move {have.hypervisor} -> {spec['hypervisor']}")
-                announce(lab.move_vm(vid, spec["hypervisor"], wait_ready=5.0))
+                announce(lab.move_vm(vid, spec["hypervisor"]))
                 continue
             progress(f"vm {vid}: cold move {have.hypervisor} -> {spec['hypervisor']}")
         if have is not None:

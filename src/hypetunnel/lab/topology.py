@@ -350,16 +350,14 @@ class Lab:
         del self._state.vms[vm.vm_id]
         self._state.save()
 
-    def move_vm(self, vm_id: str, to_hypervisor: str, wait_ready: float = 0.0) -> LabVM:
+    def move_vm(self, vm_id: str, to_hypervisor: str) -> LabVM:
         """Hot-move: the VM's namespace and processes stay, its interface moves to another
-        hypervisor's br-int (same iface-id, MAC and IP). With wait_ready, the switch-over waits
-        (up to that many seconds) until the destination switch has flows for the new port, as
-        Nova waits for Neutron's network-vif-plugged event before resuming the VM."""
+        hypervisor's br-int (same iface-id, MAC and IP)."""
         vm = self.vm(vm_id)
         src, dst = self.hypervisor(vm.hypervisor), self.hypervisor(to_hypervisor)
         if src.name == dst.name:
             raise LabError(f"VM {vm.vm_id} is already on {dst.name}")
-        vmmod.move_vm(self._state, vm, src, dst, wait_ready=wait_ready)
+        vmmod.move_vm(self._state, vm, src, dst)
         vm.hypervisor = dst.name
         self._state.save()
         return vm

@@ -5,7 +5,6 @@ finds the port by its iface-id and programs it.
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 from hypetunnel.lab.hypervisor import INTEGRATION_BRIDGE
@@ -19,7 +18,7 @@ from hypetunnel.lab.netns import (
     tx_offload_off,
     veth_between,
 )
-from hypetunnel.lab.proc import LabError, wait_until
+from hypetunnel.lab.proc import LabError
 from hypetunnel.lab.state import LabHypervisor, LabState, LabVM
 
 
@@ -75,8 +74,7 @@ def unplug_vm(vm: LabVM, hv: LabHypervisor | None) -> None:
         ip(vm.netns, "link", "del", vm.ifname, check=False)
 
 
-def move_vm(state: LabState, vm: LabVM, src: LabHypervisor, dst: LabHypervisor,
-            wait_ready: float = 0.0) -> None:
+def move_vm(state: LabState, vm: LabVM, src: LabHypervisor, dst: LabHypervisor) -> None:
     """Re-home a running VM onto another hypervisor, as a live migration ends.
 
     Processes in the VM namespace keep running and keep their sockets: only the interface
@@ -94,8 +92,6 @@ def move_vm(state: LabState, vm: LabVM, src: LabHypervisor, dst: LabHypervisor,
     ip(vm.netns, "link", "set", new_if, "mtu", str(vm.mtu))
     tx_offload_off(vm.netns, new_if)
     _add_port(vm, dst, vm.port)
-    if wait_ready > 0:
-        _wait_port_programmed(dst, vm.port, wait_ready)
 
     batch = [
         f"link set dev {new_if} address {vm.mac}",
@@ -114,18 +110,3 @@ def move_vm(state: LabState, vm: LabVM, src: LabHypervisor, dst: LabHypervisor,
     vm.ifname = new_if
     # The old pair is gone from the kernel; drop its row so the source br-int forgets it.
     src.ovs.vsctl("--if-exists", "del-port", INTEGRATION_BRIDGE, vm.port, check=False)
-
-
-def _wait_port_programmed(hv: LabHypervisor, port: str, timeout: float) -> None:
-    """Until the switch has a flow for traffic from this port (the network is ready for it).
-    Past the timeout the move goes on: a slow controller costs packets, not the move."""
-    def ready() -> bool:
-        ofport = hv.ovs.vsctl("get", "Interface", port, "ofport", check=False).strip()
-        if not ofport.isdigit() or int(ofport) <= 0:
-            return False
-        flows = hv.ovs.ofctl("dump-flows", f"in_port={ofport}", bridge_mgmt=INTEGRATION_BRIDGE,
-                             check=False)
-        return "actions=" in flows
-
-    with contextlib.suppress(LabError):
-        wait_until(ready, timeout, f"flows for {port} on {hv.name}", interval=0.005)
