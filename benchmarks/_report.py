@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import datetime
+import math
+import os
 import platform
 import re
+import subprocess
 from pathlib import Path
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
@@ -13,8 +16,6 @@ HEADER = ("# Benchmarks\n\nEach section is rewritten by the script named in it; 
 
 
 def machine() -> str:
-    import os
-
     return (f"{platform.node()} · {os.cpu_count()} cores · Linux {platform.release()} · "
             f"Python {platform.python_version()}")
 
@@ -31,3 +32,21 @@ def write_section(name: str, title: str, body: str) -> None:
         text.rstrip() + "\n\n" + section + "\n")
     DOC.parent.mkdir(parents=True, exist_ok=True)
     DOC.write_text(text)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile, q in percent."""
+    s = sorted(values)
+    return s[max(0, min(len(s), math.ceil(q / 100 * len(s))) - 1)]
+
+
+def load_note() -> str:
+    """Machine load, and how many labs / network namespaces exist besides ours (other tests
+    may run on the same cores)."""
+    from hypetunnel.lab.topology import Lab
+
+    la = os.getloadavg()
+    netns = len(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                               check=False).stdout.splitlines())
+    return (f"load average {la[0]:.2f} {la[1]:.2f} {la[2]:.2f}, other labs "
+            f"{len(Lab.list())}, network namespaces {netns}")

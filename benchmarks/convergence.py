@@ -32,7 +32,6 @@ How the incremental figure is measured (VM creation excluded, as the goal says):
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import random
 import statistics
@@ -52,7 +51,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _report import write_section  # noqa: E402
+from _report import load_note, percentile, write_section  # noqa: E402
 
 from hypetunnel.cli.client import ApiClient  # noqa: E402
 from hypetunnel.lab import datacenter  # noqa: E402
@@ -94,29 +93,13 @@ def port_clock() -> Iterator[PortClock]:
 
 # --- helpers ---------------------------------------------------------------------------------
 
-def pct(values: list[float], q: float) -> float:
-    """Nearest-rank percentile."""
-    s = sorted(values)
-    return s[max(0, min(len(s), math.ceil(q / 100 * len(s))) - 1)]
-
-
 def ms(v: float) -> str:
     return f"{v * 1000:.0f}"
 
 
 def summary(values: list[float]) -> str:
-    return (f"{ms(statistics.median(values))} / {ms(pct(values, 95))} / {ms(max(values))}"
+    return (f"{ms(statistics.median(values))} / {ms(percentile(values, 95))} / {ms(max(values))}"
             if values else "n/a")
-
-
-def load_note() -> str:
-    """Machine load, and how many labs / network namespaces exist besides ours (other
-    engineers' tests run on the same cores)."""
-    la = os.getloadavg()
-    netns = len(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
-                               check=False).stdout.splitlines())
-    return (f"load average {la[0]:.2f} {la[1]:.2f} {la[2]:.2f}, other labs "
-            f"{len(Lab.list())}, network namespaces {netns}")
 
 
 def ovs_rss_mb(lab: Lab) -> list[float]:

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import write_section
+from _report import percentile, write_section
 
 from hypetunnel.cli.democmd import bundled_example
 from hypetunnel.lab import datacenter, hapair
@@ -38,13 +38,8 @@ def view(lab, node):  # type: ignore[no-untyped-def]
 
 
 def row(label: str, xs: list[float]) -> str:
-    return (f"| {label} | {statistics.median(xs):.0f} | {pct(xs, 0.95):.0f} | "
+    return (f"| {label} | {statistics.median(xs):.0f} | {percentile(xs, 95):.0f} | "
             f"{max(xs):.0f} |")
-
-
-def pct(xs: list[float], p: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, round(p * (len(xs) - 1)))]
 
 
 def main() -> None:
@@ -95,8 +90,9 @@ def main() -> None:
     bd = [x * 1000 for x in bound]
     body = f"""
 **{KILLS} kills of the active controller: takeover median {statistics.median(ms):.0f} ms,
-p95 {pct(ms, 0.95):.0f} ms, max {max(ms):.0f} ms; first flow programmed by the new active
-controller median {statistics.median(ff):.0f} ms, p95 {pct(ff, 0.95):.0f} ms, max {max(ff):.0f} ms;
+p95 {percentile(ms, 95):.0f} ms, max {max(ms):.0f} ms; first flow programmed by the new
+active controller median {statistics.median(ff):.0f} ms, p95 {percentile(ff, 95):.0f} ms,
+max {max(ff):.0f} ms;
 packets lost on the established path: {sum(losses)} of {KILLS * 300} (goal 0).**
 
 | figure (ms, from the kill -9) | median | p95 | max |

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import write_section
+from _report import percentile, write_section
 
 from hypetunnel.cli.democmd import bundled_example
 from hypetunnel.lab import datacenter
@@ -30,12 +30,7 @@ INTERVAL = 0.005
 
 
 def row(label: str, xs: list[float]) -> str:
-    return f"| {label} | {statistics.median(xs):.1f} | {pct(xs, 0.95):.1f} | {max(xs):.1f} |"
-
-
-def pct(xs: list[float], p: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, round(p * (len(xs) - 1)))]
+    return f"| {label} | {statistics.median(xs):.1f} | {percentile(xs, 95):.1f} | {max(xs):.1f} |"
 
 
 def main() -> None:
@@ -94,7 +89,8 @@ def main() -> None:
         datacenter.down(name)
     body = f"""
 **{MOVES} hot moves: interruption on the wire (5 ms probes lost x 5 ms) median
-{statistics.median(lost_ms):.0f} ms, p95 {pct(lost_ms, 0.95):.0f} ms, max {max(lost_ms):.0f} ms;
+{statistics.median(lost_ms):.0f} ms, p95 {percentile(lost_ms, 95):.0f} ms,
+max {max(lost_ms):.0f} ms;
 TCP streams surviving the move: {survived}/{MOVES}; drain of {DRAIN} VMs: {drain_s:.1f} s.**
 
 | figure (ms) | median | p95 | max |

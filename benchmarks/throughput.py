@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _report import write_section  # noqa: E402
+from _report import load_note, write_section  # noqa: E402
 
 from hypetunnel.lab import datacenter  # noqa: E402
 from hypetunnel.lab.proc import LabError, wait_until  # noqa: E402
@@ -69,16 +69,6 @@ def intent() -> dict[str, Any]:
                                  {"name": "b", "network": "net", "hypervisor": "hv2",
                                   "ip": "10.0.0.11", "mac": f"02:00:00:0{i + 1}:00:0b"}]}
                         for i, e in enumerate(ENCAPS)]}
-
-
-def load_note() -> str:
-    """Machine load, and how many labs / network namespaces exist besides ours (other
-    engineers' tests run on the same cores)."""
-    la = os.getloadavg()
-    netns = len(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
-                               check=False).stdout.splitlines())
-    return (f"load average {la[0]:.2f} {la[1]:.2f} {la[2]:.2f}, other labs "
-            f"{len(Lab.list())}, network namespaces {netns}")
 
 
 def listening(lab: Lab, where: str) -> bool:

@@ -402,9 +402,6 @@ class Controller:
             })
         return {"hypervisors": out}
 
-    def location_of(self, vm_id: str) -> str | None:
-        return self.topology.location.get(vm_id)
-
     def trace(self, src: str, dst: str, kind: str = "ip") -> dict[str, Any]:
         from hypetunnel.controller.tracing import trace
 

@@ -7,7 +7,6 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from hypetunnel.lab.proc import wait_until
 from hypetunnel.lab.topology import Lab
 
 _VXLAN = re.compile(r"VXLAN.*?vni (\d+)")
@@ -57,5 +56,3 @@ def capture(lab: Lab, action: Callable[[], object], bpf: str = "udp port 4789 or
 def encapsulations(lines: list[str]) -> set[Encapsulated]:
     return {e for line in lines if (e := parse(line)) is not None}
 
-
-__all__ = ["Encapsulated", "capture", "encapsulations", "parse", "wait_until"]
