@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(openvswitch-switch iperf3 tcpdump ethtool iproute2 iputils-ping etcd-server
+APT_PACKAGES=(openvswitch-switch iperf3 tcpdump ethtool iproute2 iputils-ping iputils-arping etcd-server
               procps psmisc python3-venv python3-pip)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

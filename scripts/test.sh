@@ -3,5 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# Every tier must run: a skipped real-OVS or lab test fails the run (tests/conftest.py).
+export HYPETUNNEL_REQUIRE_ALL_TIERS=1
 .venv/bin/ruff check src tests benchmarks
 exec .venv/bin/python -m pytest -p no:cacheprovider -ra "$@"

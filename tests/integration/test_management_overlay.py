@@ -178,8 +178,13 @@ def test_broadcast_reaches_each_peer_once_and_is_never_reflooded(lab: Lab) -> No
     ctl = lab.service("ctl")
     ctl_hv = lab.hypervisor(ctl.hypervisor)
     target = str(IPv4Network(lab.mgmt_subnet).network_address + 250)  # nobody has it
-    frames = _underlay_frames(lab, lambda: lab.exec(
-        "ctl", ["arping", "-c1", "-w1", "-I", "mgmt0", target], check=False), window=1.5)
+    def arp_broadcast() -> None:
+        # arping exits 1 when nobody answers (expected: nobody has the address) and 2 when it
+        # could not send at all; a missing arping raises. Only a sent broadcast may pass.
+        cp = lab.exec("ctl", ["arping", "-c1", "-w1", "-I", "mgmt0", target], check=False)
+        assert cp.returncode == 1, f"arping did not send one unanswered request: {cp}"
+
+    frames = _underlay_frames(lab, arp_broadcast, window=1.5)
     probes = [f for f in frames if f"who-has {target} " in f.inner]
     peers = {h.underlay_ip for h in lab.hypervisors.values() if h.name != ctl_hv.name}
     print(f"\n[broadcast] {len(frames)} VXLAN frames in 1.5 s for one ARP broadcast")

@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from hypetunnel.aio import cancel_and_wait
 from hypetunnel.errors import Conflict, HypeTunnelError
 
 log = logging.getLogger(__name__)
@@ -129,9 +130,7 @@ class Election:
                     await self._demote(current)
                     return
         finally:
-            beat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beat
+            await cancel_and_wait(beat)
 
     async def _heartbeats(self) -> None:
         while True:

@@ -20,6 +20,7 @@ from typing import Any
 
 from os_ken.ofproto import ofproto_v1_3 as ofp
 
+from hypetunnel.aio import reap
 from hypetunnel.compiler.flows import Flow
 from hypetunnel.errors import SouthboundError
 from hypetunnel.southbound.openflow import codec
@@ -114,8 +115,7 @@ class SwitchChannel:
         current = asyncio.current_task()
         for t in self._tasks:
             if t is not current:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await t
+                await reap(t)
 
     def _close(self, reason: str) -> None:
         if self.state is ChannelState.CLOSED:

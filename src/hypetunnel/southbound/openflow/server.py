@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from hypetunnel.aio import reap
 from hypetunnel.errors import SouthboundError
 from hypetunnel.southbound.openflow.channel import SwitchChannel
 
@@ -119,8 +120,7 @@ class OpenFlowServer:
         for channel in list(self.channels):
             await channel.close()
         for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await reap(task)
         for server in self._servers:
             await server.wait_closed()
         self._servers.clear()
