@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from typing import Any
 
 import pytest
 
-from hypetunnel.controller.ha import Election, HaConfig, NotActive, Role
+from hypetunnel.controller.ha import Election, HaConfig, NotActive, Role, parse_peer_line
 
 
 class FakeTerms:
@@ -38,17 +37,11 @@ class FakeTerms:
             return won
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Node:
     def __init__(self, name: str, terms: FakeTerms, timeout: float = 1.0) -> None:
         self.events: list[tuple[str, int, float]] = []
         self.election = Election(
-            terms, HaConfig(name, f"127.0.0.1:{free_port()}", heartbeat_interval=0.02,
+            terms, HaConfig(name, "127.0.0.1:0", heartbeat_interval=0.02,
                             heartbeat_timeout=timeout, term_check_interval=0.05),
             on_active=self._active, on_standby=self._standby)
         self.task: asyncio.Task[None] | None = None
@@ -161,3 +154,43 @@ def test_simultaneous_start_elects_exactly_one() -> None:
             await n.kill()
 
     asyncio.run(main())
+
+
+def test_peer_lines_are_parsed_strictly() -> None:
+    assert parse_peer_line(b"hb ctl1 7\n") == ("hb", 7)
+    assert parse_peer_line(b"yield 7\n") == ("yield", 7)
+    for garbage in (b"hb ctl1 seven\n", b"\xff\xfe\n", b"hb\n", b"yield\n", b"GET / HTTP/1.1\r\n",
+                    b"", b"hb a b c\n"):
+        assert parse_peer_line(garbage) is None, garbage
+
+
+def test_garbage_on_the_peer_channel_is_ignored_both_ways(caplog: pytest.LogCaptureFixture) -> None:
+    """Garbage sent to the active's peer port, and garbage between the active's heartbeats:
+    neither side crashes, nobody takes over while heartbeats flow, and it is logged."""
+
+    async def main() -> None:
+        terms = FakeTerms()
+        a, b = Node("a", terms, timeout=0.5), Node("b", terms, timeout=0.5)
+        a.start()
+        await until(lambda: a.election.role is Role.ACTIVE)
+        b.start()
+        await until(lambda: a.election.describe()["standbys_connected"] == 1)
+        (to_b,) = a.election._followers  # the active's writer to b, used by its heartbeats
+        host, _, port = a.election.config.peer_listen.rpartition(":")
+        _, intruder = await asyncio.open_connection(host, int(port))
+        intruder.write(b"\xff\x00 garbage\n" * 1000 + b"hb evil 99\n" + b"x" * 200_000)
+        await intruder.drain()
+        for junk in (b"hb a notanumber\n", b"\xfe\xfd\n", b"y" * 100_000 + b"\n", b"yield\n"):
+            to_b.write(junk)
+        await asyncio.sleep(1.0)  # two heartbeat timeouts: heartbeats kept flowing
+        assert actives(a, b) == ["a"] and b.election.role is Role.STANDBY
+        assert terms.claims == [("a", 1, True)]
+        assert not a.task.done() and not b.task.done()  # type: ignore[union-attr]
+        intruder.close()
+        await a.kill()
+        await until(lambda: b.election.role is Role.ACTIVE)  # still follows a real loss
+        await b.kill()
+
+    with caplog.at_level("WARNING", logger="hypetunnel.controller.ha"):
+        asyncio.run(main())
+    assert "garbage on the peer channel" in caplog.text

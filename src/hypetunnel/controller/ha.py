@@ -76,6 +76,9 @@ class Election:
         host, _, port = self.config.peer_listen.rpartition(":")
         self._server = await asyncio.start_server(self._serve_follower, host or "0.0.0.0",
                                                   int(port))
+        if int(port) == 0:  # an ephemeral port (tests): advertise the one we got
+            bound = self._server.sockets[0].getsockname()[1]
+            self.config.peer_listen = f"{host}:{bound}"
         try:
             while True:
                 if self.role is Role.ACTIVE:
@@ -108,9 +111,12 @@ class Election:
         beat = asyncio.create_task(self._heartbeats())
         try:
             while True:
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can turn our own
+                # cancellation into a TimeoutError when its timer fires at the same moment,
+                # and this loop would then run on after a shutdown.
                 try:
-                    await asyncio.wait_for(self._yield_requested.wait(),
-                                           self.config.term_check_interval)
+                    async with asyncio.timeout(self.config.term_check_interval):
+                        await self._yield_requested.wait()
                     await self._demote(self.term)
                     for w in list(self._followers):  # tell standbys to claim right now
                         with contextlib.suppress(OSError):
@@ -149,7 +155,9 @@ class Election:
             return
         self._followers.add(writer)
         try:
-            await reader.read()  # until the follower goes away
+            # Followers send nothing: discard whatever comes (bounded reads), until EOF.
+            while await reader.read(4096):
+                pass
         except OSError:
             pass
         finally:
@@ -179,9 +187,9 @@ class Election:
         host, _, port = str(leader["peer"]).rpartition(":")
         timeout = self.config.heartbeat_timeout
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)),
-                                                    timeout)
-        except (OSError, TimeoutError):
+            async with asyncio.timeout(timeout):
+                reader, writer = await asyncio.open_connection(host, int(port))
+        except (OSError, TimeoutError, ValueError):
             log.warning("active %s unreachable at %s: claiming term %d", leader.get("node"),
                         leader["peer"], term + 1)
             await self._claim(term)
@@ -189,18 +197,27 @@ class Election:
         try:
             while True:
                 try:
-                    line = await asyncio.wait_for(reader.readline(), timeout)
+                    async with asyncio.timeout(timeout):
+                        line = await reader.readline()
                 except TimeoutError:
                     log.warning("no heartbeat from %s for %.2fs", leader.get("node"), timeout)
                     break
+                except ValueError:  # a line longer than the stream limit: not a heartbeat
+                    log.warning("oversized line from %s ignored", leader.get("node"))
+                    continue
                 if not line:
                     log.warning("lost the connection to active %s", leader.get("node"))
                     break
-                words = line.decode().split()
-                if words[:1] == ["yield"]:
+                message = parse_peer_line(line)
+                if message is None:
+                    log.warning("garbage on the peer channel from %s ignored: %r",
+                                leader.get("node"), line[:80])
+                    continue
+                kind, value = message
+                if kind == "yield":
                     log.info("%s hands over", leader.get("node"))
                     break
-                if words[:1] == ["hb"] and len(words) == 3 and int(words[2]) > term:
+                if kind == "hb" and value > term:
                     return  # a newer leader than we knew: look again
         finally:
             writer.close()
@@ -232,6 +249,19 @@ class Election:
             except HypeTunnelError as e:
                 log.warning("store unreachable: %s", e)
                 await asyncio.sleep(self.config.heartbeat_interval)
+
+
+def parse_peer_line(line: bytes) -> tuple[str, int] | None:
+    """`hb NODE TERM` or `yield TERM` from the active controller; None for anything else."""
+    try:
+        words = line.decode("ascii").split()
+        if len(words) == 3 and words[0] == "hb":
+            return "hb", int(words[2])
+        if len(words) == 2 and words[0] == "yield":
+            return "yield", int(words[1])
+    except (UnicodeDecodeError, ValueError):
+        pass
+    return None
 
 
 class NotActive(Conflict):

@@ -21,6 +21,7 @@ from hypetunnel.compiler.from_intent import sync_topology
 from hypetunnel.compiler.topology import Topology
 from hypetunnel.controller.bindings import BindingTable
 from hypetunnel.controller.ha import Election, HaConfig, NotActive, Role, StandbyStore
+from hypetunnel.controller.installation import PortInstallation, WaitingPort
 from hypetunnel.controller.mobility import Mobility
 from hypetunnel.controller.reconciler import FlowReconciler
 from hypetunnel.controller.service import FabricService
@@ -48,6 +49,8 @@ class Controller:
         self.compiler = FabricCompiler(self.topology)
         self.bindings_table = BindingTable(self.topology)
         self.mobility = Mobility(self)
+        self.installation = PortInstallation()
+        self._compiled_epoch = 0
         self.switches: dict[str, SwitchState] = {}
         self._by_dpid: dict[int, str] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -173,6 +176,7 @@ class Controller:
 
     def _apply_intent(self, intent: Intent) -> None:
         self.intent = intent
+        self.installation.changed()
         sync_topology(self.topology, intent)
         self.bindings_table.set_intent({vm_id(t.name, v.name): v.hypervisor
                                         for t in intent.tenants for v in t.vms if v.hypervisor})
@@ -190,6 +194,7 @@ class Controller:
 
     def _forget_switch(self, name: str) -> None:
         st = self.switches.pop(name)
+        self.installation.forget(name)
         self._by_dpid.pop(datapath_id_for(name), None)
         self.bindings_table.forget(name)
         if st.ovsdb is not None:
@@ -244,6 +249,10 @@ class Controller:
             return
         st.observation = obs
         bindings = obs.bindings()
+        self.installation.changed()
+        for vid, port in bindings.items():
+            if not port.installed:
+                self.installation.bound(hv, port.name, vid)
         self.bindings_table.observe(hv, set(bindings))
         st.bound = set(bindings)
         ofports = {name: p.ofport for name, p in obs.ports.items() if p.ofport > 0}
@@ -298,9 +307,16 @@ class Controller:
         while True:
             await self._kick.wait()
             self._kick.clear()
+            self._compiled_epoch = self.installation.epoch
             for hv in self.compiler.recompute():
                 if hv in self.switches:
                     self.switches[hv].pending = True
+            if self.installation.waiting:
+                # Switches the change did not touch hold this compilation already.
+                for st in self.switches.values():
+                    if not st.pending and not st.lock.locked() and self.switch_converged(st):
+                        self.installation.converged(st.hypervisor, self._compiled_epoch)
+                self._mark_installed()
             for st in self.switches.values():
                 if st.pending and not st.lock.locked():
                     self._spawn(self._reconcile(st), f"reconcile-{st.hypervisor}")
@@ -319,6 +335,7 @@ class Controller:
 
     async def _reconcile_once(self, st: SwitchState) -> None:
         hv = st.hypervisor
+        epoch = self._compiled_epoch
         if not self.is_active:
             return  # a standby keeps its tables computed but never touches a switch
         if not self._startup_done:
@@ -336,6 +353,33 @@ class Controller:
             st.last_flow_push = time.time()
             log.info("%s: +%d -%d flows", hv, diff.added, diff.removed + diff.foreign_removed)
         st.last_error = None
+        if self.installation.waiting and self.switch_converged(st):
+            self.installation.converged(hv, epoch)
+            self._mark_installed()
+
+    # -- port installation (compute waits for it before a hot move's switch-over) -------------
+    def _switches_for(self, w: WaitingPort) -> set[str]:
+        vm = self.topology.vms.get(w.vm)
+        if vm is None:
+            return set()
+        return {hv for hv, vnis in self.topology.networks_on.items() if vm.vni in vnis}
+
+    def _mark_installed(self) -> None:
+        by_switch: dict[str, dict[str, str]] = {}
+        for w in self.installation.ready(self._switches_for):
+            by_switch.setdefault(w.hypervisor, {})[w.port] = w.vm
+        for hv, ports in by_switch.items():
+            st = self.switches.get(hv)
+            if st is not None and st.ovsdb is not None:
+                self._spawn(self._write_installed(st, st.ovsdb, ports), f"installed-{hv}")
+
+    async def _write_installed(self, st: SwitchState, client: OvsdbClient,
+                               ports: dict[str, str]) -> None:
+        try:
+            await client.mark_installed(ports)
+        except Exception as e:  # compute then waits out its timeout: packets, not the move
+            st.last_error = f"mark installed: {e}"
+            log.warning("%s: cannot mark %s installed: %s", st.hypervisor, sorted(ports), e)
 
     # -- views (RuntimeView for the API) ------------------------------------------------------
     def switch_converged(self, st: SwitchState) -> bool:

@@ -57,6 +57,13 @@ class OvsInstance:
         return run(["ovs-vsctl", f"--db={self.endpoint}", "--timeout=20", *args],
                    check=check, env=self._env()).stdout.strip()
 
+    def wait_until(self, table: str, record: str, condition: str, timeout: float) -> bool:
+        """Block in ovsdb-server (no polling) until the record meets the condition; False if it
+        did not within timeout seconds."""
+        cp = run(["ovs-vsctl", f"--db={self.endpoint}", f"--timeout={max(1, round(timeout))}",
+                  "wait-until", table, record, condition], check=False, env=self._env())
+        return cp.returncode == 0
+
     def appctl(self, *args: str, check: bool = True) -> str:
         return run(["ovs-appctl", "-t", str(self.directory / "ovs-vswitchd.ctl"), *args],
                    check=check, env=self._env()).stdout.strip()

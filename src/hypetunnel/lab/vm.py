@@ -5,6 +5,8 @@ finds the port by its iface-id and programs it.
 
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
 
 from hypetunnel.lab.hypervisor import INTEGRATION_BRIDGE
@@ -20,6 +22,14 @@ from hypetunnel.lab.netns import (
 )
 from hypetunnel.lab.proc import LabError
 from hypetunnel.lab.state import LabHypervisor, LabState, LabVM
+from hypetunnel.southbound.ovsdb.snapshot import INSTALLED
+
+log = logging.getLogger(__name__)
+
+# How long a hot move waits for the controller's "installed" mark before switching over.
+INSTALL_WAIT_S = 5.0
+# How long both of a hot-moved VM's interfaces are up together (see move_vm).
+SWITCHOVER_OVERLAP_S = 0.1
 
 
 def plug_vm(state: LabState, vm: LabVM, hv: LabHypervisor) -> None:
@@ -60,6 +70,15 @@ def _q(value: str) -> str:
     return f'"{value}"'
 
 
+def _ip_batch(state: LabState, vm: LabVM, commands: list[str]) -> None:
+    batch_file = Path(state.directory) / f"move-{vm.port}.ip"
+    batch_file.write_text("\n".join(commands) + "\n")
+    try:
+        ip(vm.netns, "-batch", str(batch_file))
+    finally:
+        batch_file.unlink(missing_ok=True)
+
+
 def unplug_vm(vm: LabVM, hv: LabHypervisor | None) -> None:
     """Delete the port, the veth and (if the lab made it) the namespace; tolerates a dead OVS
     or a half-plugged VM."""
@@ -79,8 +98,9 @@ def move_vm(state: LabState, vm: LabVM, src: LabHypervisor, dst: LabHypervisor) 
 
     Processes in the VM namespace keep running and keep their sockets: only the interface
     under them changes. The destination port is plugged first (as Nova does, so the controller
-    can program it), then one `ip -batch` swaps interfaces inside the VM: the old one goes, the
-    new one takes the VM's name, MAC and address; finally the source port is unplugged.
+    can program it) and the controller's "installed" mark awaited; then the new interface takes
+    the VM's MAC and address, both stay up for a short overlap, the old one goes, and finally
+    the source port is unplugged.
     """
     # The new interface gets the other of two names, so the old one can stay up (same MAC and
     # address) until the new one is fully configured: the VM is never without a live link.
@@ -92,21 +112,31 @@ def move_vm(state: LabState, vm: LabVM, src: LabHypervisor, dst: LabHypervisor) 
     ip(vm.netns, "link", "set", new_if, "mtu", str(vm.mtu))
     tx_offload_off(vm.netns, new_if)
     _add_port(vm, dst, vm.port)
+    # As Nova waits for network-vif-plugged: switch over only once the controller has marked
+    # the new port installed (its network programmed on every switch that carries it). A
+    # controller that does not answer costs packets, never the move.
+    if not dst.ovs.wait_until("Interface", vm.port, f"external_ids:{INSTALLED}=true",
+                              timeout=INSTALL_WAIT_S):
+        log.warning("%s: port %s not marked installed within %.0f s: switching over anyway",
+                    vm.vm_id, vm.port, INSTALL_WAIT_S)
 
-    batch = [
-        f"link set dev {new_if} address {vm.mac}",
-        f"link set dev {new_if} up",
-        f"addr add {vm.ip}/{vm.prefixlen} dev {new_if}",
-        f"link del dev {vm.ifname}",
-    ]
+    _ip_batch(state, vm, [f"link set dev {new_if} address {vm.mac}",
+                          f"link set dev {new_if} up",
+                          f"addr add {vm.ip}/{vm.prefixlen} dev {new_if}"])
+    # Both interfaces are live for a moment, as both ends of a live migration are while the
+    # fabric clones frames to both: a frame whose copy reached the new port a little before it
+    # came up still arrives through the old one. Without the overlap, one frame straddling the
+    # swap (copy to the new end too early, copy to the old end too late) was lost in about
+    # one move in five. This models a migration's switch-over; it is not a wait for a state.
+    time.sleep(SWITCHOVER_OVERLAP_S)
+    # The old interface's address goes before the interface: its connected route was the
+    # preferred one (the older of two equal routes), so a reply routed just as `link del`
+    # takes the device down would be dropped. Without the address, replies already leave by
+    # the new interface while the old one still accepts what reaches it.
+    rest = [f"addr del {vm.ip}/{vm.prefixlen} dev {vm.ifname}", f"link del dev {vm.ifname}"]
     if vm.gateway:
-        batch.append(f"route replace default via {vm.gateway}")
-    batch_file = Path(state.directory) / f"move-{vm.port}.ip"
-    batch_file.write_text("\n".join(batch) + "\n")
-    try:
-        ip(vm.netns, "-batch", str(batch_file))
-    finally:
-        batch_file.unlink(missing_ok=True)
+        rest.append(f"route replace default via {vm.gateway}")
+    _ip_batch(state, vm, rest)
     vm.ifname = new_if
     # The old pair is gone from the kernel; drop its row so the source br-int forgets it.
     src.ovs.vsctl("--if-exists", "del-port", INTEGRATION_BRIDGE, vm.port, check=False)

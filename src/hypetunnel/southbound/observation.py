@@ -14,6 +14,10 @@ class PortInfo:
     ofport: int  # -1 while OVS has not assigned one (or the port failed)
     iface_id: str | None = None  # external_ids:iface-id: the VM id bound to this port
     link_up: bool = True
+    # external_ids:hypetunnel-installed: the controller has programmed this port's network on
+    # every switch that needs it (OVN's ovn-installed). Compute waits for it before switching
+    # a migrating VM over, as Nova waits for network-vif-plugged.
+    installed: bool = False
 
 
 @dataclass(frozen=True, slots=True)

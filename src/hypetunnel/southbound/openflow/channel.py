@@ -94,7 +94,8 @@ class SwitchChannel:
         self._tasks.append(asyncio.create_task(self._read_loop(), name=f"of-read {self.peer}"))
         try:
             self._write([codec.hello_bytes()])
-            version = await asyncio.wait_for(asyncio.shield(self._hello), timeout)
+            async with asyncio.timeout(timeout):
+                version = await asyncio.shield(self._hello)
             if version < codec.OFP_VERSION:
                 raise SouthboundError(f"{self.peer} speaks OpenFlow version {version}, need 1.3")
             reply = await self._request(codec.features_request_bytes, timeout=timeout)
@@ -170,7 +171,8 @@ class SwitchChannel:
         try:
             self._write([encode(xid)])
             await self._drain()
-            return await asyncio.wait_for(req.future, timeout or self.batch_timeout)
+            async with asyncio.timeout(timeout or self.batch_timeout):
+                return await req.future
         except TimeoutError as e:
             self._close("request timed out")
             raise SouthboundError(f"switch {self.peer} did not answer in time") from e
@@ -253,7 +255,8 @@ class SwitchChannel:
         try:
             self._write(messages)
             await self._drain()
-            await asyncio.wait_for(barrier.future, self.batch_timeout)
+            async with asyncio.timeout(self.batch_timeout):
+                await barrier.future
         except TimeoutError as e:
             self._close("flow batch timed out")
             raise SouthboundError(f"switch {self.peer} did not finish a flow batch") from e
@@ -341,7 +344,8 @@ class SwitchChannel:
             xid, req = self._register()
             try:
                 self._write([codec.echo_bytes(ofp.OFPT_ECHO_REQUEST, xid)])
-                await asyncio.wait_for(req.future, self.echo_timeout)
+                async with asyncio.timeout(self.echo_timeout):
+                    await req.future
             except TimeoutError:
                 self._close(f"no echo reply within {self.echo_timeout}s")
                 return

@@ -18,7 +18,12 @@ from hypetunnel.compiler.tunnels import TunnelPort
 from hypetunnel.errors import SouthboundError
 from hypetunnel.southbound.observation import SwitchObservation
 from hypetunnel.southbound.ovsdb.worker import IdlWorker, Stage
-from hypetunnel.southbound.ovsdb.writes import BridgeSpec, apply_bridge, apply_tunnels
+from hypetunnel.southbound.ovsdb.writes import (
+    BridgeSpec,
+    apply_bridge,
+    apply_tunnels,
+    mark_installed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +132,13 @@ class OvsdbClient:
         spec.other_config()  # validate on the caller's side, before queueing
         return await self._write(f"ensure bridge {self.bridge}",
                                  lambda idl, txn: apply_bridge(idl, txn, spec), timeout)
+
+    async def mark_installed(self, ports: dict[str, str], *,
+                             timeout: float = DEFAULT_WRITE_TIMEOUT) -> bool:
+        """Tell compute that these ports' networks are programmed (port name -> VM id)."""
+        wanted = dict(ports)
+        return await self._write(f"mark {len(wanted)} ports installed",
+                                 lambda idl, txn: mark_installed(idl, wanted), timeout)
 
     async def _write(self, what: str, stage: Stage, timeout: float) -> bool:
         self._raise_fatal()

@@ -19,6 +19,8 @@ TUNNEL_MARKER = "hypetunnel-tunnel"
 TUNNEL_REMOTE = "hypetunnel-remote"
 # external_ids key binding a port to a VM (the OVN/Neutron convention).
 IFACE_ID = "iface-id"
+# external_ids key the controller sets on a VM's Interface once its network is programmed.
+INSTALLED = "hypetunnel-installed"
 
 
 def optional(value: Any) -> Any:
@@ -70,7 +72,8 @@ def port_info(iface: Any) -> PortInfo:
     ext = dict(iface.external_ids)
     return PortInfo(name=iface.name, ofport=parse_ofport(iface.ofport),
                     iface_id=ext.get(IFACE_ID) or None,
-                    link_up=optional(iface.link_state) == "up")
+                    link_up=optional(iface.link_state) == "up",
+                    installed=ext.get(INSTALLED) == "true")
 
 
 def find_bridge(bridges: Iterable[Any], name: str) -> Any | None:

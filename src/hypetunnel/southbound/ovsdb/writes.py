@@ -18,6 +18,8 @@ from typing import Any
 from hypetunnel.compiler.tunnels import TunnelPort
 from hypetunnel.errors import SouthboundError
 from hypetunnel.southbound.ovsdb.snapshot import (
+    IFACE_ID,
+    INSTALLED,
     TUNNEL_MARKER,
     TUNNEL_REMOTE,
     find_bridge,
@@ -223,4 +225,17 @@ def apply_bridge(idl: Any, txn: Any, spec: BridgeSpec) -> bool:
     if spec.controller_targets:  # none given: keep what enlistment configured
         changed |= _ensure_controllers(idl, txn, bridge, spec.controller_targets)
     changed |= _ensure_map_keys(bridge, "other_config", other_config)
+    return changed
+
+
+def mark_installed(idl: Any, ports: Mapping[str, str]) -> bool:
+    """Set external_ids:hypetunnel-installed=true on each port (name -> the VM id bound to it)
+    that still carries that binding; a port deleted or re-bound meanwhile is left alone.
+    True if any edit was staged."""
+    changed = False
+    for iface in idl.tables["Interface"].rows.values():
+        vm = ports.get(iface.name)
+        if vm is None or dict(iface.external_ids).get(IFACE_ID) != vm:
+            continue
+        changed |= _ensure_map_keys(iface, "external_ids", {INSTALLED: "true"})
     return changed
