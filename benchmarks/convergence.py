@@ -3,6 +3,7 @@ real packets passing, on namespace labs driven by the real controller.
 
     PYTHONPATH=src python benchmarks/convergence.py [--rounds 10] [--skip-small] [--skip-large]
                                                     [--vms 200] [--hypervisors 12] [--no-write]
+                                                    [--smoke]
 
 (a) examples/three-hypervisors.yaml: `lab up` phases, then the incremental path, `--rounds`
     times: POST a new VM (ApiClient.create_vm), plug it where the controller placed it
@@ -13,6 +14,7 @@ real packets passing, on namespace labs driven by the real controller.
     `lab up` time, flows per switch, a whole-fabric apply with every port already plugged
     (apply returned -> converged), the same incremental figure as (a), and a ping sample of
     random same-network pairs.
+--smoke: (a) only, 1 round, nothing written (the test suite's check that the benchmark runs).
 
 How the incremental figure is measured (VM creation excluded, as the goal says):
   * t_port: the start of the `ovs-vsctl add-port` transaction that gives br-int the VM's
@@ -492,7 +494,11 @@ def main() -> int:
     ap.add_argument("--skip-small", action="store_true")
     ap.add_argument("--skip-large", action="store_true")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--smoke", action="store_true",
+                    help="(a) only, 1 round, no write: does the benchmark run")
     args = ap.parse_args()
+    if args.smoke:
+        args.rounds, args.skip_large, args.no_write = 1, True, True
     parts = []
     t0 = time.monotonic()
     if not args.skip_small:

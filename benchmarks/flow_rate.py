@@ -1,6 +1,7 @@
 """Flow programming rate into one real ovs-vswitchd: our controller vs `ovs-ofctl add-flows`.
 
     PYTHONPATH=src python benchmarks/flow_rate.py [--flows 50000] [--repeat 3] [--no-write]
+                                                  [--smoke]
 
 Both load the same N flows into the same netdev bridge (flows deleted between runs):
   * ours: OpenFlowServer + SwitchChannel.send_flow_batch, time from the first byte written to
@@ -9,6 +10,7 @@ Both load the same N flows into the same netdev bridge (flows deleted between ru
   * ovs-ofctl: `ovs-ofctl -O OpenFlow13 add-flows [--bundle] BRIDGE FILE`, wall time of the
     command (process start, text parsing, sending, waiting for the switch).
 The result is written to docs/benchmarks.md (section flow_rate) via benchmarks/_report.py.
+--smoke: 2,000 flows, 1 run, nothing written (the test suite's check that the benchmark runs).
 """
 
 from __future__ import annotations
@@ -172,7 +174,11 @@ def main() -> None:
     ap.add_argument("--flows", type=int, default=50_000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--no-write", action="store_true", help="print only; leave docs alone")
+    ap.add_argument("--smoke", action="store_true",
+                    help="2,000 flows, 1 run, no write: does the benchmark run")
     args = ap.parse_args()
+    if args.smoke:
+        args.flows, args.repeat, args.no_write = 2_000, 1, True
     result = asyncio.run(run(args.flows, args.repeat))
     body = render(result)
     print(body)

@@ -3,6 +3,7 @@ the same userspace datapath, measured in one run on one lab.
 
     PYTHONPATH=src python benchmarks/throughput.py [--seconds 5] [--repeat 5] [--no-write]
                                                    [--no-investigate] [--no-pinned]
+                                                   [--smoke]
 
 The lab: 2 hypervisors, 3 tenants (one per encapsulation), each with one VM on hv1 and one on
 hv2, built by datacenter.up from a generated intent. Paths, all TCP, 1 stream, iperf3 client
@@ -21,6 +22,8 @@ encapsulation overhead) from the cost of encapsulating; per run, TCP retransmits
 ovs-vswitchd's AF_PACKET receive sockets, ovs-vswitchd CPU per GB and machine CPU busy; the
 offload state of the ports. Then (unless --no-pinned) a second pass of the four main paths
 with the iperf3 endpoints on CPU 0 and both ovs-vswitchd on CPU 1 (taskset, undone after).
+--smoke: 1 s runs after a 1 s warm-up, 1 repetition, no investigation or pinned pass, nothing
+written (the test suite's check that the benchmark runs).
 """
 
 from __future__ import annotations
@@ -274,7 +277,8 @@ def findings(runs: Runs, pinned: Runs | None, repeat: int, vxlan_mss: int) -> li
     return out
 
 
-def measure(seconds: int, repeat: int, investigate: bool, pinned_pass: bool) -> str:
+def measure(seconds: int, repeat: int, investigate: bool, pinned_pass: bool,
+            warmup: int = 2) -> str:
     name = f"tput{os.getpid() % 100000}"
     tmp = Path(tempfile.mkdtemp(prefix="htbench-tput-"))
     file = tmp / "throughput.yaml"
@@ -308,7 +312,7 @@ def measure(seconds: int, repeat: int, investigate: bool, pinned_pass: bool) -> 
         for label, (client, _, ip_, extra) in paths.items():
             if label in ENCAPS:  # a first packet through the path: ARP and flows are ready
                 lab.exec(client, ["ping", "-c", "3", "-i", "0.2", "-W", "1", "-q", "10.0.0.11"])
-            iperf(lab, client, ip_, 2, extra)  # warm-up, discarded
+            iperf(lab, client, ip_, warmup, extra)  # warm-up, discarded
         runs = run_pass(lab, paths, servers, seconds, repeat, pin=False)
         if pinned_pass and (os.cpu_count() or 1) >= 2:
             pinned = run_pass(lab, main_paths, servers, seconds, repeat, pin=True)
@@ -334,7 +338,7 @@ def measure(seconds: int, repeat: int, investigate: bool, pinned_pass: bool) -> 
         tmp.rmdir()
     load1 = load_note()
     lines = [
-        f"iperf3 TCP, 1 stream, -t {seconds} -O 1, after one discarded 2 s warm-up run per "
+        f"iperf3 TCP, 1 stream, -t {seconds} -O 1, after one discarded {warmup} s warm-up run per "
         "path, with net.ipv4.tcp_no_metrics_save=1 in every lab namespace (no ssthresh "
         f"carried from one run to the next), {repeat} interleaved repetitions (every path "
         "once per repetition, the order rotated by one each time); medians reported, and the "
@@ -367,9 +371,17 @@ def main() -> int:
     ap.add_argument("--no-pinned", action="store_true",
                     help="skip the second pass with iperf3 and ovs-vswitchd on separate CPUs")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--smoke", action="store_true",
+                    help="1 s runs, 1 repetition, main paths only, no write: does it run")
     args = ap.parse_args()
+    warmup = 2
+    if args.smoke:
+        args.seconds, args.repeat, args.no_write = 1, 1, True
+        args.no_investigate = args.no_pinned = True
+        warmup = 1
     t0 = time.monotonic()
-    md = measure(args.seconds, args.repeat, not args.no_investigate, not args.no_pinned)
+    md = measure(args.seconds, args.repeat, not args.no_investigate, not args.no_pinned,
+                 warmup)
     md += f"\n\nTotal benchmark wall time {time.monotonic() - t0:.0f} s."
     print(md)
     if not args.no_write:

@@ -1,7 +1,8 @@
 """Moves, drain and restart-after-failure, run by the active controller.
 
 The controller decides and records; the compute side moves the VM; the controller follows the
-VM's bindings to the end of each move and measures the interruption of its network.
+VM's bindings to the end of each move and measures the interruption of its network
+(moves.SwitchoverClock).
 """
 
 from __future__ import annotations
@@ -72,31 +73,33 @@ class Mobility:
     async def _watch(self, rec: dict[str, Any]) -> None:
         vid, src, dst = rec["vm"], rec["from"], rec["to"]
         table = self.ctl.bindings_table
-        t_dst = t_src_gone = t_flows = None
+        # The interruption measurement: moves.SwitchoverClock says why every host of the
+        # VM's network counts, not only the destination.
+        clock = moves.SwitchoverClock(src, dst)
         deadline = time.monotonic() + self.move_timeout
         while time.monotonic() < deadline:
-            seen = table.seen.get(vid, set())
-            now = time.time()
-            if t_src_gone is None and src not in seen:
-                t_src_gone = now
-            if t_dst is None and dst in seen:
-                t_dst = now
-            if t_dst is not None and t_flows is None and self._settled(dst):
-                t_flows = now
-            if t_flows is not None and t_src_gone is not None and self._settled(src):
+            clock.observe(time.time(), table.seen.get(vid, set()),
+                          all(self._settled(hv) for hv in self._network_hosts(vid, src, dst)))
+            if clock.complete and self._settled(src):
                 break
             await asyncio.sleep(0.005)
-        done = t_flows is not None and t_src_gone is not None
-        gap = max(0.0, t_flows - t_src_gone) if done else None  # type: ignore[operator]
-        rec.update(end=time.time(), result="ok" if done else "timeout",
-                   interruption_ms=None if gap is None else round(gap * 1000, 1))
-        log.info("move %s #%s %s -> %s (%s): %s, network interruption %s ms", vid, rec["seq"],
-                 src, dst, rec["kind"], rec["result"], rec["interruption_ms"])
+        rec.update(end=time.time(), result="ok" if clock.complete else "timeout",
+                   interruption_ms=clock.interruption_ms(),
+                   fabric_ready_lead_ms=clock.lead_ms())
+        log.info("move %s #%s %s -> %s (%s): %s, network interruption %s ms (fabric ready "
+                 "%s ms before the old port went)", vid, rec["seq"], src, dst, rec["kind"],
+                 rec["result"], rec["interruption_ms"], rec["fabric_ready_lead_ms"])
         if self.ctl.is_active:
             try:
                 moves.finish(self.ctl.service, rec)
             except Exception as e:
                 log.error("cannot record the end of move %s: %s", vid, e)
+
+    def _network_hosts(self, vid: str, src: str, dst: str) -> set[str]:
+        """The switches that must know where the VM is: every host of its network."""
+        topo = self.ctl.bindings_table.topology
+        vm = topo.vms.get(vid)
+        return {src, dst, *(topo.hosts_of(vm.vni) if vm is not None else ())}
 
     def _settled(self, hv: str | None) -> bool:
         st = self.ctl.switches.get(hv or "")

@@ -4,13 +4,13 @@ A move changes where the intent places a VM and writes a move record in the same
 (sequence number per VM: the newest move wins). The compute side (Nova; in the lab, the lab
 agent) then moves the VM: hot = the running VM's port is plugged at the destination before the
 old one goes; cold = stopped, moved, started. The controller follows the VM's bindings and
-records the end and the measured interruption of its network: the time from the old port going
-to the destination's flows being installed (0 when both ends were live during the switchover).
+records the end and the measured interruption of its network (SwitchoverClock).
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from hypetunnel.controller.service import FabricService, ObjectNotFound
@@ -73,7 +73,8 @@ def start_moves(service: FabricService, moves: list[tuple[str, str]], kind: Move
             raise IntentInvalid([FieldError("to", f"{vm} is already on {to}")])
         seq = next_seq(service, vm)
         rec = {"vm": vm, "seq": seq, "from": src, "to": to, "kind": kind, "start": now,
-               "end": None, "interruption_ms": None, "result": "running"}
+               "end": None, "interruption_ms": None, "fabric_ready_lead_ms": None,
+               "result": "running"}
         records[record_key(vm, seq)] = rec
         out.append(rec)
     try:
@@ -82,6 +83,52 @@ def start_moves(service: FabricService, moves: list[tuple[str, str]], kind: Move
         raise IntentInvalid([FieldError("to", f"{err.path}: {err.reason}")
                              for err in e.errors]) from e
     return out
+
+
+@dataclass
+class SwitchoverClock:
+    """The part of one move during which the fabric could deliver the VM's frames nowhere.
+
+    The VM can receive at its old port until that port is gone, and at its new one once the
+    controller has bound it there AND every switch has installed its flows for that binding
+    (a peer whose flows still point at the old hypervisor sends into a void). So:
+
+        interruption = max(0, fabric_ready - src_gone)
+
+    where fabric_ready needs every switch converged, not only the destination's: timing the
+    destination alone made the figure 0 by construction under make-before-break, since the
+    destination's flows are ready before the old port goes whatever its peers do. It is still
+    a control-plane figure: src_gone is when the controller learned of the unplug (OVSDB
+    update delay not included) and a frame lost inside a switch is not seen. The lead (how
+    long before the old port went the fabric was ready; negative = a gap) is kept alongside,
+    so a 0 says by how much it was 0.
+    """
+
+    src: str
+    dst: str
+    src_gone: float | None = None
+    fabric_ready: float | None = None
+
+    def observe(self, now: float, seen: set[str], fabric_converged: bool) -> None:
+        """One look: where the VM's ports are now, and whether every switch is converged."""
+        if self.src_gone is None and self.src not in seen:
+            self.src_gone = now
+        if self.fabric_ready is None and self.dst in seen and fabric_converged:
+            self.fabric_ready = now
+
+    @property
+    def complete(self) -> bool:
+        return self.src_gone is not None and self.fabric_ready is not None
+
+    def interruption_ms(self) -> float | None:
+        if self.src_gone is None or self.fabric_ready is None:
+            return None
+        return round(max(0.0, self.fabric_ready - self.src_gone) * 1000, 1)
+
+    def lead_ms(self) -> float | None:
+        if self.src_gone is None or self.fabric_ready is None:
+            return None
+        return round((self.src_gone - self.fabric_ready) * 1000, 1)
 
 
 def finish(service: FabricService, rec: dict[str, Any]) -> None:

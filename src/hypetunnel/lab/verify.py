@@ -16,6 +16,9 @@ def networks_by_vm(intent: Intent) -> dict[str, str]:
 
 
 def verify(lab: Lab, api: ApiClient) -> tuple[list[ProbeResult], dict[str, str]]:
+    """Probe every VM pair of the intent. Raises probe.ProbeError when a probe could not be
+    set up: that proves neither reach nor isolation (tests/lab has a negative control that
+    leaks one VNI into another and expects verify to report it)."""
     intent = Intent.model_validate(api.get_intent())
     network_of = networks_by_vm(intent)
     vms = [v for vid, v in sorted(lab.vms.items()) if vid in network_of]
