@@ -197,3 +197,95 @@ def test_management_and_tenant_traffic_stay_apart(ha: Lab) -> None:
     assert mgmt_nets and tenant_nets, (lines_mgmt[:3], lines_tenant[:3])
     assert mgmt_nets == {"100"}, f"a tenant frame in the management VNI: {mgmt_nets}"
     assert "100" not in tenant_nets, "a management frame in a tenant VNI"
+
+
+# --- faults the pair survives (issue: reliable by construction) ----------------------------
+
+
+def flow_tables(lab: Lab) -> dict[str, list[str]]:
+    """What every switch has programmed on br-int: flows without their counters."""
+    out = {}
+    for name, hv in lab.hypervisors.items():
+        dump = hv.ovs.ofctl("dump-flows", "--no-stats", bridge_mgmt="br-int")
+        out[name] = sorted(ln.strip() for ln in dump.splitlines() if "actions=" in ln)
+    return out
+
+
+def test_active_and_etcd_leader_killed_together_take_over_under_1_5_s(ha: Lab) -> None:
+    act = active_node(ha)
+    new = other(act)
+    cluster = hapair.etcd_cluster(ha)
+    leader = cluster.leader()
+    assert leader is not None, "no etcd leader to kill"
+    pinger = start_ping(ha, "acme/db1", ha.vm("acme/db2").ip, 600)
+    time.sleep(1.0)  # the stream is established before the kill (a measurement window)
+    pid = hapair.controllers(ha)[act].pid
+    assert pid is not None
+    killed_at = time.time()
+    os.kill(pid, signal.SIGKILL)
+    cluster.kill(leader.name)
+    try:
+        wait_until(lambda: controller_view(ha, new).get("role") == "active", 10,
+                   f"{new} to take over")
+        took = controller_view(ha, new)["took_over_at"] - killed_at
+        with datacenter.api_for(ha) as a:  # the new active writes through the new etcd leader
+            a.create_vm("acme", {"name": "dual1", "network": "back", "hypervisor": "hv3"})
+            datacenter.sync_vms(ha, a)
+            datacenter.wait_converged(a, 20)
+    finally:
+        cluster.restart(leader.name)
+    sent, received, out = ping_result(pinger)
+    print(f"\n[faults] active + etcd leader {leader.name} killed: takeover {took * 1000:.0f} ms")
+    assert sent == 600 and received == sent, out[-300:]
+    assert took < 1.5, f"takeover took {took * 1000:.0f} ms"
+    restart(ha, act)
+    assert active_node(ha) == new
+
+
+def test_a_hung_active_is_replaced_and_steps_down_without_one_flow_mod(ha: Lab) -> None:
+    act = active_node(ha)
+    new = other(act)
+    sent_before = controller_view(ha, act)["flow_mods_sent"]
+    before = flow_tables(ha)
+    pinger = start_ping(ha, "acme/db1", ha.vm("acme/db2").ip, 900)
+    time.sleep(1.0)  # the stream is established before the hang (a measurement window)
+    pid = hapair.controllers(ha)[act].pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    hung_at = time.monotonic()
+    try:
+        wait_until(lambda: controller_view(ha, new).get("role") == "active", 5,
+                   f"{new} to take over from the hung {act}")
+        took = time.monotonic() - hung_at
+        during = flow_tables(ha)
+        time.sleep(max(0.0, 5.0 - (time.monotonic() - hung_at)))  # the fault lasts 5 s
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    wait_until(lambda: controller_view(ha, act).get("role") == "standby", 10,
+               f"{act} to step down after resuming")
+    after = flow_tables(ha)
+    view = controller_view(ha, act)
+    sent, received, out = ping_result(pinger)
+    print(f"\n[faults] hung active replaced after {took * 1000:.0f} ms")
+    assert sent == 900 and received == sent, out[-300:]
+    assert took >= 0.9, "the standby took over before the heartbeat timeout (1 s)"
+    assert during == before, "the takeover changed flows"
+    assert after == before, "flows changed after the hung controller resumed"
+    assert view["flow_mods_sent"] == sent_before, "the resumed controller sent flow-mods"
+    assert active_node(ha) == new
+
+
+def test_garbage_on_the_peer_port_is_ignored(ha: Lab) -> None:
+    act = active_node(ha)
+    svc = ha.service(act)
+    term = controller_view(ha, act)["term"]
+    junk = ("import socket, sys\n"
+            "s = socket.create_connection((sys.argv[1], int(sys.argv[2])), 2)\n"
+            "s.sendall(b'\\xff\\xfe garbage\\n' * 1000 + b'hb evil 999\\n' + b'z' * 100000)\n"
+            "s.close()\n")
+    pinger = start_ping(ha, "acme/db1", ha.vm("acme/db2").ip, 200)
+    ha.exec(other(act), ["python3", "-c", junk, svc.mgmt_ip, str(hapair.PEER_PORT)])
+    sent, received, out = ping_result(pinger)
+    assert sent == received, out[-300:]
+    assert active_node(ha) == act and controller_view(ha, act)["term"] == term
+    assert controller_view(ha, act)["standbys_connected"] == 1

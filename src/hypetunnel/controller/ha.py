@@ -52,6 +52,16 @@ class HaConfig:
     heartbeat_interval: float = 0.05
     heartbeat_timeout: float = 1.0
     term_check_interval: float = 0.25
+    # The active programs switches only while it confirmed its term less than `lease` ago.
+    # Shorter than heartbeat_timeout: an active that was frozen (SIGSTOP, a stalled VM) or cut
+    # off long enough for the standby to take over has stopped acting by then, and on resuming
+    # it sends nothing until a fresh read of the term tells it where it stands. (None: half
+    # the heartbeat timeout.)
+    lease: float | None = None
+
+    @property
+    def lease_s(self) -> float:
+        return self.lease if self.lease is not None else self.heartbeat_timeout / 2
 
 
 class Election:
@@ -66,6 +76,7 @@ class Election:
         self.term = 0
         self.leader: dict[str, Any] | None = None
         self.took_over_at: float | None = None  # time.time() of the last takeover (metrics)
+        self._confirmed_at: float | None = None  # monotonic time our term was last confirmed
         self._followers: set[asyncio.StreamWriter] = set()
         self._server: asyncio.Server | None = None
         self._yield_requested = asyncio.Event()
@@ -99,6 +110,11 @@ class Election:
         self._yield_requested.set()
         await self._stepped_down.wait()
 
+    def holds_lease(self) -> bool:
+        """Active, and the term was confirmed ours recently enough to act on it."""
+        return (self.role is Role.ACTIVE and self._confirmed_at is not None
+                and time.monotonic() - self._confirmed_at < self.config.lease_s)
+
     def describe(self) -> dict[str, Any]:
         return {"node": self.config.node, "role": self.role.value, "term": self.term,
                 "leader": self.leader, "standbys_connected": len(self._followers),
@@ -126,11 +142,14 @@ class Election:
                     return
                 except TimeoutError:
                     pass
+                asked_at = time.monotonic()
                 try:
                     current = await asyncio.to_thread(self.terms.term)
-                except HypeTunnelError as e:  # store unreachable: fencing still protects us
+                except HypeTunnelError as e:  # store unreachable: the lease runs out
                     log.warning("cannot read the term: %s", e)
                     continue
+                if current == self.term:
+                    self._confirmed_at = asked_at  # ours as of when we asked
                 if current != self.term:
                     log.warning("term moved to %d (we hold %d): standing down", current, self.term)
                     await self._demote(current)
@@ -236,6 +255,7 @@ class Election:
             await asyncio.sleep(0)  # someone else won: follow them on the next round
             return
         self.term = expected + 1
+        self._confirmed_at = time.monotonic()
         self.role = Role.ACTIVE
         self.took_over_at = time.time()
         self.leader = {"node": self.config.node, "term": self.term, **info}

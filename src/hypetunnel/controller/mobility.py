@@ -110,7 +110,7 @@ class Mobility:
     async def watch_failures(self) -> None:
         while True:
             await asyncio.sleep(0.5)
-            if not self.ctl.is_active or not self.ctl.startup_done:
+            if not self.ctl.may_program or not self.ctl.startup_done:
                 continue
             now = time.monotonic()
             dead = set()

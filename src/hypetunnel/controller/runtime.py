@@ -50,6 +50,7 @@ class Controller:
         self.bindings_table = BindingTable(self.topology)
         self.mobility = Mobility(self)
         self.installation = PortInstallation()
+        self.flow_mods_sent = 0  # flow adds and deletes sent to switches since start
         self._compiled_epoch = 0
         self.switches: dict[str, SwitchState] = {}
         self._by_dpid: dict[int, str] = {}
@@ -118,6 +119,11 @@ class Controller:
     @property
     def is_active(self) -> bool:
         return self.election is None or self.election.role is Role.ACTIVE
+
+    @property
+    def may_program(self) -> bool:
+        """Active and within its lease (see HaConfig.lease): only then do switches hear from us."""
+        return self.election is None or self.election.holds_lease()
 
     def _refresh_intent(self) -> None:
         """Another controller (or our own fenced write) changed the shared store."""
@@ -338,6 +344,13 @@ class Controller:
         epoch = self._compiled_epoch
         if not self.is_active:
             return  # a standby keeps its tables computed but never touches a switch
+        if not self.may_program:
+            # Active, but the term is not confirmed (a pause, a slow store): hold the change
+            # until it is, or until we learn that we were deposed.
+            st.pending = True
+            await asyncio.sleep(self.election.config.term_check_interval if self.election
+                                else 0.1)
+            return
         if not self._startup_done:
             return
         if st.ovsdb is not None and st.observation is not None:
@@ -348,6 +361,7 @@ class Controller:
             return
         assert st.reconciler is not None
         diff = await st.reconciler.apply(self.compiler.flows(hv))
+        self.flow_mods_sent += diff.added + diff.removed + diff.foreign_removed
         if diff.added or diff.removed or diff.foreign_removed:
             st.programmed_generation += 1
             st.last_flow_push = time.time()
@@ -418,7 +432,8 @@ class Controller:
         return {
             "controller": {**(self.election.describe() if self.election else
                               {"role": "active", "term": 0}),
-                           "startup_done": self._startup_done},
+                           "startup_done": self._startup_done,
+                           "flow_mods_sent": self.flow_mods_sent},
             "switches": switches,
             "vms": {"total": len(wanted), "bound": bound},
             "converged": (self._startup_done and bool(enlisted)
