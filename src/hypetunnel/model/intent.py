@@ -10,7 +10,15 @@ import re
 from ipaddress import IPv4Address, IPv4Network
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    field_validator,
+)
 
 Encapsulation = Literal["vxlan", "gre", "geneve"]
 DatapathType = Literal["system", "netdev"]
@@ -21,6 +29,26 @@ PlacementPolicy = Literal["spread", "pack"]
 # Names become parts of port names, namespace names and URLs: keep them DNS-label-like.
 Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,30}$")]
 MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
+# OVSDB endpoints as ovsdb-server and the Python OVS client take them.
+OVSDB_TCP_RE = re.compile(r"^(tcp|ssl):(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?)"
+                          r":(\d{1,5})$")
+
+
+def _written_as_text(what: str, example: str) -> BeforeValidator:
+    """Addresses must be written as text: pydantic would otherwise turn the integer 167772161
+    into 10.0.0.1, which is never what a person meant. Parsed objects (from code) pass."""
+
+    def check(v: object) -> object:
+        if isinstance(v, str | IPv4Address | IPv4Network):
+            return v
+        raise ValueError(f"must be {what} written as text like {example}, not {v!r}")
+
+    return BeforeValidator(check)
+
+
+# Strict scalars: a YAML `true` or "5001" is a mistake to report, not a value to convert.
+Address = Annotated[IPv4Address, _written_as_text("an IPv4 address", "10.0.0.1")]
+Cidr = Annotated[IPv4Network, _written_as_text("an IPv4 network", "10.1.0.0/24")]
 
 # Encapsulation overhead on the underlay, inner Ethernet header included (as Neutron counts it).
 ENCAP_OVERHEAD: dict[str, int] = {"vxlan": 50, "gre": 42, "geneve": 50}
@@ -34,22 +62,23 @@ class StrictModel(BaseModel):
 
 class Fabric(StrictModel):
     encapsulation: Encapsulation = "vxlan"
-    underlay_mtu: int = Field(default=1500, ge=576, le=9216)
+    underlay_mtu: StrictInt = Field(default=1500, ge=576, le=9216)
     placement: PlacementPolicy = "spread"
 
 
 class Capacity(StrictModel):
     """What a hypervisor can host; the VMs placed on it never add up to more."""
 
-    vcpus: int = Field(ge=1)
-    memory_mb: int = Field(ge=1)
+    vcpus: StrictInt = Field(ge=1)
+    memory_mb: StrictInt = Field(ge=1)
 
 
 class Hypervisor(StrictModel):
     name: Name
-    underlay_ip: IPv4Address | None = None
-    # OVSDB endpoint of the hypervisor's Open vSwitch ("tcp:10.0.0.1:6640", "unix:/run/db.sock").
-    # Filled in at enlistment; a hypervisor without one is known but not driven.
+    underlay_ip: Address | None = None
+    # OVSDB endpoint of the hypervisor's Open vSwitch ("tcp:10.0.0.1:6640", "ssl:host:6640",
+    # "unix:/run/db.sock"). Filled in at enlistment; a hypervisor without one is known but not
+    # driven.
     ovsdb: str | None = None
     # Open vSwitch datapath of this hypervisor: production uses the kernel ("system"); the
     # namespace lab enlists its hypervisors with "netdev" (userspace). Kept from enlistment.
@@ -58,13 +87,29 @@ class Hypervisor(StrictModel):
     capacity: Capacity | None = None
     # None means True. False: drained for maintenance, no new VMs are placed on it (the ones
     # already there may stay). Kept when omitted, so re-applying a file does not undrain.
-    schedulable: bool | None = None
+    schedulable: StrictBool | None = None
+
+    @field_validator("ovsdb")
+    @classmethod
+    def _ovsdb(cls, v: str | None) -> str | None:
+        # Checked here: a malformed endpoint was accepted and then polled forever.
+        if v is None:
+            return v
+        if v.startswith("unix:"):
+            if len(v) > len("unix:") and "\0" not in v:
+                return v
+        else:
+            m = OVSDB_TCP_RE.match(v)
+            if m and 1 <= int(m.group(4)) <= 65535:
+                return v
+        raise ValueError(f"must be an OVSDB endpoint tcp:HOST:PORT, ssl:HOST:PORT or unix:PATH "
+                         f"(port 1-65535), not {v!r}")
 
 
 class Network(StrictModel):
     name: Name
-    cidr: IPv4Network
-    vni: int | None = Field(default=None, ge=1, le=MAX_VNI - 1)
+    cidr: Cidr
+    vni: StrictInt | None = Field(default=None, ge=1, le=MAX_VNI - 1)
 
     @field_validator("cidr")
     @classmethod
@@ -78,21 +123,27 @@ class VM(StrictModel):
     name: Name
     network: Name
     hypervisor: Name | None = None
-    ip: IPv4Address | None = None
+    ip: Address | None = None
     mac: str | None = None
-    vcpus: int = Field(default=1, ge=1)
-    memory_mb: int = Field(default=512, ge=1)
+    vcpus: StrictInt = Field(default=1, ge=1)
+    memory_mb: StrictInt = Field(default=512, ge=1)
 
     @field_validator("mac", mode="before")
     @classmethod
     def _mac(cls, v: object) -> object:
         if v is None:
             return v
-        s = str(v).lower()
+        if not isinstance(v, str):
+            # YAML reads some unquoted MACs (10:00:00:00:00:10) as sexagesimal integers.
+            raise ValueError(f"must be a MAC address written as text (quote it), not {v!r}")
+        s = v.strip().lower()
         if not MAC_RE.match(s):
             raise ValueError("must be a MAC address like 02:00:00:00:00:10")
         if int(s[:2], 16) & 1:
-            raise ValueError("must be a unicast MAC (least significant bit of the first octet 0)")
+            raise ValueError("must be a unicast MAC (least significant bit of the first octet 0; "
+                             "broadcast and multicast addresses cannot be a VM's)")
+        if s == "00:00:00:00:00:00":
+            raise ValueError("00:00:00:00:00:00 is not a usable MAC address")
         return s
 
 

@@ -80,6 +80,13 @@ def _model_at(model: type[BaseModel], loc: Loc) -> type[BaseModel] | None:
     return current
 
 
+def _shown(value: object) -> str:
+    """A value as the user wrote it in YAML/JSON (true, not Python's True)."""
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
+    return repr(value)
+
+
 def _reason(err: Mapping[str, Any], model: type[BaseModel], loc: Loc) -> str:
     kind = err.get("type", "")
     msg = str(err.get("msg", "invalid"))
@@ -100,6 +107,12 @@ def _reason(err: Mapping[str, Any], model: type[BaseModel], loc: Loc) -> str:
         return (
             f"not an IPv4 network like 10.1.0.0/24 (host bits must be zero): {err.get('input')!r}"
         )
+    if kind in ("int_type", "int_from_float", "int_parsing"):
+        return f"must be a whole number (written without quotes), not {_shown(err.get('input'))}"
+    if kind == "bool_type":
+        return f"must be true or false, not {_shown(err.get('input'))}"
+    if kind == "string_type":
+        return f"must be text, not {_shown(err.get('input'))}"
     if kind == "literal_error":
         return f"must be one of {err.get('ctx', {}).get('expected', '')}, not {err.get('input')!r}"
     if kind == "value_error":
