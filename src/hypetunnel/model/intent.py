@@ -6,6 +6,7 @@ allocator fills them in before anything is stored, so the stored intent is alway
 
 from __future__ import annotations
 
+import functools
 import re
 from ipaddress import IPv4Address, IPv4Network
 from typing import Annotated, Literal
@@ -34,12 +35,25 @@ OVSDB_TCP_RE = re.compile(r"^(tcp|ssl):(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9]([A-Za-z0-
                           r":(\d{1,5})$")
 
 
-def _written_as_text(what: str, example: str) -> BeforeValidator:
+@functools.lru_cache(maxsize=65536)
+def _parsed(kind: type[IPv4Address] | type[IPv4Network], text: str) -> IPv4Address | IPv4Network:
+    # Parsing an address in Python costs ~10 us, and intents repeat them (tenants reuse the
+    # same private ranges); both types are immutable, so sharing parsed values is safe.
+    return kind(text)
+
+
+def _written_as_text(kind: type[IPv4Address] | type[IPv4Network], what: str,
+                     example: str) -> BeforeValidator:
     """Addresses must be written as text: pydantic would otherwise turn the integer 167772161
     into 10.0.0.1, which is never what a person meant. Parsed objects (from code) pass."""
 
     def check(v: object) -> object:
-        if isinstance(v, str | IPv4Address | IPv4Network):
+        if isinstance(v, str):
+            try:
+                return _parsed(kind, v.strip())
+            except ValueError:
+                return v  # pydantic's own validator reports it, in its usual terms
+        if isinstance(v, kind):
             return v
         raise ValueError(f"must be {what} written as text like {example}, not {v!r}")
 
@@ -47,8 +61,8 @@ def _written_as_text(what: str, example: str) -> BeforeValidator:
 
 
 # Strict scalars: a YAML `true` or "5001" is a mistake to report, not a value to convert.
-Address = Annotated[IPv4Address, _written_as_text("an IPv4 address", "10.0.0.1")]
-Cidr = Annotated[IPv4Network, _written_as_text("an IPv4 network", "10.1.0.0/24")]
+Address = Annotated[IPv4Address, _written_as_text(IPv4Address, "an IPv4 address", "10.0.0.1")]
+Cidr = Annotated[IPv4Network, _written_as_text(IPv4Network, "an IPv4 network", "10.1.0.0/24")]
 
 # Encapsulation overhead on the underlay, inner Ethernet header included (as Neutron counts it).
 ENCAP_OVERHEAD: dict[str, int] = {"vxlan": 50, "gre": 42, "geneve": 50}

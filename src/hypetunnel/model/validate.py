@@ -76,7 +76,9 @@ def _check_vms(
     used_ips: dict[tuple[str, IPv4Address], int] = {}
     used_macs: dict[tuple[str, str], int] = {}
     # Usable host range per network as ints: the common case is one comparison, not ipaddress math.
-    usable = {n.name: (int(n.cidr.network_address) + 2, int(n.cidr.broadcast_address) - 1)
+    # (From the prefix length: broadcast_address would build two address objects per network.)
+    usable = {n.name: (int(n.cidr.network_address) + 2,
+                       int(n.cidr.network_address) + (1 << (32 - n.cidr.prefixlen)) - 2)
               for n in tenant.networks}
     for j, vm in enumerate(tenant.vms):
         vp = f"{tp}.vms[{j}]"

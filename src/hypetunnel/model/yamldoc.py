@@ -26,7 +26,27 @@ from hypetunnel.errors import FieldError, IntentInvalid
 # any real intent's use and keeps the worst case to well under a second of work.
 MAX_ALIAS_NODES = 100_000
 
-_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_Base: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_Base):  # type: ignore[misc, valid-type]
+    """The safe loader, remembering the tag of each plain scalar it has resolved: resolving
+    runs regular expressions in Python for every scalar, and an intent repeats the same keys
+    and values (name, network, front, 10.1.0.0/24) throughout."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._plain_tags: dict[str, str] = {}
+
+    def resolve(self, kind: type[yaml.Node], value: Any, implicit: Any) -> str:
+        # With no path resolvers (the safe loader has none), a plain scalar's tag depends on
+        # its text alone.
+        if kind is yaml.ScalarNode and implicit[0]:
+            tag = self._plain_tags.get(value)
+            if tag is None:
+                tag = self._plain_tags[value] = super().resolve(kind, value, implicit)
+            return tag
+        return super().resolve(kind, value, implicit)  # type: ignore[no-any-return]
 
 
 _STR = "tag:yaml.org,2002:str"
