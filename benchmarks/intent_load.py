@@ -167,11 +167,14 @@ def write(results: dict[str, dict[str, object]], runs: int, load: tuple[str, str
                     f"{statistics.median(wall):.2f} / {max(wall):.2f} | "
                     f"{statistics.median(cpu):.2f} / {max(cpu):.2f} | {max(rss):.0f} | "
                     f"{outcome} |")
-    valid_walls = _figures(results["valid"]["runs"], "wall_s")  # type: ignore[arg-type]
+    valid = results["valid"]["runs"]
+    valid_walls = _figures(valid, "wall_s")  # type: ignore[arg-type]
+    valid_cpu = _figures(valid, "cpu_s")  # type: ignore[arg-type]
     ok = max(valid_walls) < BUDGET_S
     verdict = (f"**{'PASS' if ok else 'FAIL'}**: 10,000 tenants loaded and validated in "
-               f"{max(valid_walls):.2f} s at worst over {runs} runs (budget {BUDGET_S:.0f} s, "
-               f"every run).")
+               f"{max(valid_walls):.2f} s wall at worst over {runs} runs (budget {BUDGET_S:.0f} s "
+               f"wall, every run; CPU at worst {max(valid_cpu):.2f} s, the rest is waiting for "
+               "a core on a shared machine: see the load below).")
     body = "\n".join([
         "`load_intent_file` as `hypetunnel apply`/`validate` call it: YAML parse (libyaml, "
         "once), alias-expansion check, pydantic, semantic rules. Each run in a fresh process.",

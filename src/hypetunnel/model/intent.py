@@ -6,20 +6,13 @@ allocator fills them in before anything is stored, so the stored intent is alway
 
 from __future__ import annotations
 
-import functools
 import re
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Network
 from typing import Annotated, Literal
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    StrictBool,
-    StrictInt,
-    field_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
+
+from hypetunnel.model.fields import Address, Cidr, OvsdbEndpoint
 
 Encapsulation = Literal["vxlan", "gre", "geneve"]
 DatapathType = Literal["system", "netdev"]
@@ -30,40 +23,6 @@ PlacementPolicy = Literal["spread", "pack"]
 # Names become parts of port names, namespace names and URLs: keep them DNS-label-like.
 Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,30}$")]
 MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
-# OVSDB endpoints as ovsdb-server and the Python OVS client take them.
-OVSDB_TCP_RE = re.compile(r"^(tcp|ssl):(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?)"
-                          r":(\d{1,5})$")
-
-
-@functools.lru_cache(maxsize=65536)
-def _parsed(kind: type[IPv4Address] | type[IPv4Network], text: str) -> IPv4Address | IPv4Network:
-    # Parsing an address in Python costs ~10 us, and intents repeat them (tenants reuse the
-    # same private ranges); both types are immutable, so sharing parsed values is safe.
-    return kind(text)
-
-
-def _written_as_text(kind: type[IPv4Address] | type[IPv4Network], what: str,
-                     example: str) -> BeforeValidator:
-    """Addresses must be written as text: pydantic would otherwise turn the integer 167772161
-    into 10.0.0.1, which is never what a person meant. Parsed objects (from code) pass."""
-
-    def check(v: object) -> object:
-        if isinstance(v, str):
-            try:
-                return _parsed(kind, v.strip())
-            except ValueError:
-                return v  # pydantic's own validator reports it, in its usual terms
-        if isinstance(v, kind):
-            return v
-        raise ValueError(f"must be {what} written as text like {example}, not {v!r}")
-
-    return BeforeValidator(check)
-
-
-# Strict scalars: a YAML `true` or "5001" is a mistake to report, not a value to convert.
-Address = Annotated[IPv4Address, _written_as_text(IPv4Address, "an IPv4 address", "10.0.0.1")]
-Cidr = Annotated[IPv4Network, _written_as_text(IPv4Network, "an IPv4 network", "10.1.0.0/24")]
-
 # Encapsulation overhead on the underlay, inner Ethernet header included (as Neutron counts it).
 ENCAP_OVERHEAD: dict[str, int] = {"vxlan": 50, "gre": 42, "geneve": 50}
 MAX_VNI = (1 << 24) - 1  # VXLAN/Geneve VNIs are 24 bits; GRE keys are 32, we keep one space
@@ -93,7 +52,7 @@ class Hypervisor(StrictModel):
     # OVSDB endpoint of the hypervisor's Open vSwitch ("tcp:10.0.0.1:6640", "ssl:host:6640",
     # "unix:/run/db.sock"). Filled in at enlistment; a hypervisor without one is known but not
     # driven.
-    ovsdb: str | None = None
+    ovsdb: OvsdbEndpoint | None = None
     # Open vSwitch datapath of this hypervisor: production uses the kernel ("system"); the
     # namespace lab enlists its hypervisors with "netdev" (userspace). Kept from enlistment.
     datapath_type: DatapathType | None = None
@@ -103,21 +62,6 @@ class Hypervisor(StrictModel):
     # already there may stay). Kept when omitted, so re-applying a file does not undrain.
     schedulable: StrictBool | None = None
 
-    @field_validator("ovsdb")
-    @classmethod
-    def _ovsdb(cls, v: str | None) -> str | None:
-        # Checked here: a malformed endpoint was accepted and then polled forever.
-        if v is None:
-            return v
-        if v.startswith("unix:"):
-            if len(v) > len("unix:") and "\0" not in v:
-                return v
-        else:
-            m = OVSDB_TCP_RE.match(v)
-            if m and 1 <= int(m.group(4)) <= 65535:
-                return v
-        raise ValueError(f"must be an OVSDB endpoint tcp:HOST:PORT, ssl:HOST:PORT or unix:PATH "
-                         f"(port 1-65535), not {v!r}")
 
 
 class Network(StrictModel):
