@@ -132,3 +132,16 @@ def test_loading_is_linear() -> None:
     cpu(200)  # warm-up: imports, pydantic schema building
     small, large = cpu(1000), cpu(4000)
     assert large < 8 * small + 0.1, (small, large)
+
+
+def test_control_character_is_one_clear_line() -> None:
+    with pytest.raises(IntentInvalid) as info:
+        load_intent_text("tenants: []\n\x07\n", "ctl.yaml")
+    [e] = info.value.errors
+    assert e.reason == ("malformed YAML: unacceptable character #x0007 "
+                        "(control characters are not allowed)")
+    assert "\n" not in str(info.value)
+
+
+def test_byte_order_mark_and_non_ascii_comments_load() -> None:
+    assert load_intent_text("\ufefftenants: []  # café \U0001f600\n").tenants == []

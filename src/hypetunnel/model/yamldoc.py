@@ -186,6 +186,10 @@ def _syntax_error(exc: yaml.YAMLError, source: str) -> IntentInvalid:
         context = f" ({exc.context})" if exc.context else ""
         reason = (f"malformed YAML at line {mark.line + 1}, column {mark.column + 1}: "
                   f"{problem}{context}")
+    elif isinstance(exc, yaml.reader.ReaderError):  # its own str() spans lines
+        reason = (f"malformed YAML: unacceptable character #x{exc.character:04x} "
+                  f"({exc.reason})" if isinstance(exc.character, int)
+                  else f"malformed YAML: {exc.reason}")
     else:
         reason = f"malformed YAML: {exc}"
     return _refuse(source, reason)
