@@ -186,8 +186,8 @@ def write(results: dict[str, dict[str, object]], runs: int, load: tuple[str, str
         "Before this change (issue #7, same kind of files): the 80,000-tenant file took 117 s "
         "and 680 MB to be refused, the 5 MB comment file 8.8 s, and the alias bomb never "
         "returned (past 3.8 GB). The old loader ran the pure-Python YAML parser twice and "
-        "built a line table of every field; on this machine it took 14.8 s CPU for 10,000 "
-        "tenants of one network and one VM.",
+        "built a line table of every field; measured on this machine (commit 4482125): 14.8 s "
+        "CPU for 10,000 tenants of one network and one VM, 4.5 s CPU for 5.1 MB of comments.",
         "",
         f"Machine load before / after: {load[0]} / {load[1]}.",
     ])
