@@ -41,7 +41,7 @@ def format_path(loc: Loc) -> str:
 
 
 # -- lines -------------------------------------------------------------------------------------
-LineOf = Callable[[Loc], "int | None"]
+LineOf = Callable[[Loc], int | None]  # 1-based line of a field, None when not written
 
 
 def parse_path(path: str) -> list[str | int]:
