@@ -1,7 +1,7 @@
 """The one way HypeTunnel reads YAML: bounded, linear, and able to say on which line a field is.
 
-- Parsing uses libyaml when PyYAML has it (the pure-Python parser is ~20x slower: a 5 MB intent
-  took minutes), and the document is parsed once; lines are looked up in the parsed nodes only
+- Parsing uses libyaml when PyYAML has it (the pure-Python parser, run twice, was most of the
+  117 s a 5 MB intent took), and the document is parsed once; lines are looked up in its nodes only
   for the fields an error names.
 - Aliases are shared nodes in the parsed document but are expanded by everything that walks
   the data (validation, line lookup, dumping): a "billion laughs" file of a few hundred bytes
