@@ -176,3 +176,18 @@ def test_file_errors_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(IntentInvalid) as info:
         load_intent_file(f)
     assert str(info.value).startswith(f"{f}: hypervisorz: unknown key")
+
+
+def test_intent_load_benchmark_runs_at_its_smallest_size() -> None:
+    import subprocess
+    import sys
+
+    script = ROOT / "benchmarks" / "intent_load.py"
+    doc = ROOT / "docs" / "benchmarks.md"
+    before = doc.read_text() if doc.exists() else None
+    r = subprocess.run([sys.executable, str(script), "--smoke"], capture_output=True, text=True,
+                       timeout=120, check=False)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "tenants[999].colour: unknown key" in r.stdout and "(line 4004)" in r.stdout
+    assert "aliases expand to more than" in r.stdout
+    assert (doc.read_text() if doc.exists() else None) == before  # smoke mode writes nothing

@@ -153,7 +153,34 @@ def test_explicit_placements_must_fit_too() -> None:
     # a (1) fits; b would make 3 > 2 and is named; c still fits next to a.
     assert list(errors) == ["tenants[0].vms[1].hypervisor"]
     reason = errors["tenants[0].vms[1].hypervisor"]
-    assert "acme/b" in reason and "2 vCPUs / 512 MB" in reason and "1/512 of its 2/2048" in reason
+    assert "acme/b" in reason and "2 vCPUs / 512 MB" in reason
+    assert "1 other VM uses 1 vCPUs / 512 MB of its 2 vCPUs / 2048 MB" in reason
+
+
+def test_a_vm_larger_than_the_whole_hypervisor_says_so() -> None:
+    # The old figures were "0/0 of its 16/16384 are taken" on a host that had 3 VMs.
+    i = intent([hv("hv1", 16, 16384)], [vm("a", "hv1"), vm("big", "hv1", vcpus=32)])
+    reason = {e.path: e.reason for e in validate_intent(i)}["tenants[0].vms[1].hypervisor"]
+    assert "no room for 32 vCPUs / 512 MB: it only has 16 vCPUs / 16384 MB in all" in reason
+
+
+def test_a_new_vm_in_an_earlier_tenant_is_named_not_the_vms_already_there() -> None:
+    # Tenants are stored sorted by name: a new VM of tenant "a" comes before the VMs of "b"
+    # that already fill hv1, and used to be counted first (so one of b's VMs was blamed).
+    net = {"name": "front", "cidr": "10.1.0.0/24"}
+    running = Intent.model_validate({"hypervisors": [hv("hv1", 16, 16384)], "tenants": [
+        {"name": "a", "networks": [net]},
+        {"name": "b", "networks": [net],
+         "vms": [vm(f"v{k}", "hv1", vcpus=4, memory_mb=4096) for k in range(3)]}]})
+    first = resolve(running)
+    new_vm = VM(name="new", network="front", hypervisor="hv1", vcpus=8)
+    second = first.model_copy(update={"tenants": [
+        first.tenants[0].model_copy(update={"vms": [new_vm]}), first.tenants[1]]})
+    errors = {e.path: e.reason for e in validate_intent(second, previous=first)}
+    assert list(errors) == ["tenants[0].vms[0].hypervisor"]
+    assert errors["tenants[0].vms[0].hypervisor"] == (
+        "VM a/new: hypervisor hv1 has no room for 8 vCPUs / 512 MB: 3 other VMs use "
+        "12 vCPUs / 12288 MB of its 16 vCPUs / 16384 MB")
 
 
 def test_a_vm_kept_on_a_hypervisor_whose_capacity_shrank_is_reported_on_capacity() -> None:

@@ -169,3 +169,36 @@ def test_reserved_reason_of_a_usable_address_is_none() -> None:
 
     assert reserved_reason(IPv4Address("10.0.0.2"), IPv4Network("10.0.0.0/29")) is None
     assert reserved_reason(IPv4Address("10.0.0.6"), IPv4Network("10.0.0.0/29")) is None
+
+
+def test_duplicate_vni_blames_the_new_network_and_names_the_holder() -> None:
+    # The holder (globex/front) comes after the new network (acme/new) in the list, as it
+    # does when tenants are stored sorted by name; the stored intent decides who is new.
+    d = doc()
+    d["tenants"][1]["networks"][0]["vni"] = 7000
+    previous = Intent.model_validate(d)
+    d["tenants"][0]["networks"].append({"name": "new", "cidr": "10.9.0.0/24", "vni": 7000})
+    new = Intent.model_validate(d)
+    assert {e.path: e.reason for e in validate_intent(new, previous=previous)} == {
+        "tenants[0].networks[2].vni": "VNI 7000 is already used by globex/front"}
+    # Without a stored intent (a file), the later one in the list is blamed, as before.
+    assert {e.path: e.reason for e in validate_intent(new)} == {
+        "tenants[1].networks[0].vni": "VNI 7000 is already used by acme/new"}
+
+
+def test_network_create_with_a_taken_vni_names_the_existing_network() -> None:
+    from hypetunnel.controller.service import FabricService
+    from hypetunnel.errors import IntentInvalid
+    from hypetunnel.model.intent import Network
+    from hypetunnel.store.memory import MemoryStore
+
+    d = doc()
+    d["tenants"][1]["networks"][0]["vni"] = 7000
+    service = FabricService(MemoryStore())
+    service.apply(Intent.model_validate(d))
+    before = service.intent
+    with pytest.raises(IntentInvalid) as info:
+        service.create_network("acme", Network(name="new", cidr="10.9.0.0/24", vni=7000))
+    assert [(e.path, e.reason) for e in info.value.errors] == [
+        ("vni", "VNI 7000 is already used by globex/front")]
+    assert service.intent == before

@@ -32,13 +32,30 @@ def run(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the controller in the foreground until SIGTERM/SIGINT."""
+    from hypetunnel.cli.context import print_errors
+    from hypetunnel.errors import FieldError, HypeTunnelError
+    from hypetunnel.southbound.openflow.server import parse_target
+
+    # Checked before anything starts: a bad target used to end in a long traceback from
+    # inside the event loop, after the store and the API were already up.
+    for target in openflow:
+        try:
+            parse_target(target)
+        except HypeTunnelError as e:
+            print_errors([FieldError("--openflow", str(e))])
+            raise typer.Exit(2) from e
     from hypetunnel.controller.daemon import DaemonConfig, serve
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(serve(DaemonConfig(state_dir=state_dir, api=api, openflow=list(openflow),
-                                   switch_targets=list(switch_target) if switch_target else None,
-                                   etcd=list(etcd) if etcd else None, node=node, peer=peer)))
+    try:
+        asyncio.run(serve(DaemonConfig(state_dir=state_dir, api=api, openflow=list(openflow),
+                                       switch_targets=list(switch_target) if switch_target
+                                       else None,
+                                       etcd=list(etcd) if etcd else None, node=node, peer=peer)))
+    except HypeTunnelError as e:  # e.g. the port is taken: one line, not a traceback
+        print_errors([FieldError("", str(e))])
+        raise typer.Exit(1) from e
 
 
 @app.command("status")

@@ -113,7 +113,9 @@ def register(app: typer.Typer) -> None:
         ok = False
         try:
             with console.status("building the lab") as status:
-                lab = datacenter.up(path, name, progress=lambda m: (
+                # A kept lab gets the compute agent, as `lab up` does: the README's next steps
+                # (vm create ...) rely on it to plug new VMs.
+                lab = datacenter.up(path, name, agent=keep, progress=lambda m: (
                     status.update(m), console.print(f"  {m}", highlight=False)))
             with datacenter.api_for(lab) as api:
                 ok = show_verify(lab, api)

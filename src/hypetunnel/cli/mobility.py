@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from hypetunnel.cli.client import CliError
 from hypetunnel.cli.context import emit_json, handles_errors, out, state
 from hypetunnel.cli.resources import OutputFormat, OutputOpt, hypervisor_app, vm_app
 from hypetunnel.errors import FieldError
@@ -17,6 +18,14 @@ def _line(m: dict[str, Any]) -> str:
     gap = m.get("interruption_ms")
     return (f"{m['vm']} #{m['seq']} {m['kind']}: {m['from']} -> {m['to']}: {m['result']} "
             f"({took}; network interrupted {gap if gap is not None else '?'} ms)")
+
+
+def _check_timeout(timeout: float) -> None:
+    # A non-positive timeout made `vm move` start the move and return at once, as if it had
+    # been interrupted; refuse it before anything is asked of the controller.
+    if not timeout > 0:  # also catches nan
+        raise CliError([FieldError("timeout", f"must be a positive number of seconds, "
+                                              f"not {timeout:g}")])
 
 
 def _wait(ctx: typer.Context, recs: list[dict[str, Any]], timeout: float) -> list[dict]:
@@ -43,10 +52,9 @@ def move(ctx: typer.Context,
          timeout: Annotated[float, typer.Option(help="seconds to follow it")] = 120.0,
          output: OutputOpt = OutputFormat.table) -> None:
     """Move a VM (hot by default: it keeps MAC, IP and running processes)."""
+    _check_timeout(timeout)
     tenant, _, name = vm.partition("/")
     if not name:
-        from hypetunnel.cli.client import CliError
-
         raise CliError([FieldError("vm", f"{vm!r}: give the VM as tenant/vm")])
     with state(ctx).client() as api:
         rec = api.move_vm(tenant, name, to, cold)
@@ -65,6 +73,7 @@ def drain(ctx: typer.Context, name: str,
           wait: Annotated[bool, typer.Option(help="follow the moves to their end")] = True,
           timeout: Annotated[float, typer.Option(help="seconds to follow them")] = 300.0) -> None:
     """Mark the hypervisor unschedulable and move every VM away (hot)."""
+    _check_timeout(timeout)
     with state(ctx).client() as api:
         recs = api.drain(name)
     for m in _wait(ctx, recs, timeout) if wait and recs else recs:

@@ -75,7 +75,7 @@ class FabricService:
 
     # -- declarative -------------------------------------------------------------------------
     def _prepare(self, new: Intent) -> Intent:
-        errors = validate_intent(new)
+        errors = validate_intent(new, previous=self.intent)
         if errors:
             raise IntentInvalid(errors)
         # The allocator only picks free values and keeps valid ones, so the result is valid

@@ -12,15 +12,24 @@ from typing import Any
 from hypetunnel.compiler.compile import FabricCompiler
 from hypetunnel.compiler.topology import Topology
 from hypetunnel.compiler.trace import FabricTrace, Packet
-from hypetunnel.errors import NotFound
+from hypetunnel.errors import FieldError, NotFound
 
 BROADCAST = "ff:ff:ff:ff:ff:ff"
+
+
+class TraceNotFound(NotFound):
+    """What a trace names does not exist. Carries its FieldError (query parameter and reason):
+    the API answers a bare NotFound with only "not found"."""
+
+    def __init__(self, param: str, reason: str) -> None:
+        self.errors = [FieldError(param, reason)]
+        super().__init__(f"{param}: {reason}")
 
 
 def build_frame(topo: Topology, src: str, dst: str, kind: str) -> Packet:
     s = topo.vms.get(src)
     if s is None:
-        raise NotFound(f"unknown VM {src!r}")
+        raise TraceNotFound("src", f"unknown VM {src!r} (give the source as tenant/vm)")
     target = topo.vms.get(dst)
     if target is None:  # an IP: the VM of the source's network holding it, if any
         target = next((v for v in topo.vms.values() if v.vni == s.vni and v.ip == dst), None)
@@ -30,7 +39,8 @@ def build_frame(topo: Topology, src: str, dst: str, kind: str) -> Packet:
                 "arp_sha": s.mac, "arp_spa": s.ip, "arp_tha": "00:00:00:00:00:00",
                 "arp_tpa": dst_ip}
     if target is None:
-        raise NotFound(f"{dst!r} is neither a VM id nor an address in {src}'s network")
+        raise TraceNotFound("dst", f"{dst!r} is neither a VM (tenant/vm) nor the address of a VM "
+                                   f"in {src}'s network")
     return {"eth_src": s.mac, "eth_dst": target.mac, "eth_type": 0x0800, "ipv4_src": s.ip,
             "ipv4_dst": dst_ip}
 
@@ -46,7 +56,7 @@ def trace(topo: Topology, compiler: FabricCompiler, src: str, dst: str,
         underlay_ip={hv: v.underlay_ip for hv, v in topo.hypervisors.items()
                      if v.underlay_ip})
     if src not in topo.location:
-        raise NotFound(f"VM {src} is not bound to any switch")
+        raise TraceNotFound("src", f"VM {src} is not bound to any switch (not plugged in yet)")
     deliveries = tracer.send(src, frame)
     return {
         "src": src, "dst": dst, "kind": kind, "frame": frame,

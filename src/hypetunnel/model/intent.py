@@ -7,10 +7,12 @@ allocator fills them in before anything is stored, so the stored intent is alway
 from __future__ import annotations
 
 import re
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Network
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
+
+from hypetunnel.model.fields import Address, Cidr, OvsdbEndpoint
 
 Encapsulation = Literal["vxlan", "gre", "geneve"]
 DatapathType = Literal["system", "netdev"]
@@ -21,7 +23,6 @@ PlacementPolicy = Literal["spread", "pack"]
 # Names become parts of port names, namespace names and URLs: keep them DNS-label-like.
 Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,30}$")]
 MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
-
 # Encapsulation overhead on the underlay, inner Ethernet header included (as Neutron counts it).
 ENCAP_OVERHEAD: dict[str, int] = {"vxlan": 50, "gre": 42, "geneve": 50}
 MAX_VNI = (1 << 24) - 1  # VXLAN/Geneve VNIs are 24 bits; GRE keys are 32, we keep one space
@@ -34,23 +35,24 @@ class StrictModel(BaseModel):
 
 class Fabric(StrictModel):
     encapsulation: Encapsulation = "vxlan"
-    underlay_mtu: int = Field(default=1500, ge=576, le=9216)
+    underlay_mtu: StrictInt = Field(default=1500, ge=576, le=9216)
     placement: PlacementPolicy = "spread"
 
 
 class Capacity(StrictModel):
     """What a hypervisor can host; the VMs placed on it never add up to more."""
 
-    vcpus: int = Field(ge=1)
-    memory_mb: int = Field(ge=1)
+    vcpus: StrictInt = Field(ge=1)
+    memory_mb: StrictInt = Field(ge=1)
 
 
 class Hypervisor(StrictModel):
     name: Name
-    underlay_ip: IPv4Address | None = None
-    # OVSDB endpoint of the hypervisor's Open vSwitch ("tcp:10.0.0.1:6640", "unix:/run/db.sock").
-    # Filled in at enlistment; a hypervisor without one is known but not driven.
-    ovsdb: str | None = None
+    underlay_ip: Address | None = None
+    # OVSDB endpoint of the hypervisor's Open vSwitch ("tcp:10.0.0.1:6640", "ssl:host:6640",
+    # "unix:/run/db.sock"). Filled in at enlistment; a hypervisor without one is known but not
+    # driven.
+    ovsdb: OvsdbEndpoint | None = None
     # Open vSwitch datapath of this hypervisor: production uses the kernel ("system"); the
     # namespace lab enlists its hypervisors with "netdev" (userspace). Kept from enlistment.
     datapath_type: DatapathType | None = None
@@ -58,13 +60,14 @@ class Hypervisor(StrictModel):
     capacity: Capacity | None = None
     # None means True. False: drained for maintenance, no new VMs are placed on it (the ones
     # already there may stay). Kept when omitted, so re-applying a file does not undrain.
-    schedulable: bool | None = None
+    schedulable: StrictBool | None = None
+
 
 
 class Network(StrictModel):
     name: Name
-    cidr: IPv4Network
-    vni: int | None = Field(default=None, ge=1, le=MAX_VNI - 1)
+    cidr: Cidr
+    vni: StrictInt | None = Field(default=None, ge=1, le=MAX_VNI - 1)
 
     @field_validator("cidr")
     @classmethod
@@ -78,21 +81,27 @@ class VM(StrictModel):
     name: Name
     network: Name
     hypervisor: Name | None = None
-    ip: IPv4Address | None = None
+    ip: Address | None = None
     mac: str | None = None
-    vcpus: int = Field(default=1, ge=1)
-    memory_mb: int = Field(default=512, ge=1)
+    vcpus: StrictInt = Field(default=1, ge=1)
+    memory_mb: StrictInt = Field(default=512, ge=1)
 
     @field_validator("mac", mode="before")
     @classmethod
     def _mac(cls, v: object) -> object:
         if v is None:
             return v
-        s = str(v).lower()
+        if not isinstance(v, str):
+            # YAML reads some unquoted MACs (10:00:00:00:00:10) as sexagesimal integers.
+            raise ValueError(f"must be a MAC address written as text (quote it), not {v!r}")
+        s = v.strip().lower()
         if not MAC_RE.match(s):
             raise ValueError("must be a MAC address like 02:00:00:00:00:10")
         if int(s[:2], 16) & 1:
-            raise ValueError("must be a unicast MAC (least significant bit of the first octet 0)")
+            raise ValueError("must be a unicast MAC (least significant bit of the first octet 0; "
+                             "broadcast and multicast addresses cannot be a VM's)")
+        if s == "00:00:00:00:00:00":
+            raise ValueError("00:00:00:00:00:00 is not a usable MAC address")
         return s
 
 

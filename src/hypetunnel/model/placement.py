@@ -81,10 +81,13 @@ def free(hv: Hypervisor, usage: Usage) -> str:
 def overflow(vm: VM, hv: Hypervisor, usage: Usage) -> str:
     """Why `vm` does not fit on `hv` next to VMs using `usage` (a written or kept placement)."""
     cap = hv.capacity
-    held = f"{usage.vcpus}/{usage.memory_mb}"
-    of = f"{cap.vcpus}/{cap.memory_mb}" if cap is not None else "unlimited"
-    return (f"hypervisor {hv.name} has no room for {size(vm)}: {held} of its {of} "
-            f"(vCPUs/MB) are taken by other VMs")
+    whole = f"{cap.vcpus} vCPUs / {cap.memory_mb} MB" if cap is not None else "unlimited"
+    if cap is not None and (vm.vcpus > cap.vcpus or vm.memory_mb > cap.memory_mb):
+        # Larger than the whole hypervisor: what the others use is beside the point.
+        return f"hypervisor {hv.name} has no room for {size(vm)}: it only has {whole} in all"
+    others = (f"{usage.vms} other VM{' uses' if usage.vms == 1 else 's use'} "
+              f"{usage.vcpus} vCPUs / {usage.memory_mb} MB")
+    return f"hypervisor {hv.name} has no room for {size(vm)}: {others} of its {whole}"
 
 
 def usage_of(intent: Intent, without: str | None = None) -> dict[str, Usage]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from ipaddress import IPv4Address, IPv4Network
 
 from hypetunnel.errors import FieldError
-from hypetunnel.model.intent import Intent, Tenant, vm_id
+from hypetunnel.model.intent import VM, Intent, Tenant, vm_id
 from hypetunnel.model.placement import NO_USAGE, Usage, fits, overflow
 
 
@@ -76,7 +76,9 @@ def _check_vms(
     used_ips: dict[tuple[str, IPv4Address], int] = {}
     used_macs: dict[tuple[str, str], int] = {}
     # Usable host range per network as ints: the common case is one comparison, not ipaddress math.
-    usable = {n.name: (int(n.cidr.network_address) + 2, int(n.cidr.broadcast_address) - 1)
+    # (From the prefix length: broadcast_address would build two address objects per network.)
+    usable = {n.name: (int(n.cidr.network_address) + 2,
+                       int(n.cidr.network_address) + (1 << (32 - n.cidr.prefixlen)) - 2)
               for n in tenant.networks}
     for j, vm in enumerate(tenant.vms):
         vp = f"{tp}.vms[{j}]"
@@ -113,30 +115,68 @@ def _check_vms(
                 used_macs[(vm.network, vm.mac)] = j
 
 
-def _check_capacity(intent: Intent, errors: list[FieldError]) -> None:
-    """Written placements must fit: in list order, each VM that does not fit next to the ones
-    before it on its hypervisor is named (and not counted, so every misfit is reported).
-    Drained hypervisors need the stored intent: allocate.resolve checks those."""
+def _check_capacity(intent: Intent, previous: Intent | None, errors: list[FieldError]) -> None:
+    """Written placements must fit. VMs that stay where `previous` had them (same size) are
+    counted first, then the others in list order: each VM that does not fit next to those
+    before it on its hypervisor is named (and not counted, so every misfit is reported), so a
+    new VM is blamed rather than one already running there. Drained hypervisors need the
+    stored intent: allocate.resolve checks those."""
     by_name = {h.name: h for h in intent.hypervisors if h.capacity is not None}
     if not by_name:
         return
-    used: dict[str, Usage] = {}
+    before_now: dict[str, VM] = {}
+    if previous is not None:
+        before_now = {vm_id(t.name, v.name): v for t in previous.tenants for v in t.vms}
+    staying: list[tuple[int, int]] = []
+    others: list[tuple[int, int]] = []
     for ti, t in enumerate(intent.tenants):
         for j, vm in enumerate(t.vms):
-            hv = by_name.get(vm.hypervisor) if vm.hypervisor is not None else None
-            if hv is None:
+            if vm.hypervisor not in by_name:
                 continue
-            before = used.get(hv.name, NO_USAGE)
-            if fits(vm, hv, before):
-                used[hv.name] = before.plus(vm)
-            else:
-                errors.append(FieldError(f"tenants[{ti}].vms[{j}].hypervisor",
-                                         f"VM {vm_id(t.name, vm.name)}: "
-                                         + overflow(vm, hv, before)))
+            old = before_now.get(vm_id(t.name, vm.name))
+            same = old is not None and (old.hypervisor, old.vcpus, old.memory_mb) == (
+                vm.hypervisor, vm.vcpus, vm.memory_mb)
+            (staying if same else others).append((ti, j))
+    used: dict[str, Usage] = {}
+    for ti, j in staying + others:
+        t = intent.tenants[ti]
+        vm = t.vms[j]
+        hv = by_name[str(vm.hypervisor)]
+        before = used.get(hv.name, NO_USAGE)
+        if fits(vm, hv, before):
+            used[hv.name] = before.plus(vm)
+        else:
+            errors.append(FieldError(f"tenants[{ti}].vms[{j}].hypervisor",
+                                     f"VM {vm_id(t.name, vm.name)}: " + overflow(vm, hv, before)))
 
 
-def validate_intent(intent: Intent) -> list[FieldError]:
-    """All rule violations of `intent` (empty list: valid). Absent optional values are fine."""
+def _check_vnis(intent: Intent, previous: Intent | None, errors: list[FieldError]) -> None:
+    """A VNI is a network's identity on the wire, fabric-wide: one network per VNI. A network
+    that already held its VNI in `previous` keeps it, so a newly added network is the one
+    blamed and the holder is named, wherever the two are in the list."""
+    holder: dict[int, str] = {}  # VNI -> tenant/network
+    if previous is not None:
+        held_before = {f"{t.name}/{n.name}": n.vni for t in previous.tenants for n in t.networks}
+        for t in intent.tenants:
+            for n in t.networks:
+                key = f"{t.name}/{n.name}"
+                if n.vni is not None and held_before.get(key) == n.vni:
+                    holder.setdefault(n.vni, key)
+    for ti, t in enumerate(intent.tenants):
+        for ni, n in enumerate(t.networks):
+            if n.vni is None:
+                continue
+            key = f"{t.name}/{n.name}"
+            owner = holder.setdefault(n.vni, key)
+            if owner != key:
+                errors.append(FieldError(f"tenants[{ti}].networks[{ni}].vni",
+                                         f"VNI {n.vni} is already used by {owner}"))
+
+
+def validate_intent(intent: Intent, previous: Intent | None = None) -> list[FieldError]:
+    """All rule violations of `intent` (empty list: valid). Absent optional values are fine.
+    `previous` (the stored intent a change starts from) only decides who is blamed when an
+    existing object and a new one collide across lists (VNIs, capacity): the new one."""
     errors: list[FieldError] = []
     hypervisors = _unique_names([h.name for h in intent.hypervisors], "hypervisors",
                                 "hypervisor", errors)
@@ -154,22 +194,13 @@ def validate_intent(intent: Intent) -> list[FieldError]:
             underlay[hv.underlay_ip] = i
 
     _unique_names([t.name for t in intent.tenants], "tenants", "tenant", errors)
-    vnis: dict[int, str] = {}  # fabric-wide: a VNI is the tenant network's identity on the wire
     for ti, tenant in enumerate(intent.tenants):
         tp = f"tenants[{ti}]"
         networks = _unique_names([n.name for n in tenant.networks], f"{tp}.networks",
                                  "network", errors)
         _unique_names([v.name for v in tenant.vms], f"{tp}.vms", "VM", errors)
         _check_overlaps(tenant, tp, errors)
-        for ni, net in enumerate(tenant.networks):
-            if net.vni is None:
-                continue
-            if net.vni in vnis:
-                errors.append(FieldError(
-                    f"{tp}.networks[{ni}].vni", f"VNI {net.vni} is already used by {vnis[net.vni]}"
-                ))
-            else:
-                vnis[net.vni] = f"{tenant.name}/{net.name}"
         _check_vms(tenant, tp, networks, hypervisors, errors)
-    _check_capacity(intent, errors)
+    _check_vnis(intent, previous, errors)
+    _check_capacity(intent, previous, errors)
     return errors

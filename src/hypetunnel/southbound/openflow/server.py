@@ -28,16 +28,20 @@ OnSwitch = Callable[[SwitchChannel], Awaitable[None]]
 
 
 def parse_target(target: str) -> tuple[str, str, int]:
-    """"tcp:HOST:PORT" -> ("tcp", host, port); "unix:/path" -> ("unix", path, 0)."""
+    """"tcp:HOST:PORT" -> ("tcp", host, port); "unix:/path" -> ("unix", path, 0). Port 0 asks
+    for any free port (tests). Anything else raises SouthboundError saying what is accepted."""
     kind, _, rest = target.partition(":")
     if kind == "unix" and rest:
         return "unix", rest, 0
     if kind == "tcp":
         host, _, port = rest.rpartition(":")
-        if host and port.isdigit():
+        if host and port.isdigit() and int(port) <= 65535:
             return "tcp", host.strip("[]"), int(port)
+    if kind in ("ssl", "pssl"):
+        raise SouthboundError(f"OpenFlow listen target {target!r}: SSL is not supported yet; "
+                              "use tcp:HOST:PORT or unix:PATH")
     raise SouthboundError(f"bad OpenFlow listen target {target!r}: "
-                          "expected tcp:HOST:PORT or unix:/path")
+                          "expected tcp:HOST:PORT (port 0-65535) or unix:PATH")
 
 
 class OpenFlowServer:
