@@ -47,11 +47,25 @@ class OvsInstance:
              f"--log-file={d}/ovsdb-server.log", "--detach", "--no-chdir"],
             netns=self.netns, env=self._env())
         self.vsctl("--no-wait", "init")
+        self.start_vswitchd()
+
+    def start_vswitchd(self) -> None:
+        d = self.directory
+        (d / "ovs-vswitchd.ctl").unlink(missing_ok=True)  # a killed daemon leaves its socket
         run(["ovs-vswitchd", self.endpoint, f"--pidfile={d}/ovs-vswitchd.pid",
              f"--unixctl={d}/ovs-vswitchd.ctl", f"--log-file={d}/ovs-vswitchd.log",
              "--detach", "--no-chdir", "--disable-system"],
             netns=self.netns, env=self._env())
         wait_until(lambda: (d / "ovs-vswitchd.ctl").exists(), 20, f"ovs-vswitchd in {d}")
+
+    def kill_vswitchd(self) -> None:
+        """kill -9 ovs-vswitchd alone: its database (bridges, ports, tunnels) stays; its flows
+        and, on the userspace datapath, its datapath die with it."""
+        pid = self._pid("ovs-vswitchd")
+        if pid is None:
+            raise LabError(f"no ovs-vswitchd in {self.directory}")
+        _signal(pid, signal.SIGKILL)
+        wait_until(lambda: not pid_alive(pid), 5, "ovs-vswitchd to die")
 
     def vsctl(self, *args: str, check: bool = True) -> str:
         return run(["ovs-vsctl", f"--db={self.endpoint}", "--timeout=20", *args],
@@ -76,12 +90,14 @@ class OvsInstance:
         return run(["ovs-ofctl", "-O", "OpenFlow13", *args_l], check=check,
                    env=self._env()).stdout
 
+    def _pid(self, daemon: str) -> int | None:
+        try:
+            return int((self.directory / f"{daemon}.pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
+
     def pids(self) -> list[int]:
-        out = []
-        for name in ("ovs-vswitchd", "ovsdb-server"):
-            with contextlib.suppress(OSError, ValueError):
-                out.append(int((self.directory / f"{name}.pid").read_text().strip()))
-        return out
+        return [p for d in ("ovs-vswitchd", "ovsdb-server") if (p := self._pid(d)) is not None]
 
     def stop(self) -> None:
         """Kill both daemons (SIGKILL after a short grace) and wait until they are gone."""

@@ -276,6 +276,18 @@ class Lab:
         if hv.mgmt_ip:
             mgmt.restore(self._state, hv)
 
+    def restart_vswitchd(self, name: str) -> None:
+        """kill -9 the hypervisor's ovs-vswitchd (its ovsdb-server lives on) and start it
+        again: what the daemon held at runtime (endpoint address, neighbour cache, flows) is
+        restored by the lab, the tenant flows by the controller."""
+        hv = self.hypervisor(name)
+        hv.ovs.kill_vswitchd()
+        hv.ovs.start_vswitchd()
+        hv.ovs.vsctl("show")
+        hvmod.configure_endpoint(self._state, hv)
+        if hv.mgmt_ip:
+            mgmt.restore(self._state, hv)
+
     # --- management overlay services -------------------------------------------------------
 
     def add_service(self, name: str, hypervisor: str, mgmt_ip: str | None = None) -> LabService:
