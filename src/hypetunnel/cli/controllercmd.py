@@ -32,7 +32,7 @@ def run(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the controller in the foreground until SIGTERM/SIGINT."""
-    from hypetunnel.controller.daemon import DaemonConfig, serve
+    from hypetunnel.daemon import DaemonConfig, serve
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

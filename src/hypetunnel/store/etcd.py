@@ -96,17 +96,25 @@ class _Gateway:
         p = self._preferred
         return self.endpoints[p:] + self.endpoints[:p]
 
-    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    def deadline(self) -> float:
+        """The time.monotonic() by which one operation must be over."""
+        return time.monotonic() + self.timeout
+
+    def post(self, path: str, body: dict[str, Any],
+             deadline: float | None = None) -> dict[str, Any]:
         """One request, failed over across members on connection errors, timeouts and "no
         leader"-style server errors. A txn may thus be applied by an attempt whose reply was
-        lost and be sent again; callers make that safe (see EtcdStore.commit)."""
-        deadline = time.monotonic() + self.timeout
+        lost and be sent again; callers make that safe (see EtcdStore.commit). `deadline`
+        (default: `timeout` from now) bounds the whole operation, so a caller that posts
+        several times in one operation passes the same deadline to each post."""
+        if deadline is None:
+            deadline = self.deadline()
         problems: list[str] = []
         rounds = 0
         while True:
             for endpoint in self.order():
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 and problems:
+                if remaining <= 0:
                     raise StoreUnavailable(f"no etcd member answered {path} within "
                                            f"{self.timeout}s: {'; '.join(problems[-6:])}")
                 # The last attempt that fits gets the whole rest of the budget.
@@ -223,6 +231,8 @@ class EtcdStore:
         ops += [{"request_delete_range": {"key": self._key(k)}} for k in removed]
         token = uuid.uuid4().hex
         base = self._revision_hint if expect_revision is None else expect_revision
+        # One budget for the whole commit, however many compare-and-swap rounds it takes.
+        deadline = self._gw.deadline()
         for _ in range(_CAS_ATTEMPTS):
             new = base + 1
             compare = [self._equals(_REVISION, base)]
@@ -231,7 +241,7 @@ class EtcdStore:
             success = [*ops, self._put(_REVISION, str(new)),
                        self._put(_COMMIT, json.dumps({"id": token, "revision": new}))]
             reply = self._gw.post("/v3/kv/txn", {"compare": compare, "success": success,
-                                                 "failure": [self._meta_range()]})
+                                                 "failure": [self._meta_range()]}, deadline)
             if reply.get("succeeded"):
                 self._revision_hint = new
                 return new
@@ -266,6 +276,10 @@ class EtcdStore:
     def close(self) -> None:
         if self._owner:
             self._gw.close()
+
+    def revision(self) -> int:
+        _, kvs = self._range(_REVISION)
+        return int(kvs.get(_REVISION, "0"))
 
     # -- election and fencing -------------------------------------------------------------------
     def term(self) -> int:
