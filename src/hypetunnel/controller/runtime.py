@@ -22,8 +22,10 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from hypetunnel.compiler.compile import FabricCompiler
+from hypetunnel.compiler.topology import Topology
 from hypetunnel.controller.fabric import FabricState
-from hypetunnel.controller.ha import HaConfig, NotActive
+from hypetunnel.controller.ha import Election, HaConfig, NotActive
 from hypetunnel.controller.health import LoopLag, StoreProbe
 from hypetunnel.controller.mobility import Mobility
 from hypetunnel.controller.role import ControllerRole
@@ -102,8 +104,11 @@ class Controller:
         self.spawn(self.store_probe.run(self._stored_revision), "store-probe")
         if self.role.election is not None:
             loop = self._loop
-            self._stop_watch = await asyncio.to_thread(
-                self.role.watch, lambda: loop.call_soon_threadsafe(self._refresh_soon))
+
+            def changed() -> None:  # in the watch thread
+                loop.call_soon_threadsafe(self._refresh_soon)
+
+            self._stop_watch = await asyncio.to_thread(self.role.watch, changed)
             self.spawn(self.role.run(), "election")
 
     async def stop(self) -> None:
@@ -118,7 +123,7 @@ class Controller:
 
     # -- high availability -----------------------------------------------------------------------
     @property
-    def election(self) -> Any:
+    def election(self) -> Election | None:
         return self.role.election
 
     @property
@@ -380,9 +385,9 @@ class Controller:
 
     # -- the parts, for tests and benchmarks -----------------------------------------------------
     @property
-    def topology(self) -> Any:
+    def topology(self) -> Topology:
         return self.fabric.topology
 
     @property
-    def compiler(self) -> Any:
+    def compiler(self) -> FabricCompiler:
         return self.fabric.compiler
