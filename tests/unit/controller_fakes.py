@@ -1,0 +1,168 @@
+"""Fakes behind the controller's southbound: an in-memory OVSDB per hypervisor, and in-process
+OpenFlow switches (southbound.openflow.fakeswitch) that connect to the controller's real
+listener over a unix socket. The controller runs unchanged on top of them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+from hypetunnel.compiler.tunnels import TunnelPort
+from hypetunnel.controller.runtime import Controller
+from hypetunnel.controller.switch import datapath_id_for
+from hypetunnel.errors import SouthboundError
+from hypetunnel.southbound.observation import PortInfo, SwitchObservation
+from hypetunnel.southbound.openflow.fakeswitch import FakeSwitch
+from hypetunnel.store.base import Store
+
+BRIDGE = "br-int"
+
+
+class FakeOvsdb:
+    """One hypervisor's OVSDB as the controller sees it (the OvsdbPort protocol)."""
+
+    def __init__(self, hv: Hypervisor, endpoint: str,
+                 on_change: Callable[[SwitchObservation], None],
+                 on_connection: Callable[[bool], None]) -> None:
+        self.hv = hv
+        self.endpoint = endpoint
+        self._on_change = on_change
+        self._on_connection = on_connection
+        self.connected = False
+        self.stopped = False
+        self.bridge_calls: list[dict[str, Any]] = []
+
+    @property
+    def observation(self) -> SwitchObservation | None:
+        return self.hv.snapshot() if self.connected else None
+
+    async def start(self, timeout: float = 10.0) -> None:
+        self.hv.start_attempts += 1
+        if not self.hv.reachable:
+            await asyncio.sleep(min(timeout, 0.02))
+            raise SouthboundError(f"{self.hv.name}: OVSDB {self.endpoint} not reachable")
+        self.connected = True
+        self._on_connection(True)
+        self._on_change(self.hv.snapshot())
+
+    async def stop(self) -> None:
+        self.stopped = True
+        self.connected = False
+
+    async def ensure_tunnels(self, desired: frozenset[TunnelPort]) -> bool:
+        self._check()
+        if desired == self.hv.tunnels:
+            return False
+        self.hv.tunnels = frozenset(desired)
+        self.hv.changed()
+        return True
+
+    async def ensure_bridge(self, *, datapath_type: str, controller_targets: list[str],
+                            datapath_id: int | None = None) -> bool:
+        self._check()
+        self.bridge_calls.append({"datapath_type": datapath_type, "datapath_id": datapath_id})
+        return True
+
+    def _check(self) -> None:
+        if self.stopped or not self.connected:
+            raise SouthboundError(f"{self.hv.name}: OVSDB not connected")
+
+    def report(self) -> None:
+        if self.connected and not self.stopped:
+            self._on_change(self.hv.snapshot())
+
+
+class Hypervisor:
+    """A fake hypervisor: its br-int ports and tunnel ports, its OVSDB clients, its switch."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.reachable = True
+        self.start_attempts = 0
+        self.vm_ports: dict[str, int] = {}  # vm id -> ofport
+        self.tunnels: frozenset[TunnelPort] = frozenset()
+        self.clients: list[FakeOvsdb] = []
+        self.switch = FakeSwitch(datapath_id_for(name))
+        self._switch_task: asyncio.Task[None] | None = None
+
+    def snapshot(self) -> SwitchObservation:
+        ports = {f"t-{vid}": PortInfo(f"t-{vid}", ofport, iface_id=vid)
+                 for vid, ofport in self.vm_ports.items()}
+        for i, t in enumerate(sorted(self.tunnels), start=100):
+            ports[t.name] = PortInfo(t.name, i)
+        return SwitchObservation(self.name, BRIDGE, datapath_id_for(self.name), ports,
+                                 self.tunnels)
+
+    def changed(self) -> None:
+        for c in self.clients:
+            c.report()
+
+    def plug(self, vm: str) -> None:
+        self.vm_ports[vm] = 10 + len(self.vm_ports)
+        self.changed()
+
+    def unplug(self, vm: str) -> None:
+        self.vm_ports.pop(vm, None)
+        self.changed()
+
+    def connect(self, socket: Path) -> None:
+        self._switch_task = asyncio.get_running_loop().create_task(
+            self._serve(socket), name=f"fake-switch-{self.name}")
+
+    async def _serve(self, socket: Path) -> None:
+        # Like ovs-vswitchd: reconnect whenever the connection ends.
+        while True:
+            with contextlib.suppress(OSError):
+                await self.switch.connect(f"unix:{socket}")
+            await asyncio.sleep(0.05)
+
+    async def disconnect(self) -> None:
+        if self._switch_task is not None:
+            self._switch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._switch_task
+
+    def our_cookies(self) -> list[int]:
+        return [c for c in self.switch.cookies if c >> 48 == 0x4854]
+
+
+class Fabric:
+    """Fake hypervisors by name, and the factory the controller makes OVSDB clients with."""
+
+    def __init__(self, *names: str) -> None:
+        self.hvs = {n: Hypervisor(n) for n in names}
+
+    def ovsdb(self, hypervisor: str, endpoint: str, bridge: str,
+              on_change: Callable[[SwitchObservation], None],
+              on_connection: Callable[[bool], None]) -> FakeOvsdb:
+        client = FakeOvsdb(self.hvs[hypervisor], endpoint, on_change, on_connection)
+        self.hvs[hypervisor].clients.append(client)
+        return client
+
+
+@contextlib.asynccontextmanager
+async def running(store: Store, fabric: Fabric, socket: Path,
+                  **options: Any) -> AsyncIterator[Controller]:
+    ctl = Controller(store, openflow_listen=[f"unix:{socket}"], ovsdb_factory=fabric.ovsdb,
+                     **{"startup_grace": 2.0, **options})
+    await ctl.start()
+    for hv in fabric.hvs.values():
+        hv.connect(socket)
+    try:
+        yield ctl
+    finally:
+        for hv in fabric.hvs.values():
+            await hv.disconnect()
+        await ctl.stop()
+
+
+async def until(cond: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.01)

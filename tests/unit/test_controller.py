@@ -1,0 +1,243 @@
+"""The controller runtime over fake OVSDB clients and in-process OpenFlow switches."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hypetunnel.controller.runtime import Controller
+from hypetunnel.controller.session import Lifecycle, OpenFlowState, OvsdbState
+from hypetunnel.errors import HypeTunnelError
+from hypetunnel.model.intent import VM, Hypervisor, Intent, Network, Tenant
+from hypetunnel.store.base import StoreUnavailable
+from hypetunnel.store.memory import MemoryStore
+from tests.unit.controller_fakes import Fabric, running, until
+
+pytestmark = pytest.mark.timeout(30)
+
+UNDERLAY = {"hv1": "172.31.9.1", "hv2": "172.31.9.2", "hv3": "172.31.9.3"}
+
+
+@pytest.fixture
+def socket() -> Iterator[Path]:
+    # Short: unix socket paths are limited to 108 bytes.
+    root = Path(tempfile.mkdtemp(prefix="htu-"))
+    try:
+        yield root / "of.sock"
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def intent(vms: dict[str, str], hvs: tuple[str, ...] = ("hv1", "hv2", "hv3")) -> Intent:
+    return Intent(
+        hypervisors=[Hypervisor.model_validate({"name": h, "underlay_ip": UNDERLAY[h],
+                                                "ovsdb": f"unix:/fake/{h}.sock"}) for h in hvs],
+        tenants=[Tenant(name="acme",
+                        networks=[Network.model_validate({"name": "web",
+                                                          "cidr": "10.0.1.0/24"})],
+                        vms=[VM(name=v, network="web", hypervisor=h) for v, h in vms.items()])])
+
+
+def synced(ctl: Controller, fabric: Fabric) -> bool:
+    """Every fake switch holds exactly the compiled flows and tunnel ports."""
+    return all(
+        sorted(hv.switch.cookies) == sorted(f.cookie for f in ctl.fabric.flows(name))
+        and hv.tunnels == ctl.fabric.tunnels(name)
+        for name, hv in fabric.hvs.items() if name in ctl.switches)
+
+
+def test_flows_and_tunnels_follow_the_intent_and_the_bindings(socket: Path) -> None:
+    fabric = Fabric("hv1", "hv2", "hv3")
+
+    async def body() -> None:
+        async with running(MemoryStore(), fabric, socket) as ctl:
+            await asyncio.to_thread(ctl.service.apply, intent({"web1": "hv1", "web2": "hv2"}))
+            await until(lambda: all(st.openflow_state is OpenFlowState.READY
+                                    and st.ovsdb_state is OvsdbState.SYNCED
+                                    for st in ctl.switches.values()), "sessions ready")
+            fabric.hvs["hv1"].plug("acme/web1")
+            fabric.hvs["hv2"].plug("acme/web2")
+            await until(lambda: ctl.status()["converged"] and synced(ctl, fabric), "converged")
+            # hv1 and hv2 share "web": one tunnel each way; hv3 hosts nothing.
+            assert [t.remote_hypervisor for t in fabric.hvs["hv1"].tunnels] == ["hv2"]
+            assert [t.remote_hypervisor for t in fabric.hvs["hv2"].tunnels] == ["hv1"]
+            assert fabric.hvs["hv3"].tunnels == frozenset()
+            assert ctl.bindings() == {"acme/web1": "hv1", "acme/web2": "hv2"}
+            assert ctl.readiness() == []
+            # The bridge was made ours with the stable datapath id.
+            [client] = fabric.hvs["hv1"].clients
+            assert client.bridge_calls[0]["datapath_id"] == ctl.switches["hv1"].datapath_id
+
+            # Nothing changed: a kick sends no flow mod at all.
+            mods = {n: hv.switch.flow_mods for n, hv in fabric.hvs.items()}
+            ctl.kick()
+            await until(lambda: not ctl.switches.busy(), "idle")
+            assert {n: hv.switch.flow_mods for n, hv in fabric.hvs.items()} == mods
+
+    asyncio.run(body())
+
+
+def test_converged_needs_every_intended_vm_bound(socket: Path) -> None:
+    fabric = Fabric("hv1", "hv2", "hv3")
+
+    async def body() -> None:
+        async with running(MemoryStore(), fabric, socket) as ctl:
+            ctl.service.apply(intent({"web1": "hv1", "web2": "hv2"}))
+            fabric.hvs["hv1"].plug("acme/web1")
+            await until(lambda: synced(ctl, fabric) and ctl.status()["vms"]["bound"] == 1
+                        and all(s["converged"] for s in ctl.status()["switches"]),
+                        "every switch converged")
+            status = ctl.status()
+            assert status["vms"] == {"total": 2, "bound": 1}
+            assert status["converged"] is False  # web2 is not plugged anywhere yet
+            fabric.hvs["hv2"].plug("acme/web2")
+            await until(lambda: ctl.status()["converged"], "converged with web2 bound")
+
+    asyncio.run(body())
+
+
+def test_a_retired_hypervisor_is_cleaned_then_forgotten(socket: Path) -> None:
+    fabric = Fabric("hv1", "hv2", "hv3")
+    hv3 = fabric.hvs["hv3"]
+
+    async def body() -> None:
+        async with running(MemoryStore(), fabric, socket) as ctl:
+            ctl.service.apply(intent({"web1": "hv1", "web3": "hv3"}))
+            fabric.hvs["hv1"].plug("acme/web1")
+            hv3.plug("acme/web3")
+            await until(lambda: ctl.status()["converged"] and synced(ctl, fabric), "converged")
+            assert hv3.tunnels and len(hv3.our_cookies()) > 2
+            session = ctl.switches["hv3"]
+
+            # The VM goes, then the hypervisor leaves the intent.
+            hv3.unplug("acme/web3")
+            ctl.service.delete_vm("acme", "web3")
+            ctl.service.delete_hypervisor("hv3")
+            await until(lambda: session.lifecycle is Lifecycle.RETIRED, "hv3 retired")
+            await until(lambda: not ctl.switches.retiring, "hv3 forgotten")
+            assert hv3.our_cookies() == [] and hv3.tunnels == frozenset()
+            assert all(c.stopped for c in hv3.clients)
+            assert "hv3" not in ctl.switches and "hv3" not in ctl.status()["controller"][
+                "retiring"]
+            # Its switch keeps reconnecting, as OVS does: refused now, and never programmed.
+            mods = hv3.switch.flow_mods
+            attempts = hv3.start_attempts
+            await asyncio.sleep(0.3)  # a window in which a forgotten switch must stay untouched
+            assert hv3.switch.flow_mods == mods and hv3.start_attempts == attempts
+            await until(lambda: synced(ctl, fabric), "the others still converge")
+
+    asyncio.run(body())
+
+
+def test_a_deleted_unreachable_hypervisor_is_no_longer_polled(socket: Path) -> None:
+    fabric = Fabric("hv1", "hv2")
+    fabric.hvs["hv2"].reachable = False
+
+    async def body() -> None:
+        async with running(MemoryStore(), fabric, socket, retire_timeout=0.3) as ctl:
+            ctl.service.apply(intent({}, hvs=("hv1", "hv2")))
+            await until(lambda: fabric.hvs["hv2"].start_attempts >= 2, "hv2 polled")
+            assert "switches not synced: hv2" in ctl.readiness()
+            ctl.service.delete_hypervisor("hv2")
+            await until(lambda: not ctl.switches.retiring and "hv2" not in ctl.switches,
+                        "hv2 forgotten")
+            attempts = fabric.hvs["hv2"].start_attempts
+            await asyncio.sleep(0.3)  # polling ran every 20 ms before: none may follow
+            assert fabric.hvs["hv2"].start_attempts == attempts
+
+    asyncio.run(body())
+
+
+def test_a_failed_apply_is_retried_and_the_controller_is_not_ready_meanwhile(
+        socket: Path) -> None:
+    fabric = Fabric("hv1")
+
+    async def body() -> None:
+        async with running(MemoryStore(), fabric, socket) as ctl:
+            ctl.service.apply(intent({}, hvs=("hv1",)))
+            await until(lambda: ctl.readiness() == [], "ready")
+            real = ctl.fabric.apply_intent
+            failures = []
+
+            def broken(new: Intent) -> None:
+                failures.append(time.monotonic())
+                raise RuntimeError("injected failure")
+
+            ctl.fabric.apply_intent = broken  # type: ignore[method-assign]
+            ctl.service.create_vm("acme", VM(name="web1", network="web", hypervisor="hv1"))
+            await until(lambda: len(failures) >= 2, "the apply retried")
+            [reason] = [r for r in ctl.readiness() if "not applied" in r]
+            assert f"revision {ctl.service.revision}" in reason and "injected failure" in reason
+            assert ctl.applied_revision == ctl.service.revision - 1
+            assert "acme/web1" not in ctl.fabric.topology.vms
+
+            ctl.fabric.apply_intent = real  # type: ignore[method-assign]
+            await until(lambda: ctl.applied_revision == ctl.service.revision, "caught up")
+            assert "acme/web1" in ctl.fabric.topology.vms
+            await until(lambda: ctl.readiness() == [], "ready again")
+
+    asyncio.run(body())
+
+
+class FlakyStore(MemoryStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+
+    def revision(self) -> int:
+        if self.down:
+            raise StoreUnavailable("injected: the store is down")
+        return super().revision()
+
+
+def test_readiness_names_an_unreachable_store_and_a_late_loop(socket: Path) -> None:
+    fabric = Fabric("hv1")
+    store = FlakyStore()
+
+    async def body() -> None:
+        async with running(store, fabric, socket, store_probe_interval=0.05) as ctl:
+            ctl.service.apply(intent({}, hvs=("hv1",)))
+            await until(lambda: ctl.readiness() == [], "ready")
+            store.down = True
+            await until(lambda: any("store unreachable" in r for r in ctl.readiness()),
+                        "store reported unreachable")
+            store.down = False
+            await until(lambda: ctl.readiness() == [], "ready after the store came back")
+            time.sleep(0.7)  # block the loop on purpose: the lag meter must notice
+            assert any("event loop lag" in r for r in ctl.readiness())
+            await until(lambda: ctl.readiness() == [], "ready once the loop is on time",
+                        timeout=5)
+
+    asyncio.run(body())
+
+
+def test_another_writer_is_caught_up_with_through_the_store_revision(socket: Path) -> None:
+    """SQLite has no watch: a commit by another process is found by the revision probe."""
+    fabric = Fabric("hv1")
+    store = MemoryStore()
+
+    async def body() -> None:
+        async with running(store, fabric, socket, store_probe_interval=0.05) as ctl:
+            ctl.service.apply(intent({}, hvs=("hv1",)))
+            from hypetunnel.controller.service import FabricService
+
+            other = FabricService(store)
+            other.create_vm("acme", VM(name="web9", network="web", hypervisor="hv1"))
+            await until(lambda: "acme/web9" in ctl.fabric.topology.vms, "other write applied")
+            assert ctl.applied_revision == store.revision()
+
+    asyncio.run(body())
+
+
+def test_ha_needs_a_store_with_an_election() -> None:
+    from hypetunnel.controller.ha import HaConfig
+
+    with pytest.raises(ValueError, match="needs a store with an election"):
+        Controller(MemoryStore(), openflow_listen=[], ha=HaConfig("ctl1", "127.0.0.1:1"))
+    assert issubclass(StoreUnavailable, HypeTunnelError)
