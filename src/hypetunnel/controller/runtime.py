@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from hypetunnel.aio import cancel_and_wait
 from hypetunnel.compiler.compile import FabricCompiler
 from hypetunnel.compiler.topology import Topology
 from hypetunnel.controller.fabric import FabricState
@@ -86,6 +87,8 @@ class Controller:
         self._apply_retry: asyncio.Task[None] | None = None
         self._refreshing = False
         self._refresh_again = False
+        self._takeover: asyncio.Task[None] | None = None
+        self._taken_term: int | None = None  # HA: the term every switch was taken for
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -132,20 +135,31 @@ class Controller:
 
     def _may_program(self) -> bool:
         # A standby keeps its tables computed but never touches a switch; nobody programs
-        # with half the bindings known (see _startup_gate).
-        return self.role.is_active and self._startup_done
+        # with half the bindings known (see _startup_gate), nor before holding every switch
+        # as MASTER for its term (flow mods sent earlier would be refused).
+        return (self.role.is_active and self._startup_done
+                and (self.role.election is None or self._taken_term == self.role.term))
 
     async def _became_active(self, term: int) -> None:
+        # Returns at once: the election starts its heartbeats only after this callback, and
+        # a takeover of many switches must not leave the standby without them.
         self.service.store = self.role.writable_store()
+        self._takeover = self.spawn(self._take_over(term), f"takeover-{term}")
+
+    async def _take_over(self, term: int) -> None:
         await self._refresh()
         # MASTER with our term as generation id demotes any other master and makes older
         # generations stale; then every switch is re-read and only the difference programmed.
         await self.switches.take_all(term)
+        self._taken_term = term
         self.switches.mark()
         self._kick.set()
 
     async def _became_standby(self, term: int) -> None:
         self.service.store = self.role.writable_store()
+        if self._takeover is not None:
+            await cancel_and_wait(self._takeover)
+            self._takeover = None
         await self.switches.yield_all(term)
 
     async def failover(self) -> dict[str, Any]:
@@ -303,6 +317,8 @@ class Controller:
             reasons.append(store)
         if not self.role.known:
             reasons.append("role unknown: the election has not decided yet")
+        elif self.role.is_active and not self._may_program() and self._startup_done:
+            reasons.append(f"taking over the switches for term {self.role.term}")
         lag = self.loop_lag.recent()
         if lag > LOOP_LAG_BOUND:
             reasons.append(f"event loop lag {lag * 1000:.0f} ms over the bound of "

@@ -393,10 +393,18 @@ class SwitchSession:
         """The hypervisor left the intent: if `clean`, remove our flows (cookie prefix) and
         tunnel ports from it first; then stop both sessions. True if it was cleaned."""
         cleaned = False
+        # Before taking the lock: a reconcile that keeps failing then stops retrying.
+        self.lifecycle = Lifecycle.RETIRING
         async with self.lock:
-            self.lifecycle = Lifecycle.RETIRING
-            if clean:
+            if self.lifecycle is not Lifecycle.RETIRING:
+                return False  # re-enlisted while we waited
+            if clean and self.up:
                 cleaned = await self._clean(time.monotonic() + timeout)
+            elif clean:
+                # Both sessions are down: it is most likely gone for good, and waiting would
+                # only keep polling it. Should it come back, its connections are refused.
+                log.warning("%s: retired while unreachable: its flows and tunnel ports (if "
+                            "any are left) could not be removed", self.hypervisor)
             if self.lifecycle is not Lifecycle.RETIRING:
                 return cleaned  # re-enlisted meanwhile: keep serving
             self.lifecycle = Lifecycle.RETIRED

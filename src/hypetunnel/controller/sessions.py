@@ -113,6 +113,8 @@ class SwitchSessions:
             del self._retiring[st.hypervisor]
             self._on_retired(st.hypervisor)
             log.info("%s: forgotten%s", st.hypervisor, " (cleaned)" if cleaned else "")
+        else:  # re-enlisted meanwhile: whatever it missed is reconciled now
+            self._events.changed(st.hypervisor)
 
     # -- OpenFlow connections --------------------------------------------------------------------
     def _by_dpid(self, dpid: int | None) -> SwitchSession | None:
