@@ -18,6 +18,7 @@ from hypetunnel.errors import SouthboundError
 from hypetunnel.southbound.observation import PortInfo, SwitchObservation
 from hypetunnel.southbound.openflow.fakeswitch import FakeSwitch
 from hypetunnel.store.base import Store
+from hypetunnel.store.memory import MemoryStore
 
 BRIDGE = "br-int"
 
@@ -166,3 +167,61 @@ async def until(cond: Callable[[], bool], what: str, timeout: float = 5.0) -> No
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(0.01)
+
+
+class HaMemoryStore(MemoryStore):
+    """The etcd store's HA extension in memory: term, claims, fenced views, a change watch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._term = 0
+        self._leader: dict[str, Any] | None = None
+        self._watchers: list[Callable[[], None]] = []
+
+    def term(self) -> int:
+        return self._term
+
+    def leader(self) -> dict[str, Any] | None:
+        return self._leader
+
+    def claim_term(self, expected: int, node: str, info: dict[str, Any]) -> bool:
+        with self._lock:
+            if self._term != expected:
+                return False
+            self._term = expected + 1
+            self._leader = {**info, "node": node, "term": self._term}
+        return True
+
+    def fenced(self, term: int) -> Store:
+        return _Fenced(self, term)
+
+    def watch(self, on_change: Callable[[], None]) -> Callable[[], None]:
+        self._watchers.append(on_change)
+        return lambda: self._watchers.remove(on_change)
+
+    def commit(self, puts: Any, deletes: Any, *, expect_revision: int | None = None) -> int:
+        revision = super().commit(puts, deletes, expect_revision=expect_revision)
+        for w in list(self._watchers):
+            w()
+        return revision
+
+
+class _Fenced:
+    def __init__(self, store: HaMemoryStore, term: int) -> None:
+        self._store, self._term = store, term
+
+    def load(self) -> Any:
+        return self._store.load()
+
+    def revision(self) -> int:
+        return self._store.revision()
+
+    def commit(self, puts: Any, deletes: Any, *, expect_revision: int | None = None) -> int:
+        if self._store.term() != self._term:
+            from hypetunnel.errors import Conflict
+
+            raise Conflict(f"fenced: the term is {self._store.term()}, we hold {self._term}")
+        return self._store.commit(puts, deletes, expect_revision=expect_revision)
+
+    def close(self) -> None:
+        pass

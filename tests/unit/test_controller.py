@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import tempfile
 import time
@@ -135,6 +136,28 @@ def test_a_retired_hypervisor_is_cleaned_then_forgotten(socket: Path) -> None:
     asyncio.run(body())
 
 
+def test_a_hypervisor_enlisted_again_while_retiring_serves_again(socket: Path) -> None:
+    fabric = Fabric("hv1", "hv2")
+
+    async def body() -> None:
+        async with running(MemoryStore(), fabric, socket) as ctl:
+            ctl.service.apply(intent({"web1": "hv1"}, hvs=("hv1", "hv2")))
+            fabric.hvs["hv1"].plug("acme/web1")
+            await until(lambda: ctl.status()["converged"] and synced(ctl, fabric), "converged")
+            hv2 = ctl.service.intent.hypervisor("hv2")
+            assert hv2 is not None
+            ctl.service.delete_hypervisor("hv2")
+            ctl.service.upsert_hypervisor(hv2)  # back before its retirement is over
+            await until(lambda: "hv2" in ctl.switches and not ctl.switches.retiring,
+                        "hv2 enlisted, nothing retiring")
+            assert ctl.switches["hv2"].lifecycle is Lifecycle.SERVING
+            await until(lambda: ctl.status()["converged"] and synced(ctl, fabric),
+                        "converged again, hv2 included")
+            assert len(fabric.hvs["hv2"].our_cookies()) >= 2
+
+    asyncio.run(body())
+
+
 def test_a_deleted_unreachable_hypervisor_is_no_longer_polled(socket: Path) -> None:
     fabric = Fabric("hv1", "hv2")
     fabric.hvs["hv2"].reachable = False
@@ -241,3 +264,55 @@ def test_ha_needs_a_store_with_an_election() -> None:
     with pytest.raises(ValueError, match="needs a store with an election"):
         Controller(MemoryStore(), openflow_listen=[], ha=HaConfig("ctl1", "127.0.0.1:1"))
     assert issubclass(StoreUnavailable, HypeTunnelError)
+
+
+def test_an_ha_controller_programs_only_while_it_holds_the_term(socket: Path) -> None:
+    import socket as sockets
+
+    from hypetunnel.controller.ha import HaConfig, NotActive
+    from tests.unit.controller_fakes import HaMemoryStore
+
+    with sockets.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        peer = f"127.0.0.1:{s.getsockname()[1]}"
+    fabric = Fabric("hv1", "hv2")
+    store = HaMemoryStore()
+    config = HaConfig("ctl1", peer, heartbeat_interval=0.02, term_check_interval=0.05)
+
+    async def body() -> None:
+        async with running(store, fabric, socket, ha=config) as ctl:
+            await until(lambda: ctl.status()["controller"]["role"] == "active", "active")
+            assert ctl.status()["controller"]["term"] == 1
+            await asyncio.to_thread(ctl.service.apply, intent({"web1": "hv1", "web2": "hv2"},
+                                                              hvs=("hv1", "hv2")))
+            fabric.hvs["hv1"].plug("acme/web1")
+            fabric.hvs["hv2"].plug("acme/web2")
+            await until(lambda: ctl.status()["converged"] and synced(ctl, fabric), "converged")
+            assert all(hv.switch.generation_id == 1 for hv in fabric.hvs.values())
+            await until(lambda: ctl.readiness() == [], "ready")
+
+            # The other controller of the pair wins term 2 and sends heartbeats.
+            async def heartbeats(reader: asyncio.StreamReader,
+                                 writer: asyncio.StreamWriter) -> None:
+                with contextlib.suppress(OSError):
+                    while True:
+                        writer.write(b"hb ctl2 2\n")
+                        await asyncio.sleep(0.02)
+
+            ctl2 = await asyncio.start_server(heartbeats, "127.0.0.1", 0)
+            ctl2_peer = f"127.0.0.1:{ctl2.sockets[0].getsockname()[1]}"
+            assert store.claim_term(1, "ctl2", {"api": "http://ctl2", "peer": ctl2_peer})
+            await until(lambda: ctl.status()["controller"]["role"] == "standby", "standby")
+            await until(lambda: all(hv.switch.role == 3 for hv in fabric.hvs.values()),
+                        "every switch told we are SLAVE")  # OFPCR_ROLE_SLAVE
+            with pytest.raises(NotActive, match="ctl2"):
+                await asyncio.to_thread(ctl.service.delete_vm, "acme", "web2")
+            mods = {n: hv.switch.flow_mods for n, hv in fabric.hvs.items()}
+            fabric.hvs["hv1"].unplug("acme/web1")  # a change a standby must not program
+            await until(lambda: "acme/web1" not in ctl.bindings(), "standby saw the unplug")
+            await until(lambda: not ctl.switches.busy(), "idle")
+            assert {n: hv.switch.flow_mods for n, hv in fabric.hvs.items()} == mods
+            assert ctl.status()["controller"]["term"] == 2
+            ctl2.close()
+
+    asyncio.run(body())

@@ -389,12 +389,20 @@ class SwitchSession:
         self.last_error = None
 
     # -- retirement ------------------------------------------------------------------------------
-    async def retire(self, clean: bool, timeout: float) -> bool:
-        """The hypervisor left the intent: if `clean`, remove our flows (cookie prefix) and
-        tunnel ports from it first; then stop both sessions. True if it was cleaned."""
-        cleaned = False
-        # Before taking the lock: a reconcile that keeps failing then stops retrying.
+    def begin_retiring(self) -> None:
+        """Called when the hypervisor leaves the intent, before retire() is scheduled: a
+        reconcile that keeps failing stops retrying at once; `serve_again` undoes it."""
         self.lifecycle = Lifecycle.RETIRING
+
+    def serve_again(self) -> None:
+        """Enlisted again before retire() finished: it stops, and the switch is reconciled."""
+        self.lifecycle = Lifecycle.SERVING
+        self.pending = True
+
+    async def retire(self, clean: bool, timeout: float) -> bool:
+        """The hypervisor left the intent (begin_retiring): if `clean`, remove our flows (cookie
+        prefix) and tunnel ports from it first; then stop both sessions. True if cleaned."""
+        cleaned = False
         async with self.lock:
             if self.lifecycle is not Lifecycle.RETIRING:
                 return False  # re-enlisted while we waited

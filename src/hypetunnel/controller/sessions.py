@@ -88,8 +88,7 @@ class SwitchSessions:
             if st is None:
                 st = self._retiring.pop(name, None)
                 if st is not None:  # back before it was forgotten: stop retiring it
-                    st.lifecycle = Lifecycle.SERVING
-                    st.pending = True
+                    st.serve_again()
                 else:
                     st = SwitchSession(name, self._events, bridge=self._bridge,
                                        ovsdb_factory=self._factory,
@@ -104,6 +103,7 @@ class SwitchSessions:
 
     def _retire(self, name: str) -> None:
         st = self._sessions.pop(name)
+        st.begin_retiring()
         self._retiring[name] = st
         self._tasks.spawn(self._retirement(st), f"retire-{name}")
 
