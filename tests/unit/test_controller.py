@@ -197,11 +197,11 @@ def test_a_failed_apply_is_retried_and_the_controller_is_not_ready_meanwhile(
             await until(lambda: len(failures) >= 2, "the apply retried")
             [reason] = [r for r in ctl.readiness() if "not applied" in r]
             assert f"revision {ctl.service.revision}" in reason and "injected failure" in reason
-            assert ctl.applied_revision == ctl.service.revision - 1
+            assert ctl.follower.applied_revision == ctl.service.revision - 1
             assert "acme/web1" not in ctl.fabric.topology.vms
 
             ctl.fabric.apply_intent = real  # type: ignore[method-assign]
-            await until(lambda: ctl.applied_revision == ctl.service.revision, "caught up")
+            await until(lambda: ctl.follower.applied_revision == ctl.service.revision, "caught up")
             assert "acme/web1" in ctl.fabric.topology.vms
             await until(lambda: ctl.readiness() == [], "ready again")
 
@@ -253,7 +253,7 @@ def test_another_writer_is_caught_up_with_through_the_store_revision(socket: Pat
             other = FabricService(store)
             other.create_vm("acme", VM(name="web9", network="web", hypervisor="hv1"))
             await until(lambda: "acme/web9" in ctl.fabric.topology.vms, "other write applied")
-            assert ctl.applied_revision == store.revision()
+            assert ctl.follower.applied_revision == store.revision()
 
     asyncio.run(body())
 

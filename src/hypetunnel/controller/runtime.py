@@ -26,6 +26,7 @@ from hypetunnel.aio import cancel_and_wait
 from hypetunnel.compiler.compile import FabricCompiler
 from hypetunnel.compiler.topology import Topology
 from hypetunnel.controller.fabric import FabricState
+from hypetunnel.controller.follower import IntentFollower
 from hypetunnel.controller.ha import Election, HaConfig, NotActive
 from hypetunnel.controller.health import LoopLag, StoreProbe
 from hypetunnel.controller.mobility import Mobility
@@ -41,7 +42,6 @@ from hypetunnel.store.base import Store
 
 log = logging.getLogger(__name__)
 
-APPLY_RETRY = 0.5  # seconds between attempts to apply an intent that failed to apply
 LOOP_LAG_BOUND = 0.5  # seconds: beyond this the loop is too late for 1 s heartbeats: not ready
 
 
@@ -79,12 +79,7 @@ class Controller:
         self._started_at = time.monotonic()
         self._startup_done = False
         self._stop_watch: Callable[[], None] | None = None
-        # Catching up with the store: the newest intent the service holds (and its revision)
-        # versus the revision the fabric state was last built from.
-        self._wanted: tuple[Intent, int] = (self.service.intent, self.service.revision)
-        self.applied_revision: int | None = None
-        self.apply_error: str | None = None
-        self._apply_retry: asyncio.Task[None] | None = None
+        self.follower = IntentFollower(self._apply_intent, self.spawn)
         self._refreshing = False
         self._refresh_again = False
         self._takeover: asyncio.Task[None] | None = None
@@ -96,8 +91,7 @@ class Controller:
         self._loop_thread = threading.get_ident()
         self._kick = asyncio.Event()
         self._started_at = time.monotonic()
-        self._wanted = (self.service.intent, self.service.revision)
-        self._apply_wanted()
+        self.follower.offer(self.service.intent, self.service.revision)
         for target in self.openflow_listen:
             await self._of_server.listen(target)
         self.spawn(self._worker(), "reconcile-worker")
@@ -173,35 +167,9 @@ class Controller:
         if self._loop is None:
             return
         if threading.get_ident() == self._loop_thread:
-            self._intent_changed(new, revision)
+            self.follower.offer(new, revision)
         else:
-            self._loop.call_soon_threadsafe(self._intent_changed, new, revision)
-
-    def _intent_changed(self, intent: Intent, revision: int) -> None:
-        if revision >= self._wanted[1]:
-            self._wanted = (intent, revision)
-        self._apply_wanted()
-
-    def _apply_wanted(self) -> None:
-        intent, revision = self._wanted
-        if revision == self.applied_revision:
-            return
-        try:
-            self._apply_intent(intent)
-        except Exception as e:
-            # The change is committed: retry until the fabric state has caught up with it
-            # (readiness says not ready meanwhile).
-            self.apply_error = f"revision {revision}: {type(e).__name__}: {e}"
-            log.exception("cannot apply intent revision %d (will retry)", revision)
-            if self._apply_retry is None or self._apply_retry.done():
-                self._apply_retry = self.spawn(self._retry_apply(), "apply-retry")
-            return
-        self.applied_revision, self.apply_error = revision, None
-
-    async def _retry_apply(self) -> None:
-        while self.applied_revision != self._wanted[1]:
-            await asyncio.sleep(APPLY_RETRY)
-            self._apply_wanted()
+            self._loop.call_soon_threadsafe(self.follower.offer, new, revision)
 
     def _apply_intent(self, intent: Intent) -> None:
         self.fabric.apply_intent(intent)
@@ -323,9 +291,9 @@ class Controller:
         if lag > LOOP_LAG_BOUND:
             reasons.append(f"event loop lag {lag * 1000:.0f} ms over the bound of "
                            f"{LOOP_LAG_BOUND * 1000:.0f} ms")
-        if self.applied_revision != self._wanted[1]:
-            reasons.append(f"intent revision {self._wanted[1]} not applied yet (applied: "
-                           f"{self.applied_revision}): {self.apply_error or 'pending'}")
+        behind = self.follower.problem()
+        if behind:
+            reasons.append(behind)
         if not self._startup_done:
             reasons.append("starting: waiting for the switches' bindings")
         unsynced = [name for name, st in self.switches.items()
@@ -335,32 +303,13 @@ class Controller:
         return reasons
 
     def status(self) -> dict[str, Any]:
-        switches = []
-        active = self.role.is_active
-        for name, st in self.switches.items():
-            switches.append({
-                "hypervisor": name,
-                "ovsdb": st.endpoint,
-                "ovsdb_connected": st.ovsdb_connected,
-                "ovsdb_state": st.ovsdb_state.value,
-                "synced": st.ovsdb_synced,
-                "openflow_connected": st.openflow_ready,
-                "openflow_state": st.openflow_state.value,
-                "role": (("MASTER" if active else "SLAVE") if st.openflow_ready else None),
-                "flows": self.fabric.flow_count(name),
-                "flows_installed": len(st.reconciler.installed) if st.reconciler else 0,
-                "tunnels": len(self.fabric.tunnels(name)),
-                "vms_bound": len(st.bound),
-                "converged": self.switch_converged(st),
-                "generation": st.programmed_generation,
-                "last_flow_push": st.last_flow_push,
-                "last_error": st.last_error,
-            })
+        role = "MASTER" if self.role.is_active else "SLAVE"
+        switches = [st.describe(self.fabric, role) for st in self.switches.values()]
         total, bound = self.fabric.vms()
         enlisted = [s for s in switches if s["ovsdb"]]
         return {
             "controller": {**self.role.describe(), "startup_done": self._startup_done,
-                           "applied_revision": self.applied_revision,
+                           "applied_revision": self.follower.applied_revision,
                            "loop_lag_ms": round(self.loop_lag.recent() * 1000, 1),
                            "retiring": self.switches.retiring},
             "switches": switches,

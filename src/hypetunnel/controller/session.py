@@ -120,6 +120,8 @@ class DesiredState(Protocol):
 
     def tunnels(self, hypervisor: str) -> frozenset[TunnelPort]: ...
 
+    def flow_count(self, hypervisor: str) -> int: ...
+
 
 class SessionEvents(Protocol):
     """What a session reports upward; called on the event loop."""
@@ -221,6 +223,28 @@ class SwitchSession:
                 and self.reconciler.installed == {f.cookie for f in desired.flows(
                     self.hypervisor)}
                 and desired.tunnels(self.hypervisor) == self.observation.tunnels)
+
+    def describe(self, desired: DesiredState, role: str) -> dict[str, Any]:
+        """The switch's line of the status (role: what we hold while OpenFlow is up)."""
+        hv = self.hypervisor
+        return {
+            "hypervisor": hv,
+            "ovsdb": self.endpoint,
+            "ovsdb_connected": self.ovsdb_connected,
+            "ovsdb_state": self.ovsdb_state.value,
+            "synced": self.ovsdb_synced,
+            "openflow_connected": self.openflow_ready,
+            "openflow_state": self.openflow_state.value,
+            "role": role if self.openflow_ready else None,
+            "flows": desired.flow_count(hv),
+            "flows_installed": len(self.reconciler.installed) if self.reconciler else 0,
+            "tunnels": len(desired.tunnels(hv)),
+            "vms_bound": len(self.bound),
+            "converged": self.converged(desired),
+            "generation": self.programmed_generation,
+            "last_flow_push": self.last_flow_push,
+            "last_error": self.last_error,
+        }
 
     # -- OVSDB session ---------------------------------------------------------------------------
     def set_endpoint(self, endpoint: str | None) -> Coroutine[Any, Any, None] | None:

@@ -51,6 +51,7 @@ class SwitchSessions:
         self._retire_timeout = retire_timeout
         self._sessions: dict[str, SwitchSession] = {}
         self._retiring: dict[str, SwitchSession] = {}
+        self._refused: set[int | None] = set()  # datapath ids refused since they last served
         self._tasks = TaskSet()
 
     # -- the set of switches ---------------------------------------------------------------------
@@ -129,10 +130,15 @@ class SwitchSessions:
         """A switch connected (OpenFlowServer's on_switch): serve it until it goes away."""
         st = self._by_dpid(channel.datapath_id)
         if st is None or st.lifecycle is Lifecycle.RETIRED:
-            log.warning("switch %s (dpid %s) is not an enlisted hypervisor", channel.peer,
-                        channel.datapath_id)
+            # A retired switch keeps reconnecting (its bridge still names us): say it once.
+            first = channel.datapath_id not in self._refused
+            self._refused.add(channel.datapath_id)
+            log.log(logging.WARNING if first else logging.DEBUG,
+                    "switch %s (dpid %s) is not an enlisted hypervisor: refused", channel.peer,
+                    channel.datapath_id)
             await channel.close()
             return
+        self._refused.discard(channel.datapath_id)
         try:
             if not await st.attach(channel, self._role()):
                 return
