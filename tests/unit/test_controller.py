@@ -9,6 +9,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -314,5 +315,54 @@ def test_an_ha_controller_programs_only_while_it_holds_the_term(socket: Path) ->
             assert {n: hv.switch.flow_mods for n, hv in fabric.hvs.items()} == mods
             assert ctl.status()["controller"]["term"] == 2
             ctl2.close()
+
+    asyncio.run(body())
+
+
+class SlowStore(MemoryStore):
+    """A store whose every read and write takes `delay` seconds (etcd with a stuck leader)."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = 0.0
+        self.slow = delay
+
+    def load(self) -> Any:
+        time.sleep(self.delay)
+        return super().load()
+
+    def commit(self, *args: Any, **kwargs: Any) -> int:
+        time.sleep(self.delay)
+        return super().commit(*args, **kwargs)
+
+    def revision(self) -> int:
+        time.sleep(self.delay)
+        return super().revision()
+
+
+def test_a_slow_store_never_holds_up_the_event_loop(socket: Path) -> None:
+    """Reloads, the store probe, moves and drains all wait for the store in threads: the loop
+    (heartbeats, switch channels) stays on time while each store call takes 0.4 s."""
+    fabric = Fabric("hv1", "hv2")
+    store = SlowStore(0.4)
+
+    async def body() -> None:
+        async with running(store, fabric, socket, store_probe_interval=0.05) as ctl:
+            ctl.service.apply(intent({"web1": "hv1"}, hvs=("hv1", "hv2")))
+            fabric.hvs["hv1"].plug("acme/web1")
+            await until(lambda: ctl.status()["converged"], "converged")
+            store.delay = store.slow
+            worst = 0.0
+            t0 = time.monotonic()
+            move = asyncio.ensure_future(ctl.move("acme/web1", "hv2"))
+            ctl._refresh_soon()  # what the etcd watch does on a change
+            while time.monotonic() - t0 < 1.5:
+                before = time.monotonic()
+                await asyncio.sleep(0.01)
+                worst = max(worst, time.monotonic() - before - 0.01)
+            rec = await move
+            assert rec["to"] == "hv2"
+            assert worst < 0.1, f"the loop stalled {worst * 1000:.0f} ms"
+            store.delay = 0.0
 
     asyncio.run(body())
