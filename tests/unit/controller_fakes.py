@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+from hypetunnel.aio import cancel_and_wait
 from hypetunnel.compiler.tunnels import TunnelPort
 from hypetunnel.controller.runtime import Controller
 from hypetunnel.controller.switch import datapath_id_for
@@ -123,9 +124,7 @@ class Hypervisor:
 
     async def disconnect(self) -> None:
         if self._switch_task is not None:
-            self._switch_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._switch_task
+            await cancel_and_wait(self._switch_task)
 
     def our_cookies(self) -> list[int]:
         return [c for c in self.switch.cookies if c >> 48 == 0x4854]
