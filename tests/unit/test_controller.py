@@ -46,6 +46,13 @@ def intent(vms: dict[str, str], hvs: tuple[str, ...] = ("hv1", "hv2", "hv3")) ->
                         vms=[VM(name=v, network="web", hypervisor=h) for v, h in vms.items()])])
 
 
+async def ready(ctl: Controller, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while ctl.readiness():
+        assert time.monotonic() < deadline, f"not ready after {timeout}s: {ctl.readiness()}"
+        await asyncio.sleep(0.01)
+
+
 def synced(ctl: Controller, fabric: Fabric) -> bool:
     """Every fake switch holds exactly the compiled flows and tunnel ports."""
     return all(
@@ -167,7 +174,8 @@ def test_a_deleted_unreachable_hypervisor_is_no_longer_polled(socket: Path) -> N
         async with running(MemoryStore(), fabric, socket, retire_timeout=0.3) as ctl:
             ctl.service.apply(intent({}, hvs=("hv1", "hv2")))
             await until(lambda: fabric.hvs["hv2"].start_attempts >= 2, "hv2 polled")
-            assert "switches not synced: hv2" in ctl.readiness()
+            await until(lambda: "switches not synced: hv2" in ctl.readiness(),
+                        "hv1 synced, hv2 reported not synced")
             ctl.service.delete_hypervisor("hv2")
             await until(lambda: not ctl.switches.retiring and "hv2" not in ctl.switches,
                         "hv2 forgotten")
@@ -185,7 +193,7 @@ def test_a_failed_apply_is_retried_and_the_controller_is_not_ready_meanwhile(
     async def body() -> None:
         async with running(MemoryStore(), fabric, socket) as ctl:
             ctl.service.apply(intent({}, hvs=("hv1",)))
-            await until(lambda: ctl.readiness() == [], "ready")
+            await ready(ctl)
             real = ctl.fabric.apply_intent
             failures = []
 
@@ -204,7 +212,7 @@ def test_a_failed_apply_is_retried_and_the_controller_is_not_ready_meanwhile(
             ctl.fabric.apply_intent = real  # type: ignore[method-assign]
             await until(lambda: ctl.follower.applied_revision == ctl.service.revision, "caught up")
             assert "acme/web1" in ctl.fabric.topology.vms
-            await until(lambda: ctl.readiness() == [], "ready again")
+            await ready(ctl)
 
     asyncio.run(body())
 
@@ -227,16 +235,15 @@ def test_readiness_names_an_unreachable_store_and_a_late_loop(socket: Path) -> N
     async def body() -> None:
         async with running(store, fabric, socket, store_probe_interval=0.05) as ctl:
             ctl.service.apply(intent({}, hvs=("hv1",)))
-            await until(lambda: ctl.readiness() == [], "ready")
+            await ready(ctl)
             store.down = True
             await until(lambda: any("store unreachable" in r for r in ctl.readiness()),
                         "store reported unreachable")
             store.down = False
-            await until(lambda: ctl.readiness() == [], "ready after the store came back")
+            await ready(ctl)
             time.sleep(0.7)  # block the loop on purpose: the lag meter must notice
             assert any("event loop lag" in r for r in ctl.readiness())
-            await until(lambda: ctl.readiness() == [], "ready once the loop is on time",
-                        timeout=5)
+            await ready(ctl)
 
     asyncio.run(body())
 
@@ -290,7 +297,7 @@ def test_an_ha_controller_programs_only_while_it_holds_the_term(socket: Path) ->
             fabric.hvs["hv2"].plug("acme/web2")
             await until(lambda: ctl.status()["converged"] and synced(ctl, fabric), "converged")
             assert all(hv.switch.generation_id == 1 for hv in fabric.hvs.values())
-            await until(lambda: ctl.readiness() == [], "ready")
+            await ready(ctl)
 
             # The other controller of the pair wins term 2 and sends heartbeats.
             async def heartbeats(reader: asyncio.StreamReader,

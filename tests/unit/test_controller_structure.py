@@ -51,6 +51,8 @@ def test_the_parts_know_only_what_is_below_them() -> None:
     assert not graph[c + "sessions"] & {c + "fabric", c + "role", c + "runtime"}
     assert not graph[c + "fabric"] & {c + "session", c + "sessions", c + "role", c + "runtime"}
     assert not graph[c + "role"] & {c + "session", c + "sessions", c + "fabric", c + "runtime"}
+    assert not graph[c + "ports"] & {c + "session", c + "sessions", c + "fabric", c + "role",
+                                     c + "runtime"}
     assert [m for m, deps in graph.items() if c + "runtime" in deps] == []
 
 

@@ -30,9 +30,10 @@ from hypetunnel.controller.follower import IntentFollower
 from hypetunnel.controller.ha import Election, HaConfig, NotActive
 from hypetunnel.controller.health import LoopLag, StoreProbe
 from hypetunnel.controller.mobility import Mobility
+from hypetunnel.controller.ports import OvsdbFactory, real_ovsdb
 from hypetunnel.controller.role import ControllerRole
 from hypetunnel.controller.service import FabricService
-from hypetunnel.controller.session import OvsdbFactory, SwitchSession, real_ovsdb
+from hypetunnel.controller.session import SwitchSession
 from hypetunnel.controller.sessions import RETIRE_TIMEOUT, SwitchSessions
 from hypetunnel.controller.tasks import TaskSet
 from hypetunnel.model.intent import Intent

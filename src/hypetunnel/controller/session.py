@@ -24,10 +24,9 @@ import enum
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any, Protocol
+from typing import Any
 
-from hypetunnel.compiler.flows import Flow
-from hypetunnel.compiler.tunnels import TunnelPort
+from hypetunnel.controller.ports import DesiredState, OvsdbFactory, OvsdbPort, SessionEvents, Spawn
 from hypetunnel.controller.reconciler import FlowReconciler
 from hypetunnel.controller.switch import datapath_id_for
 from hypetunnel.southbound.observation import SwitchObservation
@@ -75,64 +74,6 @@ _OPENFLOW_NEXT: dict[OpenFlowState, set[OpenFlowState]] = {
     OpenFlowState.SYNCING: {OpenFlowState.READY},
     OpenFlowState.READY: set(),
 }
-
-
-class OvsdbPort(Protocol):
-    """What a session needs from a hypervisor's OVSDB (OvsdbClient provides it)."""
-
-    @property
-    def connected(self) -> bool: ...
-
-    @property
-    def observation(self) -> SwitchObservation | None: ...
-
-    async def start(self, timeout: float = 10.0) -> None: ...
-
-    async def stop(self) -> None: ...
-
-    async def ensure_tunnels(self, desired: frozenset[TunnelPort]) -> bool: ...
-
-    async def ensure_bridge(self, *, datapath_type: str, controller_targets: list[str],
-                            datapath_id: int | None = None) -> bool: ...
-
-
-# (hypervisor, endpoint, bridge, on_change, on_connection) -> a client, not started yet
-OvsdbFactory = Callable[[str, str, str, Callable[[SwitchObservation], None],
-                         Callable[[bool], None]], OvsdbPort]
-
-
-def real_ovsdb(hypervisor: str, endpoint: str, bridge: str,
-               on_change: Callable[[SwitchObservation], None],
-               on_connection: Callable[[bool], None]) -> OvsdbPort:
-    from hypetunnel.southbound.ovsdb.client import OvsdbClient
-
-    return OvsdbClient(hypervisor, endpoint, bridge=bridge, on_change=on_change,
-                       on_connection=on_connection)
-
-
-Spawn = Callable[[Coroutine[Any, Any, Any], str], object]  # run a coroutine as a named task
-
-
-class DesiredState(Protocol):
-    """What each switch should hold (the fabric state provides it)."""
-
-    def flows(self, hypervisor: str) -> frozenset[Flow]: ...
-
-    def tunnels(self, hypervisor: str) -> frozenset[TunnelPort]: ...
-
-    def flow_count(self, hypervisor: str) -> int: ...
-
-
-class SessionEvents(Protocol):
-    """What a session reports upward; called on the event loop."""
-
-    def observed(self, hypervisor: str, obs: SwitchObservation) -> None:
-        """A new OVSDB snapshot of the switch."""
-        ...
-
-    def changed(self, hypervisor: str) -> None:
-        """The session changed state: the switch may need reconciling."""
-        ...
 
 
 class SwitchSession:

@@ -13,14 +13,8 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
-from hypetunnel.controller.session import (
-    DesiredState,
-    Lifecycle,
-    OvsdbFactory,
-    SessionEvents,
-    SwitchSession,
-    real_ovsdb,
-)
+from hypetunnel.controller.ports import DesiredState, OvsdbFactory, SessionEvents, real_ovsdb
+from hypetunnel.controller.session import Lifecycle, SwitchSession
 from hypetunnel.controller.tasks import TaskSet
 from hypetunnel.southbound.openflow.channel import SwitchChannel
 
