@@ -349,9 +349,10 @@ class SlowStore(MemoryStore):
 
 def test_a_slow_store_never_holds_up_the_event_loop(socket: Path) -> None:
     """Reloads, the store probe, moves and drains all wait for the store in threads: the loop
-    (heartbeats, switch channels) stays on time while each store call takes 0.4 s."""
+    (heartbeats, switch channels) stays on time while each store call takes 0.8 s. A store call
+    on the loop would stall it by those 0.8 s; the bound leaves room for a loaded machine."""
     fabric = Fabric("hv1", "hv2")
-    store = SlowStore(0.4)
+    store = SlowStore(0.8)
 
     async def body() -> None:
         async with running(store, fabric, socket, store_probe_interval=0.05) as ctl:
@@ -363,13 +364,13 @@ def test_a_slow_store_never_holds_up_the_event_loop(socket: Path) -> None:
             t0 = time.monotonic()
             move = asyncio.ensure_future(ctl.move("acme/web1", "hv2"))
             ctl._refresh_soon()  # what the etcd watch does on a change
-            while time.monotonic() - t0 < 1.5:
+            while time.monotonic() - t0 < 2.0:
                 before = time.monotonic()
                 await asyncio.sleep(0.01)
                 worst = max(worst, time.monotonic() - before - 0.01)
             rec = await move
             assert rec["to"] == "hv2"
-            assert worst < 0.1, f"the loop stalled {worst * 1000:.0f} ms"
+            assert worst < 0.25, f"the loop stalled {worst * 1000:.0f} ms"
             store.delay = 0.0
 
     asyncio.run(body())
