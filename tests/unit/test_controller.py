@@ -374,3 +374,54 @@ def test_a_slow_store_never_holds_up_the_event_loop(socket: Path) -> None:
             store.delay = 0.0
 
     asyncio.run(body())
+
+
+def test_a_slow_takeover_neither_silences_heartbeats_nor_programs_early(socket: Path) -> None:
+    """Taking every switch can take long (many switches): the heartbeats the standby watches
+    start at once all the same, and no switch is programmed before it is held as MASTER."""
+    import socket as sockets
+
+    from hypetunnel.controller.ha import HaConfig
+    from tests.unit.controller_fakes import HaMemoryStore
+
+    with sockets.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        peer = f"127.0.0.1:{s.getsockname()[1]}"
+    fabric = Fabric("hv1")
+    config = HaConfig("ctl1", peer, heartbeat_interval=0.02, heartbeat_timeout=0.5)
+    release = asyncio.Event()
+
+    async def body() -> None:
+        async with running(HaMemoryStore(), fabric, socket, ha=config) as ctl:
+            real_take_all = ctl.switches.take_all
+
+            async def slow_take_all(term: int) -> None:
+                await release.wait()
+                await real_take_all(term)
+
+            ctl.switches.take_all = slow_take_all  # type: ignore[method-assign]
+            await until(lambda: ctl.status()["controller"]["role"] == "active", "active")
+            await asyncio.to_thread(ctl.service.apply, intent({}, hvs=("hv1",)))
+            await until(lambda: ctl.switches["hv1"].openflow_ready and ctl.startup_done,
+                        "hv1 connected, startup over")
+            reader, writer = await asyncio.open_connection(*peer.split(":"))
+            try:
+                gaps = []
+                last = time.monotonic()
+                for _ in range(40):  # ~0.8 s of heartbeats while the takeover is stuck
+                    line = await asyncio.wait_for(reader.readline(), 1.0)
+                    assert line.startswith(b"hb ctl1 1"), line
+                    now = time.monotonic()
+                    gaps.append(now - last)
+                    last = now
+                assert max(gaps[1:]) < config.heartbeat_timeout, max(gaps[1:])
+                assert any("taking over the switches" in r for r in ctl.readiness())
+                assert fabric.hvs["hv1"].switch.flow_mods == 0
+                release.set()
+                await until(lambda: fabric.hvs["hv1"].switch.flow_mods > 0,
+                            "programmed once taken")
+                assert fabric.hvs["hv1"].switch.generation_id == 1
+            finally:
+                writer.close()
+
+    asyncio.run(body())
