@@ -376,3 +376,18 @@ def test_a_failing_on_change_does_not_undo_the_commit() -> None:
     plan = service.apply(parse_intent(BARE))
     assert plan.applied and service.revision == 1
     assert service.store.load().revision == 1
+
+
+def test_on_change_sees_the_revision_it_was_committed_at() -> None:
+    """The runtime reads service.revision inside on_change to know which revision it applies."""
+    seen: list[int] = []
+    service: FabricService
+
+    def record(old: Intent, new: Intent) -> None:
+        seen.append(service.revision)
+        assert service.intent is new
+
+    service = FabricService(MemoryStore(), on_change=record)
+    service.apply(parse_intent(BARE))
+    service.delete_vm("acme", "db1")
+    assert seen == [1, 2] == [1, service.revision]

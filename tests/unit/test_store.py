@@ -34,6 +34,60 @@ def test_implements_the_protocol(store: Store) -> None:
     assert isinstance(store, Store)
 
 
+def test_revision_is_the_last_commit(store: Store) -> None:
+    assert store.revision() == 0
+    store.commit({"a": {"x": 1}}, [])
+    store.commit({}, [])  # empty: no new revision
+    assert store.revision() == 1 == store.load().revision
+
+
+def test_the_etcd_store_implements_the_ha_extension() -> None:
+    from hypetunnel.store.base import HaStore
+    from hypetunnel.store.etcd import EtcdStore
+
+    etcd = EtcdStore(["http://127.0.0.1:9"])
+    try:
+        assert isinstance(etcd, HaStore) and isinstance(etcd.fenced(3), Store)
+    finally:
+        etcd.close()
+    assert not isinstance(MemoryStore(), HaStore)
+
+
+def test_an_etcd_commit_has_one_budget_however_many_rounds_it_loses() -> None:
+    """A writer that keeps losing the compare-and-swap (someone else always commits first) gives
+    up with StoreUnavailable once the operation's budget is spent, not after 50 budgets."""
+    import json
+    import time
+
+    from hypetunnel.store.base import StoreUnavailable
+    from hypetunnel.store.etcd import EtcdStore, _b64, _Gateway
+
+    class AlwaysBehind(_Gateway):
+        def __init__(self) -> None:
+            super().__init__(["http://etcd.invalid"], timeout=0.3, attempt_timeout=0.1)
+            self.revision = 0
+            self.rounds = 0
+
+        def _attempt(self, endpoint: str, path: str, body: dict[str, object], timeout: float,
+                     problems: list[str]) -> dict[str, object] | None:
+            time.sleep(0.02)  # a round trip
+            self.rounds += 1
+            self.revision += 1  # another writer got there first, again
+            meta = [{"key": _b64("/hypetunnel/meta/revision"), "value": _b64(str(self.revision))},
+                    {"key": _b64("/hypetunnel/meta/commit"),
+                     "value": _b64(json.dumps({"id": "someone-else"}))}]
+            return {"succeeded": False, "responses": [{"response_range": {"kvs": meta}}]}
+
+    gateway = AlwaysBehind()
+    store = EtcdStore([], _gateway=gateway)
+    t0 = time.monotonic()
+    with pytest.raises(StoreUnavailable):
+        store.commit({"a": {"x": 1}}, [])
+    elapsed = time.monotonic() - t0
+    assert elapsed < 0.3 + 0.1, elapsed  # the budget, plus at most one round in flight
+    assert 2 <= gateway.rounds < 50
+
+
 def test_empty_store(store: Store) -> None:
     snap = store.load()
     assert (snap.revision, snap.items) == (0, {})

@@ -14,6 +14,7 @@ from fastapi import APIRouter, FastAPI
 
 from hypetunnel import __version__
 from hypetunnel.api.errors import install_error_handlers
+from hypetunnel.api.health import health_router
 from hypetunnel.api.mobility import mobility_router
 from hypetunnel.api.schemas import (
     ApplyRequest,
@@ -231,6 +232,7 @@ def create_app(service: FabricService, runtime: RuntimeView | None = None) -> Fa
 
     app.include_router(api)
     app.include_router(mobility_router(runtime), prefix=API_PREFIX)
+    app.include_router(health_router(runtime), prefix=API_PREFIX)
     app.state.service = service
     app.state.runtime = runtime
     return app

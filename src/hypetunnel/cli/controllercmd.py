@@ -44,7 +44,7 @@ def run(
         except HypeTunnelError as e:
             print_errors([FieldError("--openflow", str(e))])
             raise typer.Exit(2) from e
-    from hypetunnel.controller.daemon import DaemonConfig, serve
+    from hypetunnel.daemon import DaemonConfig, serve
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -20,12 +20,13 @@ import contextlib
 import enum
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from hypetunnel.aio import cancel_and_wait
 from hypetunnel.errors import Conflict, HypeTunnelError
+from hypetunnel.store.base import Store, StoreSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -292,14 +293,18 @@ class StandbyStore:
     """What a standby's service writes through: reads pass, writes are refused, so the only
     controller that ever writes state is the active one (whose writes are fenced by term)."""
 
-    def __init__(self, store: Any, leader: Callable[[], dict[str, Any] | None]) -> None:
+    def __init__(self, store: Store, leader: Callable[[], dict[str, Any] | None]) -> None:
         self._store = store
         self._leader = leader
 
-    def load(self) -> Any:
+    def load(self) -> StoreSnapshot:
         return self._store.load()
 
-    def commit(self, *args: Any, **kwargs: Any) -> int:
+    def revision(self) -> int:
+        return self._store.revision()
+
+    def commit(self, puts: Mapping[str, dict[str, Any]], deletes: Iterable[str], *,
+               expect_revision: int | None = None) -> int:
         leader = self._leader() or {}
         where = f": the active controller is {leader.get('node')} ({leader.get('api')})" \
             if leader.get("node") else ""

@@ -10,21 +10,62 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Coroutine
+from typing import Any, Protocol
 
 from hypetunnel.controller import moves
+from hypetunnel.controller.service import FabricService
 from hypetunnel.errors import FieldError, IntentInvalid
-
-if TYPE_CHECKING:
-    from hypetunnel.controller.runtime import Controller
+from hypetunnel.model.intent import Intent
 
 log = logging.getLogger(__name__)
 
 
+class MobilityPort(Protocol):
+    """What mobility needs from the running controller, and nothing more."""
+
+    @property
+    def is_active(self) -> bool: ...
+
+    @property
+    def startup_done(self) -> bool: ...
+
+    @property
+    def may_program(self) -> bool:
+        """Active and within its lease: only then does it act on what it sees."""
+        ...
+
+    def seen(self, vm: str) -> set[str]:
+        """Hypervisors reporting a port of `vm` now."""
+        ...
+
+    def network_hosts(self, vm: str) -> set[str]:
+        """Hypervisors hosting the VM's network: every one must know where the VM is."""
+        ...
+
+    def settled(self, hypervisor: str | None) -> bool:
+        """The switch holds its desired state (or is not one the controller programs)."""
+        ...
+
+    def reachability(self) -> dict[str, bool]:
+        """Hypervisors with an OVSDB endpoint -> whether either session answers."""
+        ...
+
+    def lose(self, hypervisor: str) -> None:
+        """The hypervisor is dead: its VMs are not there any more, whatever it last said."""
+        ...
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> object: ...
+
+
 class Mobility:
-    def __init__(self, controller: Controller, failure_grace: float = 3.0,
+    """Store writes (start a move, record its end, drain) run in a thread: the event loop that
+    also carries the heartbeats and the switch connections never waits on the store."""
+
+    def __init__(self, service: FabricService, port: MobilityPort, failure_grace: float = 3.0,
                  move_timeout: float = 120.0) -> None:
-        self.ctl = controller
+        self.service = service
+        self.port = port
         self.failure_grace = failure_grace
         self.move_timeout = move_timeout
         self._down_since: dict[str, float] = {}
@@ -32,53 +73,57 @@ class Mobility:
 
     # -- requests -------------------------------------------------------------------------------
     async def move(self, vm: str, to: str, cold: bool = False) -> dict[str, Any]:
-        [rec] = moves.start_moves(self.ctl.service, [(vm, to)], "cold" if cold else "hot")
+        [rec] = await asyncio.to_thread(moves.start_moves, self.service, [(vm, to)],
+                                        "cold" if cold else "hot")
         self._follow(rec)
         return rec
 
     async def drain(self, hypervisor: str) -> list[dict[str, Any]]:
         """Mark the hypervisor unschedulable and move every VM away (hot), within capacity."""
-        intent = self._set_schedulable(hypervisor, False)
-        return self._evacuate(intent, hypervisor, "hot", exclude={hypervisor})
+        def drain() -> list[dict[str, Any]]:
+            intent = self._set_schedulable(hypervisor, False)
+            return self._evacuate(intent, hypervisor, "hot", exclude={hypervisor})
+
+        recs = await asyncio.to_thread(drain)
+        for rec in recs:
+            self._follow(rec)
+        return recs
 
     async def undrain(self, hypervisor: str) -> dict[str, Any]:
-        self._set_schedulable(hypervisor, True)
+        await asyncio.to_thread(self._set_schedulable, hypervisor, True)
         return {"hypervisor": hypervisor, "schedulable": True}
 
-    def _set_schedulable(self, hypervisor: str, value: bool) -> Any:
-        svc = self.ctl.service
+    def _set_schedulable(self, hypervisor: str, value: bool) -> Intent:
+        svc = self.service
         hv = svc.intent.hypervisor(hypervisor)
         if hv is None:
             raise IntentInvalid([FieldError("hypervisor", f"unknown hypervisor {hypervisor!r}")])
         svc.upsert_hypervisor(hv.model_copy(update={"schedulable": value}))
         return svc.intent
 
-    def _evacuate(self, intent: Any, hypervisor: str, kind: moves.MoveKind,
+    def _evacuate(self, intent: Intent, hypervisor: str, kind: moves.MoveKind,
                   exclude: set[str]) -> list[dict[str, Any]]:
+        """Start the moves (in the calling thread: it writes the store); the caller follows."""
         from hypetunnel.model.placement import evacuate
 
         # Every choice counts the ones before it: no destination is ever overfilled.
         plan = sorted(evacuate(intent, hypervisor, exclude=exclude).items())
         if not plan:
             return []
-        recs = moves.start_moves(self.ctl.service, plan, kind, intent=intent)
-        for rec in recs:
-            self._follow(rec)
-        return recs
+        return moves.start_moves(self.service, plan, kind, intent=intent)
 
     # -- following a move ------------------------------------------------------------------------
     def _follow(self, rec: dict[str, Any]) -> None:
-        self.ctl._spawn(self._watch(rec), f"move-{rec['vm']}-{rec['seq']}")
+        self.port.spawn(self._watch(rec), f"move-{rec['vm']}-{rec['seq']}")
 
     async def _watch(self, rec: dict[str, Any]) -> None:
         vid, src, dst = rec["vm"], rec["from"], rec["to"]
-        table = self.ctl.bindings_table
         # The interruption measurement: moves.SwitchoverClock says why every host of the
         # VM's network counts, not only the destination.
         clock = moves.SwitchoverClock(src, dst)
         deadline = time.monotonic() + self.move_timeout
         while time.monotonic() < deadline:
-            clock.observe(time.time(), table.seen.get(vid, set()),
+            clock.observe(time.time(), self.port.seen(vid),
                           all(self._settled(hv) for hv in self._network_hosts(vid, src, dst)))
             if clock.complete and self._settled(src):
                 break
@@ -89,35 +134,28 @@ class Mobility:
         log.info("move %s #%s %s -> %s (%s): %s, network interruption %s ms (fabric ready "
                  "%s ms before the old port went)", vid, rec["seq"], src, dst, rec["kind"],
                  rec["result"], rec["interruption_ms"], rec["fabric_ready_lead_ms"])
-        if self.ctl.is_active:
+        if self.port.is_active:
             try:
-                moves.finish(self.ctl.service, rec)
+                await asyncio.to_thread(moves.finish, self.service, rec)
             except Exception as e:
                 log.error("cannot record the end of move %s: %s", vid, e)
 
     def _network_hosts(self, vid: str, src: str, dst: str) -> set[str]:
         """The switches that must know where the VM is: every host of its network."""
-        topo = self.ctl.bindings_table.topology
-        vm = topo.vms.get(vid)
-        return {src, dst, *(topo.hosts_of(vm.vni) if vm is not None else ())}
+        return {src, dst, *self.port.network_hosts(vid)}
 
     def _settled(self, hv: str | None) -> bool:
-        st = self.ctl.switches.get(hv or "")
-        return (st is None or st.endpoint is None or hv in self._evacuated
-                or self.ctl.switch_converged(st))
+        return hv in self._evacuated or self.port.settled(hv)
 
     # -- restart after a hypervisor failure -----------------------------------------------------
     async def watch_failures(self) -> None:
         while True:
             await asyncio.sleep(0.5)
-            if not self.ctl.may_program or not self.ctl.startup_done:
+            if not self.port.may_program or not self.port.startup_done:
                 continue
             now = time.monotonic()
             dead = set()
-            for name, st in list(self.ctl.switches.items()):
-                if st.endpoint is None:
-                    continue
-                up = (st.ovsdb is not None and st.ovsdb.connected) or st.openflow_ready
+            for name, up in self.port.reachability().items():
                 if up:
                     self._down_since.pop(name, None)
                     self._evacuated.discard(name)
@@ -126,15 +164,15 @@ class Mobility:
                 if now - since >= self.failure_grace:
                     dead.add(name)
             for name in sorted(dead - self._evacuated):
-                # Its VMs are not there any more, whatever its last report said.
-                self.ctl.bindings_table.forget(name)
-                self.ctl.kick()
+                self.port.lose(name)
                 try:
-                    recs = self._evacuate(self.ctl.service.intent, name, "restart", exclude=dead)
+                    recs = await asyncio.to_thread(self._evacuate, self.service.intent, name,
+                                                   "restart", dead)
                 except Exception as e:
                     log.error("%s lost, and its VMs cannot be restarted elsewhere: %s", name, e)
                     continue
                 self._evacuated.add(name)
                 for rec in recs:
+                    self._follow(rec)
                     log.warning("hypervisor %s lost: restarting %s on %s (move #%s)", name,
                                 rec["vm"], rec["to"], rec["seq"])

@@ -31,7 +31,7 @@ def _written_as_text(kind: type[IPv4Address] | type[IPv4Network], what: str,
     def check(v: object) -> object:
         if isinstance(v, str):
             try:
-                return _parsed(kind, v.strip())
+                return _parsed(kind, v.strip())  # type: ignore[arg-type]  # classes hash
             except ValueError:
                 return v  # pydantic's own validator reports it, in its usual terms
         if isinstance(v, kind):

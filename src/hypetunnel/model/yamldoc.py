@@ -75,7 +75,7 @@ class _Builder:
             if self.built is not None:
                 self.built[id(node)] = value  # before the items, as PyYAML does
             value.extend([self.build(item) for item in node.value])
-        elif kind is yaml.MappingNode:
+        elif isinstance(node, yaml.MappingNode):
             value = self._mapping(node)
         else:
             value = self.loader.construct_object(node)

@@ -7,7 +7,7 @@ snapshot, `commit` applies puts and deletes in one transaction and bumps the rev
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -53,4 +53,31 @@ class Store(Protocol):
         An empty commit changes nothing and returns the current revision."""
         ...
 
+    def revision(self) -> int:
+        """The current revision alone: a cheap read (health checks, catching up)."""
+        ...
+
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class HaStore(Store, Protocol):
+    """The optional HA extension (etcd): the election's term, fenced writes, change watch."""
+
+    def term(self) -> int: ...
+
+    def claim_term(self, expected: int, node: str, info: dict[str, Any]) -> bool:
+        """Become leader for term expected+1 if the term is still `expected`; True if won."""
+        ...
+
+    def leader(self) -> dict[str, Any] | None:
+        """The record the winning claim wrote ({"node", "term", "peer", "api", ...})."""
+        ...
+
+    def fenced(self, term: int) -> Store:
+        """A view whose commits also require the election term to still be `term`."""
+        ...
+
+    def watch(self, on_change: Callable[[], None]) -> Callable[[], None]:
+        """Call on_change (from another thread) after the store changed; returns a stopper."""
+        ...

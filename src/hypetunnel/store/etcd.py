@@ -18,12 +18,13 @@ not used as the store revision because it also moves on elections and is not den
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import httpx
@@ -91,22 +92,37 @@ class _Gateway:
         self.attempt_timeout = min(attempt_timeout, timeout)
         self._preferred = 0
         self._http = httpx.Client(timeout=timeout, headers=self.HEADERS)
+        self._budget = threading.local()  # .deadline of the operation this thread is in
 
     def order(self) -> list[str]:
         p = self._preferred
         return self.endpoints[p:] + self.endpoints[:p]
 
+    @contextlib.contextmanager
+    def operation(self) -> Iterator[None]:
+        """One budget of `timeout` for every post made inside (in this thread): an operation
+        of several requests (a commit's compare-and-swap rounds) is bounded as a whole."""
+        if getattr(self._budget, "deadline", None) is not None:
+            yield  # already inside an operation: its budget holds
+            return
+        self._budget.deadline = time.monotonic() + self.timeout
+        try:
+            yield
+        finally:
+            self._budget.deadline = None
+
     def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """One request, failed over across members on connection errors, timeouts and "no
         leader"-style server errors. A txn may thus be applied by an attempt whose reply was
-        lost and be sent again; callers make that safe (see EtcdStore.commit)."""
-        deadline = time.monotonic() + self.timeout
+        lost and be sent again; callers make that safe (see EtcdStore.commit). Bounded by
+        `timeout`, or by what is left of the enclosing operation()'s budget."""
+        deadline = getattr(self._budget, "deadline", None) or time.monotonic() + self.timeout
         problems: list[str] = []
         rounds = 0
         while True:
             for endpoint in self.order():
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 and problems:
+                if remaining <= 0:
                     raise StoreUnavailable(f"no etcd member answered {path} within "
                                            f"{self.timeout}s: {'; '.join(problems[-6:])}")
                 # The last attempt that fits gets the whole rest of the budget.
@@ -223,6 +239,12 @@ class EtcdStore:
         ops += [{"request_delete_range": {"key": self._key(k)}} for k in removed]
         token = uuid.uuid4().hex
         base = self._revision_hint if expect_revision is None else expect_revision
+        # One budget for the whole commit, however many compare-and-swap rounds it takes.
+        with self._gw.operation():
+            return self._commit_rounds(ops, token, base, expect_revision)
+
+    def _commit_rounds(self, ops: list[dict[str, Any]], token: str, base: int,
+                       expect_revision: int | None) -> int:
         for _ in range(_CAS_ATTEMPTS):
             new = base + 1
             compare = [self._equals(_REVISION, base)]
@@ -266,6 +288,10 @@ class EtcdStore:
     def close(self) -> None:
         if self._owner:
             self._gw.close()
+
+    def revision(self) -> int:
+        _, kvs = self._range(_REVISION)
+        return int(kvs.get(_REVISION, "0"))
 
     # -- election and fencing -------------------------------------------------------------------
     def term(self) -> int:

@@ -45,5 +45,9 @@ class MemoryStore:
             self.commits += 1
             return self._revision
 
+    def revision(self) -> int:
+        with self._lock:
+            return self._revision
+
     def close(self) -> None:
         pass

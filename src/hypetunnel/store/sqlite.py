@@ -98,6 +98,13 @@ class SqliteStore:
             except sqlite3.Error as exc:
                 raise StoreUnavailable(f"cannot write store {self.path}: {exc}") from exc
 
+    def revision(self) -> int:
+        with self._lock:
+            try:
+                return self._revision()
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"cannot read store {self.path}: {exc}") from exc
+
     def close(self) -> None:
         with self._lock:
             self._db.close()

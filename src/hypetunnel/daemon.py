@@ -1,4 +1,8 @@
-"""Run the controller as a service: store + OpenFlow endpoint + OVSDB clients + REST API."""
+"""Run the controller as a service: store + OpenFlow endpoint + OVSDB clients + REST API.
+
+The composition root: the only module that knows both the controller and the API, so neither
+package imports the other's top.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,13 @@ import logging
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import uvicorn
 
 from hypetunnel.api.app import create_app
 from hypetunnel.controller.ha import HaConfig
 from hypetunnel.controller.runtime import Controller
+from hypetunnel.store.base import Store
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +33,7 @@ class DaemonConfig:
     peer: str | None = None  # HA: HOST:PORT for heartbeats to the standby
 
 
-def open_store(config: DaemonConfig) -> Any:
+def open_store(config: DaemonConfig) -> Store:
     if config.etcd:
         from hypetunnel.store.etcd import EtcdStore
 

@@ -1,0 +1,81 @@
+"""What a switch session needs and whom it tells: the ports between it and the rest.
+
+A session drives a hypervisor's OVSDB through `OvsdbPort` (made by an `OvsdbFactory`, so tests
+can put a fake behind it), is told what to install through `DesiredState`, and reports upward
+through `SessionEvents`. It imports nothing of the fabric state, the role or the runtime.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
+
+from hypetunnel.compiler.flows import Flow
+from hypetunnel.compiler.tunnels import TunnelPort
+from hypetunnel.southbound.observation import SwitchObservation
+
+
+class OvsdbPort(Protocol):
+    """What a session needs from a hypervisor's OVSDB (OvsdbClient provides it)."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    @property
+    def observation(self) -> SwitchObservation | None: ...
+
+    async def start(self, timeout: float = 10.0) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def ensure_tunnels(self, desired: frozenset[TunnelPort]) -> bool: ...
+
+    async def ensure_bridge(self, *, datapath_type: str, controller_targets: list[str],
+                            datapath_id: int | None = None) -> bool: ...
+
+    async def mark_installed(self, ports: dict[str, str]) -> bool:
+        """Tell compute these ports' networks are programmed (port name -> VM id)."""
+        ...
+
+
+# (hypervisor, endpoint, bridge, on_change, on_connection) -> a client, not started yet
+OvsdbFactory = Callable[[str, str, str, Callable[[SwitchObservation], None],
+                         Callable[[bool], None]], OvsdbPort]
+
+
+def real_ovsdb(hypervisor: str, endpoint: str, bridge: str,
+               on_change: Callable[[SwitchObservation], None],
+               on_connection: Callable[[bool], None]) -> OvsdbPort:
+    from hypetunnel.southbound.ovsdb.client import OvsdbClient
+
+    return OvsdbClient(hypervisor, endpoint, bridge=bridge, on_change=on_change,
+                       on_connection=on_connection)
+
+
+Spawn = Callable[[Coroutine[Any, Any, Any], str], object]  # run a coroutine as a named task
+
+
+class DesiredState(Protocol):
+    """What each switch should hold (the fabric state provides it)."""
+
+    def flows(self, hypervisor: str) -> frozenset[Flow]: ...
+
+    def tunnels(self, hypervisor: str) -> frozenset[TunnelPort]: ...
+
+    def flow_count(self, hypervisor: str) -> int: ...
+
+
+class SessionEvents(Protocol):
+    """What a session reports upward; called on the event loop."""
+
+    def observed(self, hypervisor: str, obs: SwitchObservation) -> None:
+        """A new OVSDB snapshot of the switch."""
+        ...
+
+    def changed(self, hypervisor: str) -> None:
+        """The session changed state: the switch may need reconciling."""
+        ...
+
+    def reconciled(self, hypervisor: str) -> None:
+        """A reconcile round of the switch succeeded (it may hold its desired state now)."""
+        ...
