@@ -22,6 +22,7 @@ from hypetunnel.compiler.flows import Flow, Output, match
 from hypetunnel.compiler.topology import HypervisorView, NetworkView, Topology, VmView
 from hypetunnel.controller.reconciler import DesiredIndex, FlowReconciler, plan_flows
 from hypetunnel.errors import SouthboundError
+from hypetunnel.southbound.openflow.fakeswitch import MemoryFlowChannel
 
 T = TypeVar("T")
 TINY = Scale("tiny", hypervisors=6, tenants=3, networks_per_tenant=3, vms_per_network=4,
@@ -37,27 +38,6 @@ def now(coro: Coroutine[Any, Any, T]) -> T:
         return done.value  # type: ignore[no-any-return]
     coro.close()
     raise AssertionError("the coroutine suspended")
-
-
-class MemorySwitch:
-    """A FlowChannel whose flow table is a set of cookies; records every batch."""
-
-    def __init__(self) -> None:
-        self.cookies: set[int] = set()
-        self.batches: list[tuple[set[int], set[int]]] = []
-
-    async def dump_flow_cookies(self) -> list[int]:
-        return list(self.cookies)
-
-    async def send_flow_batch(self, adds: list[Flow], delete_cookies: Iterable[int],
-                              atomic: bool = True) -> None:
-        added, deleted = {f.cookie for f in adds}, set(delete_cookies)
-        self.batches.append((added, deleted))
-        self.cookies -= deleted
-        self.cookies |= added
-
-    def is_ready(self) -> bool:
-        return True
 
 
 class CountingSlices:
@@ -136,8 +116,8 @@ def random_change(sim: SimFabric, rng: random.Random) -> str:
 def test_incremental_diff_equals_full_diff_over_random_changes(seed: int) -> None:
     sim, _ = build(Scale(**{**TINY.__dict__, "seed": seed}))
     comp = sim.compiler
-    full = {hv: (FlowReconciler(s := MemorySwitch()), s) for hv in sim.switches}
-    inc = {hv: (FlowReconciler(s := MemorySwitch()), s) for hv in sim.switches}
+    full = {hv: (FlowReconciler(s := MemoryFlowChannel()), s) for hv in sim.switches}
+    inc = {hv: (FlowReconciler(s := MemoryFlowChannel()), s) for hv in sim.switches}
     rng = random.Random(seed)
     for step in range(150):
         kind = random_change(sim, rng) if step else "initial"
@@ -163,7 +143,7 @@ def test_incremental_diff_equals_full_diff_over_random_changes(seed: int) -> Non
 def test_after_the_first_diff_only_changed_slices_are_read() -> None:
     sim, _ = build(TINY)
     hv = max(sim.switches, key=lambda h: len(sim.topology.networks_on.get(h, ())))
-    rec = FlowReconciler(MemorySwitch())
+    rec = FlowReconciler(MemoryFlowChannel())
     first = CountingSlices(sim.compiler.slices(hv))
     now(rec.apply_slices(first))
     assert first.full_reads == 1
@@ -185,7 +165,7 @@ def test_after_the_first_diff_only_changed_slices_are_read() -> None:
 def test_resync_or_a_plain_apply_forces_one_full_diff() -> None:
     sim, _ = build(TINY)
     hv = sorted(sim.switches)[0]
-    switch = MemorySwitch()
+    switch = MemoryFlowChannel()
     rec = FlowReconciler(switch)
     now(rec.apply_slices(sim.compiler.slices(hv)))
     switch.cookies.add(0x1234)  # somebody else's flow appears; only a resync can see it
@@ -200,7 +180,7 @@ def test_resync_or_a_plain_apply_forces_one_full_diff() -> None:
 
 
 def test_a_failed_batch_is_followed_by_a_full_diff() -> None:
-    class Failing(MemorySwitch):
+    class Failing(MemoryFlowChannel):
         fail = False
 
         async def send_flow_batch(self, adds: list[Flow], delete_cookies: Iterable[int],
@@ -232,7 +212,7 @@ def test_index_keeps_a_flow_that_moves_between_slices_and_refuses_key_clashes() 
     a = Flow(20, 100, match(metadata=1, eth_dst="02:00:00:00:00:01"), (Output(1),))
     b = Flow(20, 100, match(metadata=1, eth_dst="02:00:00:00:00:02"), (Output(2),))
     index = DesiredIndex.of([(1, frozenset({a, b}))])
-    assert set(index.wanted) == {a.cookie, b.cookie}
+    assert set(index.refs) == {a.cookie, b.cookie}
     # a moves to slice 2 while b leaves: for the switch only b goes.
     adds, stale = index.update({1: frozenset(), 2: frozenset({a})})
     assert adds == [] and stale == [b.cookie]

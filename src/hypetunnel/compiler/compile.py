@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from hypetunnel.compiler.flows import Flow
+from hypetunnel.compiler.gcpolicy import BULK_SLICES, long_lived_allocations
 from hypetunnel.compiler.pipeline import base_flows, network_slice
 from hypetunnel.compiler.topology import Topology
 from hypetunnel.compiler.tunnels import TunnelPort, tunnel_port, tunnel_port_name
@@ -103,13 +104,24 @@ class FabricCompiler:
                 dirty.add((hv, vni))
         if dirty:
             self.generation += 1
+        if len(dirty) >= BULK_SLICES:
+            with long_lived_allocations():
+                self._rebuild(dirty, touched)
+        else:
+            self._rebuild(dirty, touched)
+        for hv in touched:
+            self._tunnel_union.pop(hv, None)
+        return touched
+
+    def _rebuild(self, dirty: set[tuple[str, int]], touched: set[str]) -> None:
+        topo = self.topology
         gen = self.generation
         for hv, vni in dirty:
             touched.add(hv)
             flows = self._slice(hv, vni)
             slices = self._slices.setdefault(hv, {})
             old = slices.get(vni)
-            if old != (flows or None):
+            if old != (flows or None):  # a slice rebuilt the same is no change for anyone
                 if flows:
                     slices[vni] = flows
                 else:
@@ -119,9 +131,6 @@ class FabricCompiler:
                 journal[vni] = gen
             hosted = vni in topo.networks_on.get(hv, ())
             self._set_slice_tunnels(hv, vni, self._tunnels_of(hv, vni) if hosted else frozenset())
-        for hv in touched:
-            self._tunnel_union.pop(hv, None)
-        return touched
 
     def _set_slice_tunnels(self, hv: str, vni: int, tunnels: frozenset[TunnelPort]) -> None:
         per_slice = self._slice_tunnels.setdefault(hv, {})

@@ -12,11 +12,12 @@ desired state, diffs only the slices that changed since (O(the change)).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 from hypetunnel.compiler.flows import Flow, is_ours
+from hypetunnel.compiler.gcpolicy import long_lived_allocations
 from hypetunnel.errors import SouthboundError
 
 
@@ -106,19 +107,32 @@ class DesiredIndex:
 
     Refcounted, so a flow in two slices stays desired until both drop it, and keyed by OpenFlow
     identity, so two contents for one (table, priority, match) are refused as plan_flows does.
+    Only what the diff needs is kept (cookie -> references, identity -> cookie): the flows
+    themselves stay in the slices.
     """
 
     def __init__(self) -> None:
         self.slices: dict[int, frozenset[Flow]] = {}
-        self.wanted: dict[int, Flow] = {}  # cookie -> flow
-        self._refs: dict[int, int] = {}
+        self.refs: dict[int, int] = {}  # cookie -> number of slices that want it
         self._keys: dict[FlowKey, int] = {}  # flow identity -> cookie
 
     @classmethod
     def of(cls, slices: Iterable[tuple[int, frozenset[Flow]]]) -> DesiredIndex:
         index = cls()
-        index.update(dict(slices))
+        # Built once per switch (start, takeover, resync) and kept: like the compiled slices,
+        # long-lived and acyclic, so the cyclic GC need not scan it (see compiler.gcpolicy).
+        with long_lived_allocations():
+            index.update(dict(slices))
         return index
+
+    def flows(self) -> Iterator[Flow]:
+        """Every desired flow once."""
+        seen: set[int] = set()
+        for flows in self.slices.values():
+            for f in flows:
+                if f.cookie not in seen:
+                    seen.add(f.cookie)
+                    yield f
 
     def update(self, changes: Mapping[int, frozenset[Flow]]) -> tuple[list[Flow], list[int]]:
         """Replace these slices (empty = gone). Returns (flows that became desired, cookies that
@@ -141,32 +155,32 @@ class DesiredIndex:
         # A flow that moved between slices was dropped and re-added: for the switch, no change.
         was_there = set(dropped)
         return ([f for f in added if f.cookie not in was_there],
-                [c for c in dropped if c not in self._refs])
+                [c for c in dropped if c not in self.refs])
 
     def _add(self, flow: Flow) -> bool:
         c = flow.cookie
-        n = self._refs.get(c)
+        n = self.refs.get(c)
         if n is not None:
-            self._refs[c] = n + 1
+            self.refs[c] = n + 1
             return False
         key = flow.key
         other = self._keys.get(key)
         if other is not None:
+            them = next(f for f in self.flows() if f.cookie == other)
             raise SouthboundError(
                 f"two desired flows share table={flow.table} priority={flow.priority} "
-                f"match={dict(flow.match)}: {self.wanted[other]} vs {flow}")
+                f"match={dict(flow.match)}: {them} vs {flow}")
         self._keys[key] = c
-        self._refs[c] = 1
-        self.wanted[c] = flow
+        self.refs[c] = 1
         return True
 
     def _drop(self, flow: Flow) -> int | None:
         c = flow.cookie
-        n = self._refs[c] - 1
+        n = self.refs[c] - 1
         if n:
-            self._refs[c] = n
+            self.refs[c] = n
             return None
-        del self._refs[c], self.wanted[c], self._keys[flow.key]
+        del self.refs[c], self._keys[flow.key]
         return c
 
 
@@ -223,11 +237,10 @@ class FlowReconciler:
         index = self._index
         try:
             if index is None or self._source is not desired.source:
-                index = DesiredIndex()
                 self._index = None
-                index.update(dict(desired.items()))
-                plan = FlowPlan([f for c, f in index.wanted.items() if c not in self.installed],
-                                sorted(c for c in self.installed if c not in index.wanted),
+                index = DesiredIndex.of(desired.items())
+                plan = FlowPlan([f for f in index.flows() if f.cookie not in self.installed],
+                                sorted(c for c in self.installed if c not in index.refs),
                                 sorted(self.foreign))
             else:
                 if generation == self._generation:
