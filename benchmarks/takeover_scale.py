@@ -274,7 +274,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     load0 = load_note() if not args.smoke else ""
     results = []
     for n in sizes:
-        r = asyncio.run(takeover(n, n_flows))
+        # A bound on the whole run: a stop that never finishes must fail, not hang.
+        r = asyncio.run(asyncio.wait_for(takeover(n, n_flows), 4 * SETTLE_TIMEOUT_S))
         print(json.dumps(r), flush=True)
         results.append(r)
         gc.collect()

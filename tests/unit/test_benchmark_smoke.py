@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from benchmarks import compiler_scale, takeover_scale
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md"
@@ -13,6 +15,7 @@ def _doc() -> str | None:
     return DOC.read_text() if DOC.exists() else None
 
 
+@pytest.mark.timeout(60)
 def test_compiler_scale_smoke_runs_checked_and_writes_nothing() -> None:
     before = _doc()
     out = compiler_scale.main(["--smoke"])
@@ -35,6 +38,7 @@ def test_compiler_scale_verdict_needs_every_statistic_of_every_run() -> None:
     assert not met and over == ["b run 2 move max_ms 9.00 ms"]
 
 
+@pytest.mark.timeout(60)
 def test_takeover_scale_smoke_moves_every_switch_to_the_new_master() -> None:
     before = _doc()
     out = takeover_scale.main(["--smoke"])
