@@ -46,3 +46,14 @@ def test_takeover_scale_smoke_moves_every_switch_to_the_new_master() -> None:
     (r,) = out["results"]
     assert r["switches"] == takeover_scale.SMOKE_SIZE
     assert 0 <= r["active_s"] <= r["all_master_s"] <= r["all_resynced_s"] < 30
+    assert r["run"] == 1 and isinstance(out["met"], bool)
+
+
+def test_takeover_verdict_needs_every_run_under_goal_and_linear() -> None:
+    def r(run: int, n: int, t: float) -> dict[str, float]:
+        return {"run": run, "switches": n, "active_s": 0.0, "all_resynced_s": t, "cpu_s": t}
+
+    linear = [r(1, 100, 0.2), r(1, 1000, 2.0)]
+    assert takeover_scale.verdict(linear)[0]
+    assert not takeover_scale.verdict([*linear, r(2, 100, 0.2), r(2, 1000, 4.0)])[0]
+    assert not takeover_scale.verdict([r(1, 100, 0.6), r(1, 1000, 6.0)])[0]
