@@ -323,7 +323,8 @@ the 1 s heartbeat timeout), every switch MASTER with the new term as generation 
 re-read by the new active (its flow dump answered). The switches' side (2,000 connections at the
 largest size) runs on the same event loop and cores as the controllers, so the times are an
 upper bound. Controllers' RSS = growth of the process while both controllers start and take
-their switches (the fake switches' tables are allocated before). Hypervisors have no OVSDB
+their switches (the fake switches' tables are allocated before); it means something in run 1
+only, as later runs reuse the memory freed by earlier ones. Hypervisors have no OVSDB
 endpoint here, so no flow is programmed after the re-read (the difference is empty: the new
 active wants what the old one installed). Load: {load0} at the start, {load1} at the end
 (2 shared cores).
