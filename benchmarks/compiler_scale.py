@@ -2,17 +2,20 @@
 
 No OVS here: each hypervisor's br-int is a SimSwitch that hands out OpenFlow port numbers the way
 OVSDB would report them (VM ports when a VM is plugged, tunnel ports when the controller asks for
-them). The controller side is the real code: Topology + FabricCompiler (+ the reconciler's pure
-diff, reported separately). Measured:
+them). The controller side is the real code: Topology + FabricCompiler + FlowReconciler (its
+channel is an in-memory flow table, so no I/O is timed). Measured:
 
 1. full compile: build the topology, plug every VM, create the tunnel ports the compiler asks
-   for, recompute everything; CPU/wall time, tracemalloc peak (in a fresh subprocess) and RSS.
-2. incremental CPU per VM add / remove / move at 1/10 and full scale (same per-hypervisor
-   density), each operation = topology mutation + set_ports of the affected switches +
-   recompute() + tunnel reconciliation + compiler.flows(hv) of every touched switch.
+   for, recompute everything; CPU/wall time, tracemalloc peak (in a fresh subprocess) and RSS;
+   then the first full diff of every switch (what a start or a takeover costs on top).
+2. CPU per VM add / remove / move at 1/10 and full scale (same per-hypervisor density), all of
+   the controller's work: topology mutation + set_ports of the affected switches + recompute()
+   + tunnel reconciliation + the reconciler's diff of every touched switch (apply_slices).
 3. flows per hypervisor and per hosted network at both scales.
 
-Run: PYTHONPATH=src python benchmarks/compiler_scale.py [--quick] [--no-write]
+The verdict holds over every scale and every run: p50, p95 and max of each operation.
+
+Run: PYTHONPATH=src python benchmarks/compiler_scale.py [--runs N] [--quick | --smoke] [--no-write]
 """
 
 from __future__ import annotations
@@ -20,24 +23,29 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import random
 import statistics
 import subprocess
 import sys
 import time
 import tracemalloc
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from _report import percentile  # noqa: E402
+
 from hypetunnel.compiler.compile import FabricCompiler  # noqa: E402
 from hypetunnel.compiler.topology import HypervisorView, NetworkView, Topology, VmView  # noqa: E402
 from hypetunnel.compiler.tunnels import TunnelPort  # noqa: E402
-from hypetunnel.controller.reconciler import plan_flows  # noqa: E402
+from hypetunnel.controller.reconciler import FlowReconciler  # noqa: E402
+from hypetunnel.southbound.openflow.fakeswitch import MemoryFlowChannel  # noqa: E402
 
 ENCAPS = ("vxlan", "gre", "geneve")
 BUDGET_MS = 5.0
@@ -64,6 +72,19 @@ class Scale:
 
 FULL = Scale("full", hypervisors=1000, tenants=2000)
 TENTH = Scale("1/10", hypervisors=100, tenants=200)
+SMOKE = Scale("smoke", hypervisors=8, tenants=4, networks_per_tenant=3, vms_per_network=4,
+              hosts_per_network=(2, 4))
+T = TypeVar("T")
+
+
+def run_now(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine that never suspends (the reconciler on a MemoryFlowChannel)."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    coro.close()
+    raise RuntimeError("the coroutine suspended: it needs an event loop")
 
 
 def underlay_ip(i: int) -> str:
@@ -265,62 +286,68 @@ GC = GcClock()
 
 @dataclass
 class OpStats:
-    total_ms: list[float] = field(default_factory=list)
+    total_ms: list[float] = field(default_factory=list)  # compile + diff: the budget
     compile_ms: list[float] = field(default_factory=list)  # mutation .. converge
-    flows_ms: list[float] = field(default_factory=list)  # compiler.flows(hv) of touched
-    diff_ms: list[float] = field(default_factory=list)  # reconciler diff (not in the budget)
+    diff_ms: list[float] = field(default_factory=list)  # reconciler diff of touched switches
     touched: list[int] = field(default_factory=list)
     gc_ms: list[float] = field(default_factory=list)  # GC pauses inside total_ms
+    flow_mods: list[int] = field(default_factory=list)  # adds + deletes sent
 
     def summary(self) -> dict[str, float]:
-        tot = sorted(self.total_ms)
+        tot = self.total_ms
         return {
             "mean_ms": statistics.fmean(tot),
-            "p50_ms": tot[len(tot) // 2],
-            "p99_ms": tot[min(len(tot) - 1, int(len(tot) * 0.99))],
-            "max_ms": tot[-1],
+            "p50_ms": percentile(tot, 50),
+            "p95_ms": percentile(tot, 95),
+            "max_ms": max(tot),
             "compile_mean_ms": statistics.fmean(self.compile_ms),
-            "flows_mean_ms": statistics.fmean(self.flows_ms),
             "diff_mean_ms": statistics.fmean(self.diff_ms),
+            "diff_max_ms": max(self.diff_ms),
             "touched_mean": statistics.fmean(self.touched),
             "gc_mean_ms": statistics.fmean(self.gc_ms),
+            "flow_mods_mean": statistics.fmean(self.flow_mods),
             "ops": len(tot),
         }
 
 
 def run_op(sim: SimFabric, mutate: Callable[[], None], stats: OpStats,
-           installed: dict[str, set[int]]) -> None:
+           reconcilers: dict[str, FlowReconciler]) -> None:
     g0 = GC.total
     c0 = time.process_time()
     mutate()
     touched = sim.converge()
     c1 = time.process_time()
-    desired = {hv: sim.compiler.flows(hv) for hv in touched}
+    mods = 0
+    for hv in touched:
+        rec = reconcilers.get(hv)
+        if rec is not None:
+            d = run_now(rec.apply_slices(sim.compiler.slices(hv)))
+            mods += d.added + d.removed
     c2 = time.process_time()
     stats.gc_ms.append((GC.total - g0) * 1e3)
     stats.total_ms.append((c2 - c0) * 1e3)
     stats.compile_ms.append((c1 - c0) * 1e3)
-    stats.flows_ms.append((c2 - c1) * 1e3)
+    stats.diff_ms.append((c2 - c1) * 1e3)
     stats.touched.append(len(touched))
-    # The reconciler's diff against the installed cookies: O(flows of the switch), measured
-    # apart because it is the reconciler's cost, not the compiler's.
-    for hv in desired:
-        if hv not in installed:  # what the switch had before this operation
-            installed[hv] = {f.cookie for f in sim.compiler.flows(hv)}
-    c3 = time.process_time()
-    for hv, flows in desired.items():
-        plan = plan_flows(flows, installed[hv], set())
-        installed[hv].difference_update(plan.stale)
-        installed[hv].update(f.cookie for f in plan.adds)
-    stats.diff_ms.append((time.process_time() - c3) * 1e3)
+    stats.flow_mods.append(mods)
 
 
-def incremental(sim: SimFabric, scale: Scale, n_ops: int) -> dict[str, dict[str, float]]:
+def first_diff(sim: SimFabric) -> tuple[dict[str, FlowReconciler], float]:
+    """One reconciler per switch, each switch brought from empty to its desired flows: the
+    full diff a start or a takeover does once (cookies are computed here, on first use)."""
+    reconcilers = {hv: FlowReconciler(MemoryFlowChannel()) for hv in sim.switches}
+    c0 = time.process_time()
+    for hv, rec in reconcilers.items():
+        run_now(rec.apply_slices(sim.compiler.slices(hv)))
+    return reconcilers, time.process_time() - c0
+
+
+def incremental(sim: SimFabric, scale: Scale, n_ops: int,
+                reconcilers: dict[str, FlowReconciler]) -> dict[str, dict[str, float]]:
     rng = random.Random(scale.seed + 1)
     topo = sim.topology
     hv_names = sorted(sim.switches)
     vnis = sorted(topo.networks)
-    installed: dict[str, set[int]] = {}
     results: dict[str, dict[str, float]] = {}
     added = 0
 
@@ -350,14 +377,20 @@ def incremental(sim: SimFabric, scale: Scale, n_ops: int) -> dict[str, dict[str,
     for name, op in (("add", add), ("remove", remove), ("move", move)):
         stats = OpStats()
         for _ in range(n_ops):
-            run_op(sim, op, stats, installed)
+            run_op(sim, op, stats, reconcilers)
         results[name] = stats.summary()
     return results
 
 
-def verify(sim: SimFabric) -> int:
+def verify(sim: SimFabric, reconcilers: dict[str, FlowReconciler]) -> int:
     """After the churn, the incrementally maintained state must equal a compile from scratch
-    of the same topology and ports. Returns the number of switches compared."""
+    of the same topology and ports, and every (in-memory) switch must hold exactly the desired
+    flows the incremental diffs sent it. Returns the number of switches compared."""
+    for hv, rec in reconcilers.items():
+        channel = rec.channel
+        assert isinstance(channel, MemoryFlowChannel)
+        if channel.cookies != {f.cookie for f in sim.compiler.flows(hv)}:
+            raise AssertionError(f"{hv}: the switch's flows differ from the desired flows")
     fresh = FabricCompiler(sim.topology)
     for hv, sw in sim.switches.items():
         fresh.set_ports(hv, sw.ports, sw.vm_ports)
@@ -406,42 +439,67 @@ def _corr(xs: Iterable[float], ys: Iterable[float]) -> float:
 
 # -- driver --------------------------------------------------------------------------------------
 
-def measure(scale: Scale, n_ops: int, *, check: bool = False) -> dict[str, object]:
+OPS = ("add", "remove", "move")
+STATS = ("p50_ms", "p95_ms", "max_ms")
+
+
+def measure(scale: Scale, n_ops: int, *, check: bool = False) -> dict[str, Any]:
     print(f"[{scale.name}] building {scale.hypervisors} hv, {scale.networks} networks, "
           f"{scale.vms} VMs ...", flush=True)
     sim, build_t = timed_build(scale)
+    reconcilers, build_t["first_diff_s"] = first_diff(sim)
     print(f"[{scale.name}] build {build_t}", flush=True)
     flows = flow_stats(sim)
     print(f"[{scale.name}] flows {flows}", flush=True)
-    inc = incremental(sim, scale, n_ops)
+    inc = incremental(sim, scale, n_ops, reconcilers)
     print(f"[{scale.name}] incremental {json.dumps(inc, indent=1)}", flush=True)
     if check:
-        print(f"[{scale.name}] verified {verify(sim)} switches against a full compile", flush=True)
-    del sim
+        print(f"[{scale.name}] verified {verify(sim, reconcilers)} switches against a full "
+              "compile", flush=True)
+    del sim, reconcilers
     gc.collect()
     return {"build": build_t, "flows": flows, "incremental": inc}
 
 
-def main() -> None:
+def verdict(runs: dict[str, list[dict[str, Any]]]) -> tuple[bool, list[str]]:
+    """Within budget only if p50, p95 and max of every operation are, at every scale, in every
+    run. Returns (met, the figures over budget)."""
+    over = [f"{name} run {i + 1} {op} {stat} {r['incremental'][op][stat]:.2f} ms"
+            for name, rs in runs.items() for i, r in enumerate(rs)
+            for op in OPS for stat in STATS if r["incremental"][op][stat] > BUDGET_MS]
+    return not over, over
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser()
     ap.add_argument("--memory", action="store_true", help=argparse.SUPPRESS)  # child mode
     ap.add_argument("--ops", type=int, default=1000, help="operations of each kind")
+    ap.add_argument("--runs", type=int, default=1, help="runs of each scale")
     ap.add_argument("--quick", action="store_true", help="1/10 scale only, 200 ops, no write")
+    ap.add_argument("--smoke", action="store_true",
+                    help=f"smallest size ({SMOKE.hypervisors} hv), 20 ops, checked, no write")
     ap.add_argument("--no-write", action="store_true", help="do not touch docs/benchmarks.md")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.memory:
         mem = {}
         for scale in (TENTH, FULL):
             mem[scale.name] = memory_build(scale)
             gc.collect()
         print(json.dumps(mem))
-        return
-    if args.quick:
-        measure(TENTH, 200, check=True)
-        return
+        return mem
+    if args.smoke or args.quick:
+        scale, ops = (SMOKE, 20) if args.smoke else (TENTH, 200)
+        runs = {scale.name: [measure(scale, ops, check=True) for _ in range(args.runs)]}
+        met, over = verdict(runs)
+        print(f"verdict: {'met' if met else 'NOT met'} {over}")
+        return {"runs": runs, "met": met, "over": over}
     w0 = time.perf_counter()
-    small = measure(TENTH, args.ops, check=True)
-    full = measure(FULL, args.ops)
+    load0 = os.getloadavg()
+    runs = {TENTH.name: [], FULL.name: []}
+    for _ in range(args.runs):
+        runs[TENTH.name].append(measure(TENTH, args.ops, check=True))
+        runs[FULL.name].append(measure(FULL, args.ops))
+    load1 = os.getloadavg()
     child = start_memory_child()
     try:
         out, _ = child.communicate()
@@ -452,12 +510,14 @@ def main() -> None:
     if child.returncode != 0:
         raise SystemExit(f"memory child failed with {child.returncode}")
     mem = json.loads(out.strip().splitlines()[-1])
-    small["memory"], full["memory"] = mem[TENTH.name], mem[FULL.name]
     print(f"memory {mem}", flush=True)
     wall = time.perf_counter() - w0
-    print(f"total wall {wall:.0f} s")
+    met, over = verdict(runs)
+    print(f"total wall {wall:.0f} s; verdict {'met' if met else 'NOT met'} {over}")
+    result = {"runs": runs, "memory": mem, "met": met, "over": over}
     if not args.no_write:
-        write(small, full, args.ops, wall)
+        write(runs, mem, args.ops, wall, (load0, load1))
+    return result
 
 
 def _row(label: str, a: object, b: object, ratio: bool = True) -> str:
@@ -469,13 +529,21 @@ def _row(label: str, a: object, b: object, ratio: bool = True) -> str:
     return f"| {label} | {fmt(a)} | {fmt(b)} | {r} |"
 
 
-def write(small: dict, full: dict, n_ops: int, wall: float) -> None:
+def _worst(rs: list[dict[str, Any]], op: str, stat: str) -> float:
+    return float(max(r["incremental"][op][stat] for r in rs))
+
+
+def write(runs: dict[str, list[dict[str, Any]]], mem: dict[str, Any], n_ops: int, wall: float,
+          loads: tuple[tuple[float, ...], tuple[float, ...]]) -> None:
     from _report import write_section
 
+    small_runs, full_runs = runs[TENTH.name], runs[FULL.name]
+    small, full = small_runs[-1], full_runs[-1]
     sb, fb = small["build"], full["build"]
     sf, ff = small["flows"], full["flows"]
     si, fi = small["incremental"], full["incremental"]
-    sm, fm = small["memory"], full["memory"]
+    sm, fm = mem[TENTH.name], mem[FULL.name]
+    n_runs = len(full_runs)
     rows = [
         "| | 1/10 scale | full scale | full ÷ 1/10 |",
         "|---|---:|---:|---:|",
@@ -487,25 +555,30 @@ def write(small: dict, full: dict, n_ops: int, wall: float) -> None:
         _row("  tunnel ports created", sb["tunnels_s"], fb["tunnels_s"]),
         _row("  recompute with tunnel ports", sb["recompute_2_s"], fb["recompute_2_s"]),
         _row("full compile, wall s", sb["wall_s"], fb["wall_s"]),
-        _row("RSS growth, MB", sb["rss_delta_mb"], fb["rss_delta_mb"]),
-        _row("tracemalloc peak / retained, MB",
+        _row("then first full diff of every switch, CPU s", sb["first_diff_s"],
+             fb["first_diff_s"]),
+        _row("RSS growth, MB (compile)", sb["rss_delta_mb"], fb["rss_delta_mb"]),
+        _row("tracemalloc peak / retained, MB (compile)",
              f"{sm['tracemalloc_peak_mb']:,.0f} / {sm['tracemalloc_current_mb']:,.0f}",
              f"{fm['tracemalloc_peak_mb']:,.0f} / {fm['tracemalloc_current_mb']:,.0f}"),
     ]
-    for op in ("add", "remove", "move"):
+    for op in OPS:
         a, b = si[op], fi[op]
-        rows.append(_row(f"**VM {op}, CPU ms mean**", a["mean_ms"], b["mean_ms"]))
-        rows.append(_row(f"  VM {op} p50 / p99 / max ms",
-                         f"{a['p50_ms']:.2f} / {a['p99_ms']:.2f} / {a['max_ms']:.1f}",
-                         f"{b['p50_ms']:.2f} / {b['p99_ms']:.2f} / {b['max_ms']:.1f}"))
-        rows.append(_row(f"  VM {op}: compile / flows(hv) / GC ms",
-                         f"{a['compile_mean_ms']:.2f} / {a['flows_mean_ms']:.2f} / "
+        rows.append(_row(f"**VM {op}: p50 / p95 / max CPU ms, worst of {n_runs} run(s)**",
+                         " / ".join(f"{_worst(small_runs, op, st):.2f}" for st in STATS),
+                         " / ".join(f"{_worst(full_runs, op, st):.2f}" for st in STATS),
+                         ratio=False))
+        rows.append(_row(f"  VM {op}: mean ms", a["mean_ms"], b["mean_ms"]))
+        rows.append(_row(f"  VM {op}: compile / reconciler diff / GC, mean ms",
+                         f"{a['compile_mean_ms']:.2f} / {a['diff_mean_ms']:.2f} / "
                          f"{a['gc_mean_ms']:.2f}",
-                         f"{b['compile_mean_ms']:.2f} / {b['flows_mean_ms']:.2f} / "
-                         f"{b['gc_mean_ms']:.2f}"))
-        rows.append(_row(f"  VM {op}: switches touched", a["touched_mean"], b["touched_mean"]))
-        rows.append(_row(f"  VM {op}: reconciler diff ms (not in budget)", a["diff_mean_ms"],
-                         b["diff_mean_ms"]))
+                         f"{b['compile_mean_ms']:.2f} / {b['diff_mean_ms']:.2f} / "
+                         f"{b['gc_mean_ms']:.2f}", ratio=False))
+        rows.append(_row(f"  VM {op}: reconciler diff, max ms", a["diff_max_ms"],
+                         b["diff_max_ms"]))
+        rows.append(_row(f"  VM {op}: switches touched / flow mods sent, mean",
+                         f"{a['touched_mean']:.2f} / {a['flow_mods_mean']:.1f}",
+                         f"{b['touched_mean']:.2f} / {b['flow_mods_mean']:.1f}", ratio=False))
     rows += [
         _row("flows per hypervisor min / median / max",
              f"{sf['flows_min']:,} / {sf['flows_median']:,.0f} / {sf['flows_max']:,}",
@@ -525,36 +598,45 @@ def write(small: dict, full: dict, n_ops: int, wall: float) -> None:
              float(ff["tunnels_per_hv_median"])),
         _row("flows in the fabric", sf["flows_total"], ff["flows_total"]),
     ]
-    worst = max(fi[op]["mean_ms"] for op in fi)
-    verdict = "met" if worst < BUDGET_MS else "NOT met"
+    met, over = verdict(runs)
+    compile_cpu = max(r["build"]["cpu_s"] for r in full_runs)
+    compile_met = compile_cpu < 15.0 and fm["tracemalloc_peak_mb"] < 600
     body = f"""
 Simulated switches (no OVS): every hypervisor's br-int is an in-memory port table that hands out
 OpenFlow port numbers as OVSDB would (VM ports when plugged, tunnel ports when the controller asks
-for them). The controller code is the real one: `Topology` + `FabricCompiler`. Fabric: 5 networks
-per tenant (encapsulation vxlan/gre/geneve at random per tenant), 10 VMs per network spread over
-3-6 random hypervisors, underlay 10.x.y.z, seed {FULL.seed}. The 1/10 scale has the same
-per-hypervisor density, so per-switch numbers should match and per-change costs should not grow.
+for them), and an in-memory flow table (`MemoryFlowChannel`) behind a real `FlowReconciler`. The
+controller code is the real one: `Topology` + `FabricCompiler` + `FlowReconciler.apply_slices`.
+Fabric: 5 networks per tenant (encapsulation vxlan/gre/geneve at random per tenant), 10 VMs per
+network spread over 3-6 random hypervisors, underlay 10.x.y.z, seed {FULL.seed}. The 1/10 scale
+has the same per-hypervisor density, so per-switch numbers should match and per-change costs
+should not grow.
 
-Per-change cost = `time.process_time` of: topology mutation (intent and/or binding) +
-`set_ports` of the switches whose ports changed + `recompute()` + the tunnel-port round trip
-(`tunnels(hv)` compared with the switch, missing ports created, `set_ports`, `recompute()`) +
-`compiler.flows(hv)` of every touched switch. {n_ops:,} operations of each kind, in order:
-add (new VM on one of its network's hosts), remove (random VM), move (random VM to a random
-other hypervisor: often a new host of that network, so tunnels are created and removed).
-GC pauses are included (shown apart; the rare max values are full generation-2 collections,
-which walk the whole heap). The reconciler's diff of the desired flows against the
-installed cookies (`plan_flows`, O(flows of the switch)) is shown apart, it is not compiler work.
+Per-change cost = `time.process_time` of all of the controller's work: topology mutation (intent
+and/or binding) + `set_ports` of the switches whose ports changed + `recompute()` + the
+tunnel-port round trip (`tunnels(hv)` compared with the switch, missing ports created,
+`set_ports`, `recompute()`) + the reconciler's diff of every touched switch, which reads only the
+slices the compiler's change journal reports (`apply_slices`; the flow mods themselves are not
+sent anywhere). {n_ops:,} operations of each kind per run, in order: add (new VM on one of its
+network's hosts), remove (random VM), move (random VM to a random other hypervisor: often a new
+host of that network, so tunnels are created and removed). GC pauses are included (shown apart).
+A bulk compile pauses the cyclic GC and then freezes what it built (`compiler/gcpolicy.py`), so
+later collections do not walk the compiled fabric. CPU time is per process, so other work on
+the shared cores does not count in it; load average {loads[0][0]:.2f} at the start,
+{loads[1][0]:.2f} at the end of the timed runs (2 cores shared with other engineers).
 
 {chr(10).join(rows)}
 
-**Goal < {BUDGET_MS:g} ms per VM change, independent of fabric size: {verdict}** (worst mean at
-full scale {worst:.2f} ms; full ÷ 1/10 ratio of the per-change cost is shown in the last
-column). Flows per switch follow the networks it hosts (≈{ff['flows_per_net_median']:.0f} flows
-per hosted network, correlation {ff['corr_flows_nets']:.3f}), not the fabric's VM count: 10x the
-VMs leaves the per-switch median at {ff['flows_median']:,.0f} vs {sf['flows_median']:,.0f}.
-After the churn at 1/10 scale the incrementally maintained flows and tunnels of every switch were
-checked equal to a compile from scratch. Memory (tracemalloc) is measured in a separate process
-because tracing slows allocation. Total benchmark wall time {wall:.0f} s.
+**Goal < {BUDGET_MS:g} ms per VM change (compile + diff), p50, p95 and max of every operation
+at both scales in all {n_runs} run(s): {"met" if met else "NOT met"}**{"" if met else
+" (over budget: " + "; ".join(over) + ")"}.
+**Full compile at 100,000 VMs < 15 s CPU and < 600 MB: {"met" if compile_met else "NOT met"}**
+({compile_cpu:.1f} s, tracemalloc peak {fm["tracemalloc_peak_mb"]:,.0f} MB; the 2026-11-23 run
+measured 44.9 s and 972 MB). Flows per switch follow the networks it hosts
+(≈{ff['flows_per_net_median']:.0f} flows per hosted network, correlation
+{ff['corr_flows_nets']:.3f}), not the fabric's VM count. After the churn at 1/10 scale every
+switch's flows (as sent by the incremental diffs) and the incrementally maintained flows and
+tunnels were checked equal to a compile from scratch. Memory (tracemalloc) is measured in a
+separate process because tracing slows allocation. Total benchmark wall time {wall:.0f} s.
 """
     write_section("compiler_scale", "Controller scale (simulated switches)", body)
 

@@ -191,3 +191,15 @@ def test_vm_mtu_accounts_for_encapsulation() -> None:
     assert network_mtu(intent.fabric, "vxlan") == 1450
     assert network_mtu(intent.fabric, "gre") == 1458
     assert network_mtu(intent.fabric, "geneve") == 1450
+
+
+def test_cookies_are_stable_content_hashes() -> None:
+    """Cookies are what a restarted or peer controller compares with the switch: the value of a
+    given flow must never change (a lazily computed cookie equals the eager one it replaced)."""
+    from hypetunnel.compiler.flows import Flow, Output, SetField, match
+
+    flow = Flow(20, 100, match(metadata=10001, eth_dst="02:00:00:00:01:02", reg0=0),
+                (SetField("tunnel_id", 10001), Output(1234)))
+    assert flow.cookie == 0x4854_2D95_1654_1E61
+    assert hash(flow) == hash(Flow(20, 100, flow.match, flow.actions)) and flow == Flow(
+        20, 100, flow.match, flow.actions)

@@ -6,16 +6,18 @@ topology marked dirty, so the cost of a VM change depends on its network, not on
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
 from hypetunnel.compiler.flows import Flow
+from hypetunnel.compiler.gcpolicy import BULK_SLICES, long_lived_allocations
 from hypetunnel.compiler.pipeline import base_flows, network_slice
 from hypetunnel.compiler.topology import Topology
 from hypetunnel.compiler.tunnels import TunnelPort, tunnel_port, tunnel_port_name
 
 _BASE = base_flows()
+BASE_SLICE = -1  # slice key of the flows every switch has (VNIs are positive)
 # Port names are looked up for every remote host of every slice: parse each address once.
 _tunnel_name = lru_cache(maxsize=1 << 16)(tunnel_port_name)
 _tunnel_port = lru_cache(maxsize=1 << 16)(tunnel_port)
@@ -49,6 +51,11 @@ class FabricCompiler:
         # ports never change which tunnels a switch needs, so they must not void that cache.
         self._stale: set[tuple[str, int]] = set()
         self._stale_switches: set[str] = set()
+        # Change journal, so a reconciler diffs only what changed: hv -> VNI -> generation of
+        # the slice's last change, in generation order (an entry moves to the end on change).
+        # One entry per VNI the switch ever hosted, so it is bounded without any consumer.
+        self.generation = 0
+        self._changed: dict[str, dict[int, int]] = {}
 
     # -- observed state ------------------------------------------------------------------
     def set_ports(self, hypervisor: str, ofports: Mapping[str, int],
@@ -88,24 +95,42 @@ class FabricCompiler:
         self._stale, self._stale_switches = set(), set()
         touched = set(switches)
         for hv in switches:
-            self._slices[hv] = {}
+            # Every slice is rebuilt; the old ones are kept until then so that a slice that
+            # comes out the same is not reported as changed.
+            dirty.update((hv, vni) for vni in self._slices.get(hv, ()))
             self._slice_tunnels[hv] = {}
             self._tunnel_users[hv] = {}
             for vni in topo.networks_on.get(hv, ()):
                 dirty.add((hv, vni))
+        if dirty:
+            self.generation += 1
+        if len(dirty) >= BULK_SLICES:
+            with long_lived_allocations():
+                self._rebuild(dirty, touched)
+        else:
+            self._rebuild(dirty, touched)
+        for hv in touched:
+            self._tunnel_union.pop(hv, None)
+        return touched
+
+    def _rebuild(self, dirty: set[tuple[str, int]], touched: set[str]) -> None:
+        topo = self.topology
+        gen = self.generation
         for hv, vni in dirty:
             touched.add(hv)
             flows = self._slice(hv, vni)
             slices = self._slices.setdefault(hv, {})
-            if flows:
-                slices[vni] = flows
-            else:
-                slices.pop(vni, None)
+            old = slices.get(vni)
+            if old != (flows or None):  # a slice rebuilt the same is no change for anyone
+                if flows:
+                    slices[vni] = flows
+                else:
+                    del slices[vni]
+                journal = self._changed.setdefault(hv, {})
+                journal.pop(vni, None)
+                journal[vni] = gen
             hosted = vni in topo.networks_on.get(hv, ())
             self._set_slice_tunnels(hv, vni, self._tunnels_of(hv, vni) if hosted else frozenset())
-        for hv in touched:
-            self._tunnel_union.pop(hv, None)
-        return touched
 
     def _set_slice_tunnels(self, hv: str, vni: int, tunnels: frozenset[TunnelPort]) -> None:
         per_slice = self._slice_tunnels.setdefault(hv, {})
@@ -169,6 +194,11 @@ class FabricCompiler:
             self._tunnel_union[hv] = union
         return union
 
+    def slices(self, hv: str) -> SwitchSlices:
+        """The switch's desired flows by slice, with what changed since a generation: what a
+        reconciler needs to diff only the change (FlowReconciler.apply_slices)."""
+        return SwitchSlices(self, hv)
+
     def flows(self, hv: str) -> frozenset[Flow]:
         out = set(_BASE)
         for flows in self._slices.get(hv, {}).values():
@@ -186,3 +216,34 @@ class FabricCompiler:
 
     def flow_count(self, hv: str) -> int:
         return len(_BASE) + sum(len(f) for f in self._slices.get(hv, {}).values())
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchSlices:
+    """A live view of one switch's desired flows, as slices keyed by VNI (+ BASE_SLICE)."""
+
+    source: FabricCompiler
+    hypervisor: str
+
+    @property
+    def generation(self) -> int:
+        """The compiler's generation: slices changed after a generation g are changed_since(g)."""
+        return self.source.generation
+
+    def changed_since(self, generation: int) -> list[int]:
+        journal = self.source._changed.get(self.hypervisor, {})
+        out = []
+        for vni, gen in reversed(journal.items()):  # newest first: stop at the first old one
+            if gen <= generation:
+                break
+            out.append(vni)
+        return out
+
+    def slice(self, key: int) -> frozenset[Flow]:
+        if key == BASE_SLICE:
+            return _BASE
+        return self.source._slices.get(self.hypervisor, {}).get(key, frozenset())
+
+    def items(self) -> Iterator[tuple[int, frozenset[Flow]]]:
+        yield BASE_SLICE, _BASE
+        yield from self.source._slices.get(self.hypervisor, {}).items()

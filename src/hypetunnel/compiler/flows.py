@@ -23,15 +23,25 @@ MatchValue = int | str | tuple[int, int] | tuple[str, str]
 Match = tuple[tuple[str, MatchValue], ...]
 
 
+# The actions write their own repr: it is part of the cookie's input (so its text must stay the
+# one dataclasses generate, or every installed flow would change cookie on upgrade), and the
+# generated one goes through a recursion guard that costs more than the rest of the cookie.
+
 @dataclass(frozen=True, slots=True)
 class Output:
     port: int
+
+    def __repr__(self) -> str:
+        return f"Output(port={self.port!r})"
 
 
 @dataclass(frozen=True, slots=True)
 class SetField:
     field: str  # os-ken OXM name: "tunnel_id", "eth_src", "arp_op", "reg0", ...
     value: int | str
+
+    def __repr__(self) -> str:
+        return f"SetField(field={self.field!r}, value={self.value!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +51,9 @@ class RegMove:
     src: str
     dst: str
     n_bits: int
+
+    def __repr__(self) -> str:
+        return f"RegMove(src={self.src!r}, dst={self.dst!r}, n_bits={self.n_bits!r})"
 
 
 Action = Output | SetField | RegMove
@@ -54,12 +67,21 @@ class Flow:
     actions: tuple[Action, ...] = ()
     metadata: int | None = None  # write_metadata instruction (full 64-bit mask)
     goto: int | None = None  # goto_table instruction
-    cookie: int = field(init=False, compare=False, hash=False)
+    # The cookie is computed on first use: a fabric compile builds ~10 flows per VM, and only
+    # the ones a reconciler diffs against a switch ever need one (a standby never does).
+    _cookie: int = field(default=0, init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
-        digest = hashlib.blake2b(repr(self._content()).encode(), digest_size=8).digest()
-        h = int.from_bytes(digest, "big") & COOKIE_HASH_MASK
-        object.__setattr__(self, "cookie", (COOKIE_PREFIX << COOKIE_SHIFT) | h)
+    @property
+    def cookie(self) -> int:
+        c = self._cookie
+        if not c:
+            c = cookie_of(self._content())
+            object.__setattr__(self, "_cookie", c)
+        return c
+
+    def __hash__(self) -> int:
+        # Not the generated hash: that would include _cookie's state. Equal content, equal hash.
+        return hash(self._content())
 
     def _content(self) -> tuple[object, ...]:
         return (self.table, self.priority, self.match, self.actions, self.metadata, self.goto)
@@ -70,8 +92,25 @@ class Flow:
         return (self.table, self.priority, self.match)
 
 
+def cookie_of(content: tuple[object, ...]) -> int:
+    """Content hash under our prefix: the same flow gets the same cookie in every process."""
+    digest = hashlib.blake2b(repr(content).encode(), digest_size=8).digest()
+    return (COOKIE_PREFIX << COOKIE_SHIFT) | (int.from_bytes(digest, "big") & COOKIE_HASH_MASK)
+
+
+# A match field (name, value) recurs in many flows (a VNI's metadata in every flow of the
+# network on every host, a MAC on every host of its network): one shared pair each. Interning
+# is only sharing, so when churn has filled the table it is simply emptied (sized for a
+# 100,000-VM fabric, ~6 pairs per VM): flows keep their pairs, new ones start sharing again.
+_PAIRS: dict[tuple[str, MatchValue], tuple[str, MatchValue]] = {}
+_PAIRS_MAX = 1 << 21
+
+
 def match(**fields: MatchValue) -> Match:
-    return tuple(sorted(fields.items()))
+    if len(_PAIRS) > _PAIRS_MAX:
+        _PAIRS.clear()
+    intern = _PAIRS.setdefault
+    return tuple([intern(p, p) for p in sorted(fields.items())])
 
 
 def is_ours(cookie: int) -> bool:

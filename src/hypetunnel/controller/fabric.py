@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypetunnel.compiler.compile import FabricCompiler
+from hypetunnel.compiler.compile import FabricCompiler, SwitchSlices
 from hypetunnel.compiler.flows import Flow
 from hypetunnel.compiler.from_intent import sync_topology
 from hypetunnel.compiler.topology import Topology
@@ -52,6 +52,9 @@ class FabricState:
     # -- desired state per switch ----------------------------------------------------------------
     def flows(self, hypervisor: str) -> frozenset[Flow]:
         return self.compiler.flows(hypervisor)
+
+    def slices(self, hypervisor: str) -> SwitchSlices:
+        return self.compiler.slices(hypervisor)
 
     def tunnels(self, hypervisor: str) -> frozenset[TunnelPort]:
         return self.compiler.tunnels(hypervisor)

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from hypetunnel.compiler.flows import Flow
 from hypetunnel.compiler.tunnels import TunnelPort
+from hypetunnel.controller.reconciler import SlicedFlows
 from hypetunnel.southbound.observation import SwitchObservation
 
 
@@ -59,6 +60,10 @@ class DesiredState(Protocol):
     """What each switch should hold (the fabric state provides it)."""
 
     def flows(self, hypervisor: str) -> frozenset[Flow]: ...
+
+    def slices(self, hypervisor: str) -> SlicedFlows:
+        """The flows by slice, with what changed since a generation (for an O(change) diff)."""
+        ...
 
     def tunnels(self, hypervisor: str) -> frozenset[TunnelPort]: ...
 

@@ -4,15 +4,20 @@ Flow cookies are content hashes (see compiler.flows), so the installed state of 
 set of cookies: a desired flow whose cookie is installed is already there, byte for byte. After a
 reconnect, `resync` re-reads that set from the switch, and an unchanged desired set then costs
 zero flow mods: no churn, no reset of flow durations or counters.
+
+Two ways in: `apply(flows)` diffs a whole desired set (O(flows of the switch)); `apply_slices`
+takes the compiler's sliced view and, once a first full diff has made the switch equal to the
+desired state, diffs only the slices that changed since (O(the change)).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from hypetunnel.compiler.flows import Flow, is_ours
+from hypetunnel.compiler.flows import COOKIE_PREFIX, COOKIE_SHIFT, Flow
+from hypetunnel.compiler.gcpolicy import long_lived_allocations
 from hypetunnel.errors import SouthboundError
 
 
@@ -78,6 +83,107 @@ def plan_flows(desired: Iterable[Flow], installed: set[int], foreign: set[int]) 
     return FlowPlan(adds, stale, sorted(foreign))
 
 
+class SlicedFlows(Protocol):
+    """A switch's desired flows as slices plus a change journal (compiler.SwitchSlices)."""
+
+    @property
+    def source(self) -> object: ...
+
+    @property
+    def generation(self) -> int: ...
+
+    def changed_since(self, generation: int) -> Iterable[int]: ...
+
+    def slice(self, key: int) -> frozenset[Flow]: ...
+
+    def items(self) -> Iterable[tuple[int, frozenset[Flow]]]: ...
+
+
+FlowKey = tuple[int, int, tuple[object, ...]]
+
+
+class DesiredIndex:
+    """The union of a switch's desired slices, kept by cookie, updated slice by slice.
+
+    Refcounted, so a flow in two slices stays desired until both drop it, and keyed by OpenFlow
+    identity, so two contents for one (table, priority, match) are refused as plan_flows does.
+    Only what the diff needs is kept (cookie -> references, identity -> cookie): the flows
+    themselves stay in the slices.
+    """
+
+    def __init__(self) -> None:
+        self.slices: dict[int, frozenset[Flow]] = {}
+        self.refs: dict[int, int] = {}  # cookie -> number of slices that want it
+        self._keys: dict[FlowKey, int] = {}  # flow identity -> cookie
+
+    @classmethod
+    def of(cls, slices: Iterable[tuple[int, frozenset[Flow]]]) -> DesiredIndex:
+        index = cls()
+        # Built once per switch (start, takeover, resync) and kept: like the compiled slices,
+        # long-lived and acyclic, so the cyclic GC need not scan it (see compiler.gcpolicy).
+        with long_lived_allocations():
+            index.update(dict(slices))
+        return index
+
+    def flows(self) -> Iterator[Flow]:
+        """Every desired flow once."""
+        seen: set[int] = set()
+        for flows in self.slices.values():
+            for f in flows:
+                if f.cookie not in seen:
+                    seen.add(f.cookie)
+                    yield f
+
+    def update(self, changes: Mapping[int, frozenset[Flow]]) -> tuple[list[Flow], list[int]]:
+        """Replace these slices (empty = gone). Returns (flows that became desired, cookies that
+        stopped being desired). On SouthboundError the index is unusable: build a new one."""
+        gone: list[Flow] = []
+        came: list[Flow] = []
+        for key, new in changes.items():
+            old = self.slices.get(key, frozenset())
+            if old is new:
+                continue
+            gone.extend(old - new)
+            came.extend(new - old)
+            if new:
+                self.slices[key] = new
+            else:
+                self.slices.pop(key, None)
+        # Drops first, so a flow replaced in place (same identity, new content) frees its key.
+        dropped = [c for f in gone if (c := self._drop(f)) is not None]
+        added = [f for f in came if self._add(f)]
+        # A flow that moved between slices was dropped and re-added: for the switch, no change.
+        was_there = set(dropped)
+        return ([f for f in added if f.cookie not in was_there],
+                [c for c in dropped if c not in self.refs])
+
+    def _add(self, flow: Flow) -> bool:
+        c = flow.cookie
+        n = self.refs.get(c)
+        if n is not None:
+            self.refs[c] = n + 1
+            return False
+        key = flow.key
+        other = self._keys.get(key)
+        if other is not None:
+            them = next(f for f in self.flows() if f.cookie == other)
+            raise SouthboundError(
+                f"two desired flows share table={flow.table} priority={flow.priority} "
+                f"match={dict(flow.match)}: {them} vs {flow}")
+        self._keys[key] = c
+        self.refs[c] = 1
+        return True
+
+    def _drop(self, flow: Flow) -> int | None:
+        c = flow.cookie
+        n = self.refs[c] - 1
+        if n:
+            self.refs[c] = n
+            return None
+        del self.refs[c], self._keys[flow.key]
+        return c
+
+
 class FlowReconciler:
     """Installed-cookie bookkeeping for one switch connection.
 
@@ -91,6 +197,11 @@ class FlowReconciler:
         self.installed: set[int] = set()
         self.foreign: set[int] = set()
         self.synced = False
+        # apply_slices' view of what is installed: set only while installed == its wanted set.
+        self._index: DesiredIndex | None = None
+        self._source: object = None
+        self._generation = 0
+        self._resyncs = 0  # a resync during an apply_slices voids what that apply learnt
 
     def _check_channel(self) -> None:
         if not self.channel.is_ready():
@@ -100,9 +211,12 @@ class FlowReconciler:
         """Re-read the switch: our cookies become the installed set, others are marked foreign."""
         self._check_channel()
         self.synced = False
-        cookies = await self.channel.dump_flow_cookies()
-        self.installed = {c for c in cookies if is_ours(c)}
-        self.foreign = {c for c in cookies if not is_ours(c)}
+        self._index = None
+        self._resyncs += 1
+        cookies = set(await self.channel.dump_flow_cookies())
+        # One pass over tens of thousands of cookies at a takeover: is_ours() inlined.
+        self.foreign = {c for c in cookies if c >> COOKIE_SHIFT != COOKIE_PREFIX}
+        self.installed = cookies - self.foreign if self.foreign else cookies
         self.synced = True
 
     async def apply(self, desired: Iterable[Flow]) -> FlowDiff:
@@ -110,7 +224,51 @@ class FlowReconciler:
         self._check_channel()
         if not self.synced:
             await self.resync()
+        self._index = None  # the switch now follows this set, not the compiler's slices
         plan = plan_flows(desired, self.installed, self.foreign)
+        return await self._send(plan)
+
+    async def apply_slices(self, desired: SlicedFlows) -> FlowDiff:
+        """Like apply(all flows of the slices), at the cost of the slices changed since the last
+        apply_slices: after a resync, a failure or a plain apply, one full diff comes first."""
+        self._check_channel()
+        if not self.synced:
+            await self.resync()
+        generation, resyncs = desired.generation, self._resyncs
+        index = self._index
+        try:
+            if index is None or self._source is not desired.source:
+                self._index = None
+                index = DesiredIndex.of(desired.items())
+                plan = FlowPlan([f for f in index.flows() if f.cookie not in self.installed],
+                                sorted(c for c in self.installed if c not in index.refs),
+                                sorted(self.foreign))
+            else:
+                if generation == self._generation:
+                    return FlowDiff(0, 0, 0)
+                self._index = None  # until the change is on the switch
+                adds, stale = index.update({k: desired.slice(k)
+                                            for k in desired.changed_since(self._generation)})
+                # installed == index.wanted before this change (that is what _index means),
+                # so these are already exactly the difference.
+                plan = FlowPlan(adds, sorted(stale), sorted(self.foreign))
+            diff = await self._send(plan)
+        except BaseException:
+            self._index = None
+            raise
+        if resyncs == self._resyncs:
+            self._index, self._source, self._generation = index, desired.source, generation
+        return diff
+
+    def follows(self, desired: SlicedFlows) -> bool:
+        """True if the switch holds exactly these slices as of their current generation (what
+        apply_slices would leave as is): an O(1) convergence check."""
+        # The generation is the compiler's, bumped by any switch's change: what matters is
+        # that none of *this* switch's slices changed since the last apply_slices.
+        return (self.synced and self._index is not None and self._source is desired.source
+                and not any(True for _ in desired.changed_since(self._generation)))
+
+    async def _send(self, plan: FlowPlan) -> FlowDiff:
         if plan.diff.empty:
             return plan.diff
         self.synced = False  # until the switch confirms the whole batch

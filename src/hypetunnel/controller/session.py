@@ -162,8 +162,7 @@ class SwitchSession:
             return False
         assert self.observation is not None
         return (not self.pending
-                and self.reconciler.installed == {f.cookie for f in desired.flows(
-                    self.hypervisor)}
+                and self.reconciler.follows(desired.slices(self.hypervisor))
                 and desired.tunnels(self.hypervisor) == self.observation.tunnels)
 
     def describe(self, desired: DesiredState, role: str) -> dict[str, Any]:
@@ -346,7 +345,9 @@ class SwitchSession:
         if not (self.ovsdb_synced and self.openflow_ready):
             return
         assert self.reconciler is not None
-        diff = await self.reconciler.apply(desired.flows(hv))
+        # Only the slices changed since the last round are diffed (one full diff after a
+        # resync): the cost follows the change, not the size of the switch's table.
+        diff = await self.reconciler.apply_slices(desired.slices(hv))
         self.flow_mods_sent += diff.added + diff.removed + diff.foreign_removed
         if diff.added or diff.removed or diff.foreign_removed:
             self.programmed_generation += 1

@@ -1,9 +1,12 @@
-"""An in-process OpenFlow 1.3 switch for unit tests and the many-switch scale benchmark.
+"""An in-process OpenFlow 1.3 switch for unit tests and the many-switch scale benchmarks.
 
 It speaks just enough of the protocol for the controller: HELLO, FEATURES, ECHO, BARRIER, ROLE,
 FlowMod (add, delete by cookie, strict delete), ONF bundles and flow-stats multipart. It parses
 with fixed struct layouts rather than os-ken objects and runs as one coroutine per switch, so a
 thousand of them fit in one process. Flows are kept as {(table, priority, match bytes): entry}.
+
+MemoryFlowChannel is the wire-less variant: what a reconciler needs of a channel, with the flow
+table as a set of cookies, for measuring the controller's own work without any I/O.
 """
 
 from __future__ import annotations
@@ -12,11 +15,12 @@ import asyncio
 import itertools
 import struct
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from os_ken.ofproto import ofproto_v1_3 as ofp
 
+from hypetunnel.compiler.flows import Flow
 from hypetunnel.southbound.openflow.server import parse_target
 
 _HDR = struct.Struct("!BBHI")
@@ -223,6 +227,28 @@ class FakeSwitch:
     def _commit(self, checked: Iterable[tuple[tuple[object, ...], bytes]]) -> None:
         for fields, match in checked:
             self._apply(fields, match)
+
+
+class MemoryFlowChannel:
+    """A reconciler's FlowChannel without a wire: the table is a set of cookies, and each batch
+    is recorded as (cookies added, cookies deleted). Its methods never suspend."""
+
+    def __init__(self) -> None:
+        self.cookies: set[int] = set()
+        self.batches: list[tuple[set[int], set[int]]] = []
+
+    async def dump_flow_cookies(self) -> list[int]:
+        return list(self.cookies)
+
+    async def send_flow_batch(self, adds: Sequence[Flow], delete_cookies: Iterable[int],
+                              atomic: bool = True) -> None:
+        added, deleted = {f.cookie for f in adds}, set(delete_cookies)
+        self.batches.append((added, deleted))
+        self.cookies -= deleted
+        self.cookies |= added
+
+    def is_ready(self) -> bool:
+        return True
 
 
 def _msg(msg_type: int, xid: int, body: bytes = b"") -> bytes:
