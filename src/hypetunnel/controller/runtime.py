@@ -282,6 +282,7 @@ class Controller:
     async def _write_installed(self, hv: str, client: OvsdbPort, ports: dict[str, str]) -> None:
         try:
             await client.mark_installed(ports)
+            log.info("%s: %s marked installed", hv, ", ".join(sorted(ports.values())))
         except Exception as e:  # compute then waits out its timeout: packets, not the move
             log.warning("%s: cannot mark %s installed: %s", hv, sorted(ports), e)
 

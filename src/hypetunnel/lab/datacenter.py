@@ -128,6 +128,11 @@ def sync_vms(lab: Lab, api: ApiClient, progress: Progress = lambda _: None,
     intent as GET /intent answered, when the caller already has it. Returns False when some
     VM had to wait (its hypervisor is down), so a caller knows to try again."""
     intent = Intent.model_validate(intent_doc if intent_doc is not None else api.get_intent())
+    with lab.exclusive():
+        return _sync_vms(lab, api, intent, progress)
+
+
+def _sync_vms(lab: Lab, api: ApiClient, intent: Intent, progress: Progress) -> bool:
     in_line = True
     wanted: dict[str, dict[str, Any]] = {}
     for t in intent.tenants:

@@ -16,9 +16,11 @@ It never programs flows: that is the controller's job, and it must not know it d
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
@@ -86,6 +88,20 @@ class Lab:
         lab = cls.__new__(cls)
         lab._state = LabState.load(directory)
         return lab
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """One VM plugger at a time across processes (the lab's compute agent, the CLI, a
+        test), working on the newest saved state: two of them once carried out the same hot
+        move at once, and the second deleted the interface the first had just moved to."""
+        directory = Path(self._state.directory)
+        with open(directory / "compute.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                self._state = LabState.load(directory)
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     @classmethod
     def destroy(cls, name: str, state_dir: Path | str | None = None) -> None:
