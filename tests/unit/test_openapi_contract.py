@@ -78,7 +78,7 @@ def served() -> Iterator[str]:
 
 
 @pytest.mark.timeout(180)
-def test_schemathesis_finds_no_contract_failure(served: str) -> None:
+def test_schemathesis_finds_no_contract_failure(served: str, tmp_path: Path) -> None:
     st = shutil.which("st", path=str(Path(sys.executable).parent))
     assert st, "schemathesis is not installed (pip install -e '.[test]')"
     env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.unit.contract_hooks",
@@ -88,7 +88,7 @@ def test_schemathesis_finds_no_contract_failure(served: str) -> None:
         [st, "--config-file", str(CONFIG), "run", f"{served}/openapi.json", "--checks", "all",
          "--seed", str(SEED), "--max-examples", str(MAX_EXAMPLES), "--workers", "2",
          "--no-color"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False)
     took = time.monotonic() - started
     report = run.stdout + run.stderr
     assert run.returncode == 0, report[-6000:]

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from hypetunnel.cli.context import emit_json, handles_errors, out, state
+from hypetunnel.cli.context import CliError, emit_json, handles_errors, out, state
 from hypetunnel.cli.resources import OutputFormat, OutputOpt, hypervisor_app, vm_app
 from hypetunnel.errors import FieldError
 
@@ -45,8 +45,6 @@ def move(ctx: typer.Context,
     """Move a VM (hot by default: it keeps MAC, IP and running processes)."""
     tenant, _, name = vm.partition("/")
     if not name:
-        from hypetunnel.cli.client import CliError
-
         raise CliError([FieldError("vm", f"{vm!r}: give the VM as tenant/vm")])
     with state(ctx).client() as api:
         rec = api.move_vm(tenant, name, to, cold)
