@@ -18,7 +18,7 @@ from hypetunnel.cli.context import CliState
 from hypetunnel.cli.main import app
 from hypetunnel.client import ActiveCache, ApiClient, ApiUnreachable, ClientPool
 from hypetunnel.client.cache import LastActive
-from hypetunnel.client.pool import PROBE_DEADLINE
+from hypetunnel.client.pool import PROBE_DEADLINE, STATUS_DEADLINE
 
 A, B = "http://ctl-a.test:8650", "http://ctl-b.test:8650"
 HUNG = "hung"
@@ -80,7 +80,7 @@ def test_a_hung_member_costs_at_most_the_probe_deadline(pair: Pair) -> None:
     assert api.base_url == B
     assert took < 1.0  # the brief: within 1 s; by design PROBE_DEADLINE (0.6 s)
     probes = pool.probe()
-    assert probes[0].error == f"no answer within {PROBE_DEADLINE * 1000:.0f} ms"
+    assert probes[0].error is not None and probes[0].error.startswith("no answer within")
     assert probes[1].active and probes[1].term == 2
 
 
@@ -112,11 +112,31 @@ def test_two_members_claiming_active_the_highest_term_wins(pair: Pair) -> None:
 
 def test_no_active_member_is_one_clear_error_naming_each(pair: Pair) -> None:
     pair.answers = {A: HUNG, B: standby("ctl2", 3)}
+    pool = ClientPool([A, B], pair.factory, patience=0.8)
+    started = time.monotonic()
     with pytest.raises(ApiUnreachable) as e:
-        timed(ClientPool([A, B], pair.factory).active)
+        pool.active()
+    # Without an active answer the pool waits its patience for the silent member, no longer.
+    assert 0.7 < time.monotonic() - started < 2.0
     [err] = e.value.errors
     assert "no active controller among 2" in err.reason
     assert f"{A}: no answer within" in err.reason and f"{B} (ctl2): standby" in err.reason
+
+
+def test_a_slow_but_healthy_active_is_still_found(pair: Pair) -> None:
+    pair.answers = {A: standby("ctl1", 4), B: "slow"}
+    slow_answer = active("ctl2", 4)
+
+    def slow_factory(url: str) -> ApiClient:
+        if url != B:
+            return pair.factory(url)
+
+        def handle(request: httpx.Request) -> httpx.Response:
+            time.sleep(PROBE_DEADLINE + 0.3)  # a loaded machine: late, but it answers
+            return httpx.Response(200, json=slow_answer)
+        return ApiClient(url, transport=httpx.MockTransport(handle))
+
+    assert ClientPool([A, B], slow_factory).active().base_url == B
 
 
 def test_a_broken_cache_file_is_ignored(pair: Pair, tmp_path: Path) -> None:
@@ -130,7 +150,7 @@ def test_a_broken_cache_file_is_ignored(pair: Pair, tmp_path: Path) -> None:
 def test_status_of_every_member_in_parallel(pair: Pair) -> None:
     pair.answers = {A: HUNG, B: active("ctl2", 2)}
     out, took = timed(ClientPool([A, B], pair.factory).status_all)
-    assert took < 1.5
+    assert took < STATUS_DEADLINE + 0.5
     assert out[0][0] == A and out[0][1]["controller"]["role"].startswith("unreachable (no answer")
     assert out[1] == (B, {"controller": active("ctl2", 2), "switches": []})
 
@@ -158,5 +178,5 @@ def test_cli_controller_status_does_not_wait_on_a_hung_member(pair: Pair) -> Non
     pair.answers = {A: HUNG, B: active("ctl2", 2)}
     r, took = timed(lambda: cli(pair, "--api", f"{A},{B}", "controller", "status"))
     assert r.exit_code == 0, r.output
-    assert took < 2.0
+    assert took < STATUS_DEADLINE + 1.0
     assert "role unreachable (no answer within" in r.stdout and "ctl2" in r.stdout

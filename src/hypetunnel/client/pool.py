@@ -1,11 +1,13 @@
 """The members of a controller pair: find the active one fast, even when a member hangs.
 
 A hung controller (SIGSTOPped, swapping, partitioned) accepts TCP connections but never
-answers. So every member is asked at once, each with a short timeout, and the pool decides
-within PROBE_DEADLINE whatever the slowest does: the active member with the highest term wins
-(a controller resumed after a hang may still believe it is active, with an older term). The
-last active is remembered (client/cache.py): when it answers active again the pool need not
-wait for the others.
+answers. So every member is asked at once, and once PROBE_DEADLINE has passed the pool takes
+the best answer it has rather than wait for the silent: the active member with the highest
+term (a controller resumed after a hang may still believe it is active, with an older term).
+Only when no member has answered active yet does it wait longer, up to PROBE_PATIENCE, so a
+slow but healthy controller (a loaded machine) is still found. The last active is remembered
+(client/cache.py): when it answers active again the pool stops at once; should that be a stale
+claim, its writes are refused by the store's fencing (term) anyway.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -23,13 +25,15 @@ from hypetunnel.client.cache import ActiveCache, LastActive
 from hypetunnel.client.errors import ApiUnreachable, ClientError
 from hypetunnel.client.http import ApiClient
 
-PROBE_TIMEOUT = httpx.Timeout(0.5, connect=0.3)  # one member's answer to GET /controller
-PROBE_DEADLINE = 0.6  # seconds: the pool decides by then, whoever has not answered
-STATUS_DEADLINE = 1.0  # `controller status` asks every member for its whole status
+PROBE_DEADLINE = 0.6  # seconds: with an active answer in hand, stop waiting for the others
+PROBE_PATIENCE = 5.0  # seconds: the longest the pool waits for any active answer
+PROBE_TIMEOUT = httpx.Timeout(PROBE_PATIENCE, connect=1.0)  # one member's GET /controller
+STATUS_DEADLINE = 1.5  # `controller status` shows a member silent this long as unreachable
 
 ClientFactory = Callable[[str], ApiClient]
 Report = Callable[[str], None]
 T = TypeVar("T")
+Answers = Mapping[str, T | Exception]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,12 +59,11 @@ class Probe:
                 f"answered in {self.seconds * 1000:.0f} ms")
 
 
-def _ask_all(urls: list[str], ask: Callable[[str], T], deadline: float,
-             enough: Callable[[dict[str, T | Exception]], bool] = lambda _: False,
-             ) -> dict[str, T | Exception]:
-    """ask(url) for every url in parallel; return what came back by `deadline` (seconds),
-    or earlier once `enough(answers so far)`. Threads are daemons: a member that never
-    answers cannot keep the process alive."""
+def _ask_all(urls: list[str], ask: Callable[[str], T], done: Callable[[Answers[T], float], bool],
+             limit: float) -> dict[str, T | Exception]:
+    """ask(url) for every url in parallel; return the answers so far once all are in, once
+    done(answers, seconds elapsed), or after `limit` seconds. Threads are daemons: a member
+    that never answers cannot keep the process alive."""
     answers: queue.Queue[tuple[str, T | Exception]] = queue.Queue()
 
     def run(url: str) -> None:
@@ -72,15 +75,16 @@ def _ask_all(urls: list[str], ask: Callable[[str], T], deadline: float,
     for url in urls:
         threading.Thread(target=run, args=(url,), daemon=True, name=f"probe {url}").start()
     got: dict[str, T | Exception] = {}
-    end = time.monotonic() + deadline
-    while len(got) < len(urls) and not enough(got):
-        remaining = end - time.monotonic()
-        if remaining <= 0:
+    started = time.monotonic()
+    while len(got) < len(urls):
+        elapsed = time.monotonic() - started
+        if elapsed >= limit or done(got, elapsed):
             break
         try:
-            url, answer = answers.get(timeout=remaining)
+            # Wake up at least every 50 ms: `done` may turn true with time alone.
+            url, answer = answers.get(timeout=min(limit - elapsed, 0.05))
         except queue.Empty:
-            break
+            continue
         got[url] = answer
     return got
 
@@ -90,12 +94,13 @@ class ClientPool:
 
     def __init__(self, urls: list[str], factory: ClientFactory = ApiClient, *,
                  cache: ActiveCache | None = None, report: Report | None = None,
-                 probe_deadline: float = PROBE_DEADLINE) -> None:
+                 deadline: float = PROBE_DEADLINE, patience: float = PROBE_PATIENCE) -> None:
         self.urls = urls
         self.factory = factory
         self.cache = cache
         self.report = report or (lambda _: None)
-        self.probe_deadline = probe_deadline
+        self.deadline = deadline
+        self.patience = patience
 
     def _probe_one(self, url: str) -> Probe:
         started = time.monotonic()
@@ -107,14 +112,16 @@ class ClientPool:
 
     def probe(self, last: LastActive | None = None) -> list[Probe]:
         """Every member's answer, in the order of `urls`; silent ones as errors."""
-        def enough(got: dict[str, Probe | Exception]) -> bool:
-            # The last active, or a member elected after it, answers active: no need to wait
-            # for a member that may be hung.
-            return last is not None and any(
-                isinstance(p, Probe) and p.active and (p.url == last.url or p.term > last.term)
-                for p in got.values())
+        def done(got: Answers[Probe], elapsed: float) -> bool:
+            actives = [p for p in got.values() if isinstance(p, Probe) and p.active]
+            if last is not None and any(p.url == last.url or p.term > last.term
+                                        for p in actives):
+                return True  # the last active, or one elected after it: no need to wait
+            return bool(actives) and elapsed >= self.deadline
 
-        got = _ask_all(self.urls, self._probe_one, self.probe_deadline, enough)
+        started = time.monotonic()
+        got = _ask_all(self.urls, self._probe_one, done, self.patience)
+        waited = time.monotonic() - started
         probes = []
         for url in self.urls:
             answer = got.get(url)
@@ -123,8 +130,7 @@ class ClientPool:
             elif isinstance(answer, ClientError):
                 probes.append(Probe(url, 0.0, error=str(answer)))
             elif answer is None:
-                probes.append(Probe(url, self.probe_deadline, error=(
-                    f"no answer within {self.probe_deadline * 1000:.0f} ms")))
+                probes.append(Probe(url, waited, error=f"no answer within {waited * 1000:.0f} ms"))
             else:
                 probes.append(Probe(url, 0.0, error=f"probe failed: {answer}"))
         return probes
@@ -155,7 +161,7 @@ class ClientPool:
                 data: dict[str, Any] = api.status(timeout=httpx.Timeout(STATUS_DEADLINE))
                 return data
 
-        got = _ask_all(self.urls, ask, STATUS_DEADLINE + 0.1)
+        got = _ask_all(self.urls, ask, lambda _got, _elapsed: False, STATUS_DEADLINE)
         out = []
         for url in self.urls:
             answer = got.get(url)
@@ -169,4 +175,3 @@ class ClientPool:
             self.report(f"{url}: {why}")
             out.append((url, {"controller": {"role": f"unreachable ({why})"}}))
         return out
-
