@@ -12,7 +12,8 @@ from urllib.parse import quote, urlencode
 
 import httpx
 
-from hypetunnel.client.errors import ApiError, ApiUnreachable, errors_from_body
+from hypetunnel.client.errors import ApiError, ApiUnreachable, ClientError, errors_from_body
+from hypetunnel.errors import FieldError
 
 API_PREFIX = "/api/v1"
 JSON = dict[str, Any]
@@ -85,6 +86,15 @@ class ApiClient:
             raise ApiError(response.status_code, errors, str(response.request.url))
         return data
 
+    def _object(self, method: str, path: str, body: Mapping[str, Any] | None = None, *,
+                timeout: Timeout | None = None) -> JSON:
+        """A route that answers one JSON object."""
+        data = self._request(method, path, body, timeout=timeout)
+        if not isinstance(data, dict):
+            raise ClientError([FieldError("", f"{method} {self.base_url}{API_PREFIX}{path}: "
+                                              f"expected a JSON object, got {data!r:.80}")])
+        return data
+
     @staticmethod
     def _seg(name: str) -> str:
         return quote(name, safe="")
@@ -92,72 +102,72 @@ class ApiClient:
     # --- routes -------------------------------------------------------------------------------
 
     def healthz(self) -> JSON:
-        return self._request("GET", "/healthz")
+        return self._object("GET", "/healthz")
 
     def get_intent(self) -> JSON:
-        return self._request("GET", "/intent")
+        return self._object("GET", "/intent")
 
     def apply(self, intent: Mapping[str, Any], dry_run: bool = False) -> JSON:
-        return self._request("POST", "/apply", {"intent": dict(intent), "dry_run": dry_run})
+        return self._object("POST", "/apply", {"intent": dict(intent), "dry_run": dry_run})
 
     def status(self, timeout: Timeout | None = None) -> JSON:
-        return self._request("GET", "/status", timeout=timeout)
+        return self._object("GET", "/status", timeout=timeout)
 
     def overlay(self) -> JSON:
-        return self._request("GET", "/overlay")
+        return self._object("GET", "/overlay")
 
     def trace(self, src: str, dst: str, kind: str = "ip") -> JSON:
-        return self._request("GET", "/trace?" + urlencode({"src": src, "dst": dst, "kind": kind}))
+        return self._object("GET", "/trace?" + urlencode({"src": src, "dst": dst, "kind": kind}))
 
     def move_vm(self, tenant: str, name: str, to: str, cold: bool = False) -> JSON:
-        return self._request("POST", f"/tenants/{self._seg(tenant)}/vms/{self._seg(name)}/move",
+        return self._object("POST", f"/tenants/{self._seg(tenant)}/vms/{self._seg(name)}/move",
                              {"to": to, "cold": cold})
 
     def drain(self, name: str) -> Any:
         return self._request("POST", f"/hypervisors/{self._seg(name)}/drain")
 
     def undrain(self, name: str) -> JSON:
-        return self._request("POST", f"/hypervisors/{self._seg(name)}/undrain")
+        return self._object("POST", f"/hypervisors/{self._seg(name)}/undrain")
 
     def moves(self, vm: str | None = None) -> Any:
         return self._request("GET", "/moves" + (f"?{urlencode({'vm': vm})}" if vm else ""))
 
     def controller(self, timeout: Timeout | None = None) -> JSON:
         """Role, term and node of this controller; `timeout` for a short probe."""
-        return self._request("GET", "/controller", timeout=timeout)
+        return self._object("GET", "/controller", timeout=timeout)
 
     def failover(self) -> JSON:
-        return self._request("POST", "/controller/failover")
+        return self._object("POST", "/controller/failover")
 
     def list_hypervisors(self) -> Any:
         return self._request("GET", "/hypervisors")
 
     def put_hypervisor(self, name: str, body: Mapping[str, Any]) -> JSON:
-        return self._request("PUT", f"/hypervisors/{self._seg(name)}", body)
+        return self._object("PUT", f"/hypervisors/{self._seg(name)}", body)
 
     def delete_hypervisor(self, name: str) -> JSON:
-        return self._request("DELETE", f"/hypervisors/{self._seg(name)}")
+        return self._object("DELETE", f"/hypervisors/{self._seg(name)}")
 
     def list_tenants(self) -> Any:
         return self._request("GET", "/tenants")
 
     def create_tenant(self, body: Mapping[str, Any]) -> JSON:
-        return self._request("POST", "/tenants", body)
+        return self._object("POST", "/tenants", body)
 
     def get_tenant(self, name: str) -> JSON:
-        return self._request("GET", f"/tenants/{self._seg(name)}")
+        return self._object("GET", f"/tenants/{self._seg(name)}")
 
     def delete_tenant(self, name: str) -> JSON:
-        return self._request("DELETE", f"/tenants/{self._seg(name)}")
+        return self._object("DELETE", f"/tenants/{self._seg(name)}")
 
     def list_networks(self, tenant: str) -> Any:
         return self._request("GET", f"/tenants/{self._seg(tenant)}/networks")
 
     def create_network(self, tenant: str, body: Mapping[str, Any]) -> JSON:
-        return self._request("POST", f"/tenants/{self._seg(tenant)}/networks", body)
+        return self._object("POST", f"/tenants/{self._seg(tenant)}/networks", body)
 
     def delete_network(self, tenant: str, name: str) -> JSON:
-        return self._request(
+        return self._object(
             "DELETE", f"/tenants/{self._seg(tenant)}/networks/{self._seg(name)}"
         )
 
@@ -165,7 +175,7 @@ class ApiClient:
         return self._request("GET", f"/tenants/{self._seg(tenant)}/vms")
 
     def create_vm(self, tenant: str, body: Mapping[str, Any]) -> JSON:
-        return self._request("POST", f"/tenants/{self._seg(tenant)}/vms", body)
+        return self._object("POST", f"/tenants/{self._seg(tenant)}/vms", body)
 
     def delete_vm(self, tenant: str, name: str) -> JSON:
-        return self._request("DELETE", f"/tenants/{self._seg(tenant)}/vms/{self._seg(name)}")
+        return self._object("DELETE", f"/tenants/{self._seg(tenant)}/vms/{self._seg(name)}")
