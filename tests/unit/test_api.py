@@ -354,3 +354,10 @@ def test_openapi_declares_what_the_validators_check(ctx: Ctx) -> None:
     for status in ("400", "404", "409", "415", "422", "503"):
         assert status in ctx.client.get("/openapi.json").json()["paths"][f"{API}/apply"][
             "post"]["responses"]
+
+
+def test_unknown_keys_list_the_keys_of_the_route_body(loaded: Ctx) -> None:
+    r = loaded.client.post(f"{API}/tenants/acme/vms/web1/move", json={"to": "hv2", "hot": True})
+    assert r.status_code == 422 and errors(r)["hot"].startswith("unknown key (allowed: to, cold")
+    r = loaded.client.put(f"{API}/hypervisors/hv1", json={"ip": "10.0.0.1"})
+    assert r.status_code == 422 and errors(r)["ip"].startswith("unknown key (allowed: name, ")

@@ -19,9 +19,9 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hypetunnel.api.bodies import UnsupportedMediaType
-from hypetunnel.api.schemas import ErrorOut, HypervisorBody
+from hypetunnel.api.schemas import ApplyRequest, ErrorOut
 from hypetunnel.errors import Conflict, FieldError, HypeTunnelError, IntentInvalid, NotFound
-from hypetunnel.model.intent import VM, Intent, Network, Tenant
+from hypetunnel.model.intent import Intent
 from hypetunnel.model.loader import pydantic_field_errors
 from hypetunnel.store.base import StoreUnavailable
 
@@ -69,18 +69,15 @@ async def _hypetunnel_error(_: Request, exc: Exception) -> JSONResponse:
 
 def _body_model(request: Request) -> tuple[tuple[str, ...], type[BaseModel]]:
     """(loc prefix to strip, model of the body) for the route, to name paths and allowed keys."""
-    path = request.url.path.rstrip("/")
-    if path.endswith("/apply"):
+    field = getattr(request.scope.get("route"), "body_field", None)
+    model = getattr(getattr(field, "field_info", None), "annotation", None)
+    if model is ApplyRequest:
         # /apply wraps the intent document in {"intent": ...}: report paths inside the document
         # (`tenants[0].vms[2].ip`), as the CLI and the loader do.
         return ("body", "intent"), Intent
-    if path.endswith("/networks"):
-        return ("body",), Network
-    if path.endswith("/vms"):
-        return ("body",), VM
-    if path.endswith("/tenants"):
-        return ("body",), Tenant
-    return ("body",), HypervisorBody
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return ("body",), model
+    return ("body",), Intent  # a route without a body model: only its parameters can be wrong
 
 
 def _not_json(errors: Sequence[Any]) -> JSONResponse | None:
