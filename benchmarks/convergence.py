@@ -55,7 +55,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _report import load_note, percentile, write_section  # noqa: E402
 
-from hypetunnel.cli.client import ApiClient  # noqa: E402
+from hypetunnel.client import ApiClient  # noqa: E402
 from hypetunnel.lab import datacenter  # noqa: E402
 from hypetunnel.lab import vm as vmmod  # noqa: E402
 from hypetunnel.lab.proc import LabError  # noqa: E402

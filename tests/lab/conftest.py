@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from hypetunnel.cli.client import ApiClient
 from hypetunnel.cli.democmd import bundled_example
+from hypetunnel.client import ApiClient
 from hypetunnel.lab import datacenter
 from hypetunnel.lab.controller import LabController
 from hypetunnel.lab.topology import Lab

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from hypetunnel.cli.client import ApiClient, ApiError
 from hypetunnel.cli.democmd import bundled_example
+from hypetunnel.client import ApiClient, ApiError
 from hypetunnel.lab import datacenter, hapair
 from hypetunnel.lab.capture import capture
 from hypetunnel.lab.proc import wait_until

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from hypetunnel.cli.client import ApiClient, ApiError
 from hypetunnel.cli.democmd import bundled_example
+from hypetunnel.client import ApiClient, ApiError
 from hypetunnel.lab import datacenter
 from hypetunnel.lab.proc import wait_until
 from hypetunnel.lab.topology import Lab

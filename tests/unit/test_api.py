@@ -267,3 +267,97 @@ def test_without_runtime() -> None:
         assert status["switches"] == []
         assert c.get(f"{API}/overlay").json() == {}
         assert c.get(f"{API}/tenants").json() == []
+
+
+# -- the contract's edges: JSON types, media type, parse errors, methods, names -----------------
+
+
+def test_bools_and_numbers_keep_their_json_types(loaded: Ctx) -> None:
+    c = loaded.client
+    before = loaded.store.load()
+    r = c.post(f"{API}/apply", json={"intent": example(), "dry_run": 0})
+    assert r.status_code == 422 and "true or false" in errors(r)["dry_run"]
+    r = c.put(f"{API}/hypervisors/hv3", json={"schedulable": "no"})
+    assert r.status_code == 422 and "true or false" in errors(r)["schedulable"]
+    r = c.put(f"{API}/hypervisors/hv4", json={"underlay_ip": 2886729742})
+    assert r.status_code == 422 and "text" in errors(r)["underlay_ip"]
+    r = c.post(f"{API}/tenants/acme/networks", json={"name": "n9", "cidr": "10.9.0.0/24",
+                                                     "vni": True})
+    assert r.status_code == 422 and "whole number" in errors(r)["vni"]
+    r = c.post(f"{API}/tenants/acme/vms", json={"name": "w9", "network": "front",
+                                                "vcpus": "2"})
+    assert r.status_code == 422 and "whole number" in errors(r)["vcpus"]
+    assert loaded.unchanged(before)
+    # JSON has one number type: 2.0 is the integer 2, as JSON Schema counts it.
+    r = c.post(f"{API}/tenants/acme/vms", json={"name": "w9", "network": "front",
+                                                "vcpus": 2.0})
+    assert r.status_code == 200, r.text
+    assert c.get(f"{API}/tenants/acme/vms/w9").json()["vcpus"] == 2
+
+
+def test_a_body_that_is_not_json_is_refused_in_the_error_shape(loaded: Ctx) -> None:
+    c = loaded.client
+    before = loaded.store.load()
+    body = b'{"name": "initech"}'
+    r = c.post(f"{API}/tenants", content=body, headers={"content-type": "text/plain"})
+    assert r.status_code == 415 and "application/json" in errors(r)[""]
+    r = c.post(f"{API}/tenants", content=body, headers={"content-type": ""})
+    assert r.status_code == 415
+    r = c.post(f"{API}/tenants", content=b'{"name": ', headers={"content-type":
+                                                               "application/json"})
+    assert r.status_code == 400 and "not valid JSON" in errors(r)[""]
+    r = c.post(f"{API}/tenants", content=b'\xff\xfe{"name"', headers={"content-type":
+                                                                      "application/json"})
+    assert r.status_code == 400 and "not valid JSON" in errors(r)[""]
+    assert loaded.unchanged(before)
+    r = c.post(f"{API}/tenants", content=body,
+               headers={"content-type": "application/json; charset=utf-8"})
+    assert r.status_code == 200
+
+
+def test_405_lists_every_method_of_the_path(ctx: Ctx) -> None:
+    r = ctx.client.put(f"{API}/tenants/acme", json={})
+    assert r.status_code == 405 and r.headers["allow"] == "DELETE, GET"
+    assert "PUT is not allowed" in errors(r)[""]
+    r = ctx.client.patch(f"{API}/hypervisors/hv1", json={})
+    assert r.status_code == 405 and r.headers["allow"] == "DELETE, GET, PUT"
+    r = ctx.client.get(f"{API}/no-such-thing")
+    assert r.status_code == 404 and "no such route" in errors(r)[""]
+
+
+def test_names_in_urls_follow_the_intent_name_pattern(loaded: Ctx) -> None:
+    c = loaded.client
+    r = c.get(f"{API}/tenants/Acme/vms")
+    assert r.status_code == 422 and "lowercase" in errors(r)["tenant"]
+    r = c.delete(f"{API}/tenants/acme/vms/web_1")
+    assert r.status_code == 422 and set(errors(r)) == {"vm"}
+    spec = c.get("/openapi.json").json()
+    for path, item in spec["paths"].items():
+        for op in item.values():
+            for p in op.get("parameters", []):
+                if p["in"] == "path":
+                    assert p["schema"]["pattern"] == "^[a-z][a-z0-9-]{0,30}$", (path, p)
+
+
+def test_openapi_declares_what_the_validators_check(ctx: Ctx) -> None:
+    import re
+
+    schemas = ctx.client.get("/openapi.json").json()["components"]["schemas"]
+    cidr = re.compile(schemas["Network"]["properties"]["cidr"]["pattern"])
+    for ok in ("10.1.0.0/24", "0.0.0.0/0", "192.168.4.8/29", "172.16.0.0/12"):
+        assert cidr.match(ok), ok
+    for bad in ("10.1.0.1/24", "10.1.0.0/30", "10.1.0.0", "010.1.0.0/24", "10.1.0.0/33"):
+        assert not cidr.match(bad), bad
+    [mac] = [v for v in schemas["VM"]["properties"]["mac"]["anyOf"] if v["type"] == "string"]
+    assert re.match(mac["pattern"], "02:00:00:00:00:10")
+    assert not re.match(mac["pattern"], "01:00:5e:00:00:01")  # multicast
+    for status in ("400", "404", "409", "415", "422", "503"):
+        assert status in ctx.client.get("/openapi.json").json()["paths"][f"{API}/apply"][
+            "post"]["responses"]
+
+
+def test_unknown_keys_list_the_keys_of_the_route_body(loaded: Ctx) -> None:
+    r = loaded.client.post(f"{API}/tenants/acme/vms/web1/move", json={"to": "hv2", "hot": True})
+    assert r.status_code == 422 and errors(r)["hot"].startswith("unknown key (allowed: to, cold")
+    r = loaded.client.put(f"{API}/hypervisors/hv1", json={"ip": "10.0.0.1"})
+    assert r.status_code == 422 and errors(r)["ip"].startswith("unknown key (allowed: name, ")

@@ -11,9 +11,9 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from hypetunnel.api.app import create_app
-from hypetunnel.cli.client import ApiClient
 from hypetunnel.cli.context import CliState
 from hypetunnel.cli.main import app
+from hypetunnel.client import ApiClient
 from hypetunnel.controller.service import FabricService
 from hypetunnel.controller.tracing import trace
 from hypetunnel.errors import NotFound

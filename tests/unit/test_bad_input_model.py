@@ -7,9 +7,9 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from hypetunnel.cli.client import ApiClient
 from hypetunnel.cli.context import CliState
 from hypetunnel.cli.main import app
+from hypetunnel.client import ApiClient
 from hypetunnel.errors import IntentInvalid
 from hypetunnel.model.intent import VM, Hypervisor, Network
 from hypetunnel.model.loader import load_intent_text

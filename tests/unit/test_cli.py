@@ -14,9 +14,9 @@ import pytest
 from typer.testing import CliRunner
 
 from hypetunnel.cli import fabric
-from hypetunnel.cli.client import ApiClient, errors_from_body
 from hypetunnel.cli.context import DEFAULT_API_URL, CliState, resolve_api_url
 from hypetunnel.cli.main import app
+from hypetunnel.client import ApiClient, errors_from_body
 from hypetunnel.errors import FieldError, IntentInvalid
 
 API = "http://api.test:8650"
@@ -87,7 +87,7 @@ def cli(api: FakeApi, tmp_path: Path) -> Callable[..., Any]:
     runner = CliRunner()
 
     def invoke(*args: str, factory: Callable[[str], ApiClient] | None = None) -> Any:
-        state = CliState(client_factory=factory or api.factory)
+        state = CliState(client_factory=factory or api.factory, cache=None)
         # Empty lab dir: the default URL must not depend on labs running on this machine.
         env = {"COLUMNS": "200", "HYPETUNNEL_LAB_DIR": str(tmp_path / "labs"),
                "HYPETUNNEL_API": None, "HYPETUNNEL_LAB": None}
@@ -442,7 +442,8 @@ def test_default_url_comes_from_the_only_lab(api, tmp_path: Path) -> None:
     root = tmp_path / "labs"
     _lab(root, "demo", "http://10.9.9.9:8650")
     api.on("GET", "/api/v1/hypervisors", 200, [])
-    r = CliRunner().invoke(app, ["hypervisor", "list"], obj=CliState(client_factory=api.factory),
+    r = CliRunner().invoke(app, ["hypervisor", "list"],
+                           obj=CliState(client_factory=api.factory, cache=None),
                            env={"HYPETUNNEL_LAB_DIR": str(root), "HYPETUNNEL_API": None,
                                 "HYPETUNNEL_LAB": None})
     assert r.exit_code == 0, r.output

@@ -1,29 +1,31 @@
 """The REST API (prefix /api/v1): a thin JSON layer over FabricService and the runtime's view.
 
-Endpoints are `async def` on purpose: they run on the event loop thread, so writes are
-serialized there and on_change (the runtime's recompile hook) is called on the loop thread the
-asyncio controller runtime lives on, with no cross-thread hand-off. A write is one store commit
-(milliseconds), short enough to do inline.
+Endpoints are `async def` and run on the controller's event loop. Reads only look at the
+service's in-memory intent. Writes (store commits) run in a worker thread within a bound
+(api/writes.py), so a slow store never stalls the loop that carries OpenFlow and heartbeats.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 
 from hypetunnel import __version__
-from hypetunnel.api.errors import install_error_handlers
+from hypetunnel.api.bodies import IntegralJsonRoute, strict_json_body
+from hypetunnel.api.errors import ERROR_RESPONSES, install_error_handlers
 from hypetunnel.api.health import health_router
 from hypetunnel.api.mobility import mobility_router
+from hypetunnel.api.openapi import DocumentedApp
+from hypetunnel.api.params import HypervisorName, NetworkName, TenantName, VmName
 from hypetunnel.api.schemas import (
     ApplyRequest,
-    ErrorOut,
     HypervisorBody,
     NetworkOut,
     PlanOut,
     VmOut,
 )
+from hypetunnel.api.writes import DEFAULT_WRITE_TIMEOUT, WriteRunner
 from hypetunnel.controller.service import FabricService, ObjectNotFound
 from hypetunnel.errors import FieldError, IntentInvalid, NotFound
 from hypetunnel.model.intent import (
@@ -56,19 +58,19 @@ def _bindings(runtime: RuntimeView | None) -> dict[str, str]:
     return dict(fn()) if callable(fn) else {}
 
 
-def create_app(service: FabricService, runtime: RuntimeView | None = None) -> FastAPI:
-    app = FastAPI(
+def create_app(service: FabricService, runtime: RuntimeView | None = None, *,
+               write_timeout: float = DEFAULT_WRITE_TIMEOUT) -> FastAPI:
+    """`write_timeout`: the bound of one write (then 503), see api/writes.py."""
+    app = DocumentedApp(
         title="HypeTunnel",
         version=__version__,
         description="Per-tenant overlay networks on Open vSwitch hypervisors.",
-        responses={
-            404: {"model": ErrorOut, "description": "Unknown object"},
-            409: {"model": ErrorOut, "description": "Conflict with existing objects or revision"},
-            422: {"model": ErrorOut, "description": "Invalid intent or request body"},
-        },
+        responses=ERROR_RESPONSES,
+        dependencies=[Depends(strict_json_body)],
     )
     install_error_handlers(app)
-    api = APIRouter(prefix=API_PREFIX)
+    write = WriteRunner(write_timeout).run
+    api = APIRouter(prefix=API_PREFIX, route_class=IntegralJsonRoute)
 
     def tenant_of(name: str) -> Tenant:
         t = service.intent.tenant(name)
@@ -95,7 +97,7 @@ def create_app(service: FabricService, runtime: RuntimeView | None = None) -> Fa
     @api.post("/apply", response_model=PlanOut)
     async def apply(req: ApplyRequest) -> dict[str, Any]:
         """Make the fabric exactly `intent` (absent objects are removed); `dry_run` only plans."""
-        return service.apply(req.intent, dry_run=req.dry_run).to_dict()
+        return (await write(service.apply, req.intent, dry_run=req.dry_run)).to_dict()
 
     # -- hypervisors ----------------------------------------------------------------------------
     @api.get("/hypervisors")
@@ -103,14 +105,14 @@ def create_app(service: FabricService, runtime: RuntimeView | None = None) -> Fa
         return [h.model_dump(mode="json") for h in service.intent.hypervisors]
 
     @api.get("/hypervisors/{name}")
-    async def get_hypervisor(name: str) -> dict[str, Any]:
+    async def get_hypervisor(name: HypervisorName) -> dict[str, Any]:
         h = service.intent.hypervisor(name)
         if h is None:
             raise ObjectNotFound(f"hypervisors/{name}")
         return h.model_dump(mode="json")
 
     @api.put("/hypervisors/{name}", response_model=PlanOut)
-    async def put_hypervisor(name: str, body: HypervisorBody) -> dict[str, Any]:
+    async def put_hypervisor(name: HypervisorName, body: HypervisorBody) -> dict[str, Any]:
         if body.name is not None and body.name != name:
             raise IntentInvalid([FieldError("name", f"{body.name!r} does not match the URL's "
                                                     f"{name!r}")])
@@ -120,11 +122,11 @@ def create_app(service: FabricService, runtime: RuntimeView | None = None) -> Fa
                             schedulable=body.schedulable)
         except ValueError as exc:  # the URL's name is not a valid name
             raise IntentInvalid([FieldError("name", f"invalid hypervisor name {name!r}")]) from exc
-        return service.upsert_hypervisor(hv).to_dict()
+        return (await write(service.upsert_hypervisor, hv)).to_dict()
 
     @api.delete("/hypervisors/{name}", response_model=PlanOut)
-    async def delete_hypervisor(name: str) -> dict[str, Any]:
-        return service.delete_hypervisor(name).to_dict()
+    async def delete_hypervisor(name: HypervisorName) -> dict[str, Any]:
+        return (await write(service.delete_hypervisor, name)).to_dict()
 
     # -- tenants --------------------------------------------------------------------------------
     @api.get("/tenants")
@@ -133,29 +135,29 @@ def create_app(service: FabricService, runtime: RuntimeView | None = None) -> Fa
 
     @api.post("/tenants", response_model=PlanOut)
     async def create_tenant(body: Tenant) -> dict[str, Any]:
-        return service.create_tenant(body).to_dict()
+        return (await write(service.create_tenant, body)).to_dict()
 
     @api.get("/tenants/{tenant}")
-    async def get_tenant(tenant: str) -> dict[str, Any]:
+    async def get_tenant(tenant: TenantName) -> dict[str, Any]:
         return tenant_of(tenant).model_dump(mode="json")
 
     @api.delete("/tenants/{tenant}", response_model=PlanOut)
-    async def delete_tenant(tenant: str) -> dict[str, Any]:
+    async def delete_tenant(tenant: TenantName) -> dict[str, Any]:
         """Removes the tenant with all its networks and VMs."""
-        return service.delete_tenant(tenant).to_dict()
+        return (await write(service.delete_tenant, tenant)).to_dict()
 
     # -- networks -------------------------------------------------------------------------------
     @api.get("/tenants/{tenant}/networks", response_model=list[NetworkOut])
-    async def list_networks(tenant: str) -> list[dict[str, Any]]:
+    async def list_networks(tenant: TenantName) -> list[dict[str, Any]]:
         t = tenant_of(tenant)
         return [network_out(t, n) for n in t.networks]
 
     @api.post("/tenants/{tenant}/networks", response_model=PlanOut)
-    async def create_network(tenant: str, body: Network) -> dict[str, Any]:
-        return service.create_network(tenant, body).to_dict()
+    async def create_network(tenant: TenantName, body: Network) -> dict[str, Any]:
+        return (await write(service.create_network, tenant, body)).to_dict()
 
     @api.get("/tenants/{tenant}/networks/{network}", response_model=NetworkOut)
-    async def get_network(tenant: str, network: str) -> dict[str, Any]:
+    async def get_network(tenant: TenantName, network: NetworkName) -> dict[str, Any]:
         t = tenant_of(tenant)
         for n in t.networks:
             if n.name == network:
@@ -163,23 +165,23 @@ def create_app(service: FabricService, runtime: RuntimeView | None = None) -> Fa
         raise ObjectNotFound(f"tenants/{tenant}/networks/{network}")
 
     @api.delete("/tenants/{tenant}/networks/{network}", response_model=PlanOut)
-    async def delete_network(tenant: str, network: str) -> dict[str, Any]:
+    async def delete_network(tenant: TenantName, network: NetworkName) -> dict[str, Any]:
         """409 while VMs are still attached to the network."""
-        return service.delete_network(tenant, network).to_dict()
+        return (await write(service.delete_network, tenant, network)).to_dict()
 
     # -- VMs ------------------------------------------------------------------------------------
     @api.get("/tenants/{tenant}/vms", response_model=list[VmOut])
-    async def list_vms(tenant: str) -> list[dict[str, Any]]:
+    async def list_vms(tenant: TenantName) -> list[dict[str, Any]]:
         t = tenant_of(tenant)
         bound = _bindings(runtime)
         return [vm_out(t, v, bound) for v in t.vms]
 
     @api.post("/tenants/{tenant}/vms", response_model=PlanOut)
-    async def create_vm(tenant: str, body: VM) -> dict[str, Any]:
-        return service.create_vm(tenant, body).to_dict()
+    async def create_vm(tenant: TenantName, body: VM) -> dict[str, Any]:
+        return (await write(service.create_vm, tenant, body)).to_dict()
 
     @api.get("/tenants/{tenant}/vms/{vm}", response_model=VmOut)
-    async def get_vm(tenant: str, vm: str) -> dict[str, Any]:
+    async def get_vm(tenant: TenantName, vm: VmName) -> dict[str, Any]:
         t = tenant_of(tenant)
         for v in t.vms:
             if v.name == vm:
@@ -187,8 +189,8 @@ def create_app(service: FabricService, runtime: RuntimeView | None = None) -> Fa
         raise ObjectNotFound(f"tenants/{tenant}/vms/{vm}")
 
     @api.delete("/tenants/{tenant}/vms/{vm}", response_model=PlanOut)
-    async def delete_vm(tenant: str, vm: str) -> dict[str, Any]:
-        return service.delete_vm(tenant, vm).to_dict()
+    async def delete_vm(tenant: TenantName, vm: VmName) -> dict[str, Any]:
+        return (await write(service.delete_vm, tenant, vm)).to_dict()
 
     # -- runtime --------------------------------------------------------------------------------
     @api.get("/status")
@@ -225,10 +227,6 @@ def create_app(service: FabricService, runtime: RuntimeView | None = None) -> Fa
         if fn is None:
             raise NotFound("tracing needs the controller runtime")
         return dict(fn(src, dst, kind))
-
-    @api.get("/healthz")
-    async def healthz() -> dict[str, bool]:
-        return {"ok": True}
 
     app.include_router(api)
     app.include_router(mobility_router(runtime), prefix=API_PREFIX)

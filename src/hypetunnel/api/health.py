@@ -26,8 +26,6 @@ class ReadinessView(Protocol):
 def health_router(runtime: object | None) -> APIRouter:
     api = APIRouter(tags=["health"])
 
-    # app.py still has a /healthz of its own that answers the same (it is matched first);
-    # a distinct operation id keeps the OpenAPI document free of duplicates until it goes.
     @api.get("/healthz", operation_id="alive")
     async def alive() -> dict[str, bool]:
         """Alive: the process answers on its event loop."""

@@ -7,6 +7,8 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict
 
+from hypetunnel.api.bodies import IntegralJsonRoute
+from hypetunnel.api.params import HypervisorName, TenantName, VmName
 from hypetunnel.errors import NotFound
 
 
@@ -17,7 +19,7 @@ class MoveBody(BaseModel):
 
 
 def mobility_router(runtime: Any) -> APIRouter:
-    api = APIRouter()
+    api = APIRouter(route_class=IntegralJsonRoute)
 
     def need(name: str) -> Any:
         fn = getattr(runtime, name, None)
@@ -26,17 +28,17 @@ def mobility_router(runtime: Any) -> APIRouter:
         return fn
 
     @api.post("/tenants/{tenant}/vms/{vm}/move")
-    async def move(tenant: str, vm: str, body: MoveBody) -> dict[str, Any]:
+    async def move(tenant: TenantName, vm: VmName, body: MoveBody) -> dict[str, Any]:
         """Start a hot (default) or cold move; the record tracks it to its end."""
         return dict(await need("move")(f"{tenant}/{vm}", body.to, body.cold))
 
     @api.post("/hypervisors/{name}/drain")
-    async def drain(name: str) -> list[dict[str, Any]]:
+    async def drain(name: HypervisorName) -> list[dict[str, Any]]:
         """Unschedulable, and every VM moved away (hot) within capacity."""
         return list(await need("drain")(name))
 
     @api.post("/hypervisors/{name}/undrain")
-    async def undrain(name: str) -> dict[str, Any]:
+    async def undrain(name: HypervisorName) -> dict[str, Any]:
         return dict(await need("undrain")(name))
 
     @api.get("/moves")

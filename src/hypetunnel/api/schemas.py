@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, StrictBool
 
 from hypetunnel.model.intent import (
     Capacity,
@@ -18,7 +18,8 @@ from hypetunnel.model.intent import (
 
 class ApplyRequest(StrictModel):
     intent: Intent
-    dry_run: bool = False
+    # Strict: a flag that decides whether anything is written is true or false, never 0 or "no".
+    dry_run: StrictBool = False
 
 
 class HypervisorBody(StrictModel):
@@ -30,7 +31,7 @@ class HypervisorBody(StrictModel):
     ovsdb: str | None = None
     datapath_type: DatapathType | None = None
     capacity: Capacity | None = None
-    schedulable: bool | None = None
+    schedulable: StrictBool | None = None
 
 
 class PlanItemOut(BaseModel):

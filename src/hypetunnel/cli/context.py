@@ -21,7 +21,8 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from hypetunnel.cli.client import ApiClient, CliError
+from hypetunnel.client import ActiveCache, ApiClient, ClientError, ClientPool, default_cache_path
+from hypetunnel.client.pool import ClientFactory
 from hypetunnel.errors import FieldError, IntentInvalid
 
 DEFAULT_API_URL = "http://127.0.0.1:8650"
@@ -29,7 +30,10 @@ DEFAULT_LABS_DIR = Path("/run/hypetunnel/labs")
 LAB_STATE_FILE = "state.json"
 CONTROLLER_RECORD = "controller/controller.json"  # written by hypetunnel.lab.controller
 
-ClientFactory = Callable[[str], ApiClient]
+
+
+class CliError(ClientError):
+    """A problem of the CLI's own (no such lab, bad argument), reported like the API's."""
 
 
 def labs_dir() -> Path:
@@ -92,7 +96,9 @@ class CliState:
 
     api: str | None = None
     lab: str | None = None
+    verbose: bool = False
     client_factory: ClientFactory = field(default=ApiClient)
+    cache: ActiveCache | None = field(default_factory=lambda: ActiveCache(default_cache_path()))
     _url: str | None = None
 
     @property
@@ -104,46 +110,23 @@ class CliState:
     def forget_url(self) -> None:
         self._url = None
 
+    def _urls(self) -> list[str]:
+        return [u for u in self.api_url.split(",") if u]
+
     def client(self) -> ApiClient:
-        urls = [u for u in self.api_url.split(",") if u]
+        urls = self._urls()
         if len(urls) == 1:
+            self.say(f"using {urls[0]}")
             return self.client_factory(urls[0])
         return self.client_pool().active()
 
     def client_pool(self) -> ClientPool:
-        return ClientPool([u for u in self.api_url.split(",") if u], self.client_factory)
+        return ClientPool(self._urls(), self.client_factory, cache=self.cache, report=self.say)
 
-
-@dataclass
-class ClientPool:
-    """The APIs of a controller pair: writes go to the active one, status comes from all."""
-
-    urls: list[str]
-    factory: ClientFactory
-
-    def status_all(self) -> list[tuple[str, dict]]:
-        out = []
-        for url in self.urls:
-            with self.factory(url) as api:
-                try:
-                    out.append((url, api.status()))
-                except CliError as e:
-                    out.append((url, {"controller": {"role": f"unreachable ({e})"}}))
-        return out
-
-    def active(self) -> ApiClient:
-        last: CliError | None = None
-        for url in self.urls:
-            api = self.factory(url)
-            try:
-                if api.status().get("controller", {}).get("role") in ("active", None):
-                    return api
-            except CliError as e:
-                last = e
-            api.close()
-        if last is not None:
-            raise last
-        raise CliError([FieldError("", f"no active controller among {', '.join(self.urls)}")])
+    def say(self, message: str) -> None:
+        """-v: who was asked and who answered, on stderr (stdout stays the command's)."""
+        if self.verbose:
+            err().print(Text(message, style="dim"), soft_wrap=True)
 
 
 def state(ctx: typer.Context) -> CliState:
@@ -187,7 +170,7 @@ def reporting(source: str | None = None) -> Iterator[None]:
     except IntentInvalid as e:
         print_errors(e.errors, e.source or source)
         raise typer.Exit(1) from e
-    except CliError as e:
+    except ClientError as e:
         print_errors(e.errors, e.source or source)
         raise typer.Exit(1) from e
 

@@ -12,9 +12,9 @@ from typing import Annotated
 import typer
 
 from hypetunnel.cli import render
-from hypetunnel.cli.client import ApiError
 from hypetunnel.cli.context import emit_json, handles_errors, out, reporting, state
 from hypetunnel.cli.resources import OutputFormat, OutputOpt
+from hypetunnel.client import ApiError
 from hypetunnel.errors import FieldError
 from hypetunnel.model.intent import Intent
 

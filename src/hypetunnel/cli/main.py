@@ -32,11 +32,17 @@ def main(
         str | None,
         typer.Option("--lab", envvar="HYPETUNNEL_LAB", help="use the API of the lab NAME"),
     ] = None,
+    verbose: Annotated[
+        bool,
+        typer.Option("--verbose", "-v",
+                     help="say which controller was asked and who answered (on stderr)"),
+    ] = False,
 ) -> None:
     # ensure_object keeps a CliState passed in by the caller (tests inject a client factory).
     st = ctx.ensure_object(CliState)
     st.api = api
     st.lab = lab
+    st.verbose = verbose
     st.forget_url()
 
 

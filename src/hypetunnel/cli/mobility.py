@@ -7,8 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from hypetunnel.cli.client import CliError
-from hypetunnel.cli.context import emit_json, handles_errors, out, state
+from hypetunnel.cli.context import CliError, emit_json, handles_errors, out, state
 from hypetunnel.cli.resources import OutputFormat, OutputOpt, hypervisor_app, vm_app
 from hypetunnel.errors import FieldError
 

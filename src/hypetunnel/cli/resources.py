@@ -14,8 +14,7 @@ from pydantic import BaseModel, ValidationError
 from rich.text import Text
 
 from hypetunnel.cli import render
-from hypetunnel.cli.client import CliError
-from hypetunnel.cli.context import emit_json, handles_errors, out, state
+from hypetunnel.cli.context import CliError, emit_json, handles_errors, out, state
 from hypetunnel.model.intent import VM, Hypervisor, Network, Tenant
 from hypetunnel.model.loader import pydantic_field_errors
 

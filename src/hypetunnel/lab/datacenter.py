@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hypetunnel.cli.client import ApiClient
+from hypetunnel.client import ApiClient
 from hypetunnel.lab.announce import announce
 from hypetunnel.lab.controller import LabController
 from hypetunnel.lab.proc import LabError

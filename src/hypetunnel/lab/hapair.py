@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from hypetunnel.cli.client import ApiClient
-from hypetunnel.cli.context import ClientPool
+from hypetunnel.client import ActiveCache, ApiClient, ClientPool
 from hypetunnel.lab.controller import LabController
 from hypetunnel.lab.etcd import EtcdCluster, EtcdMember
 from hypetunnel.lab.proc import LabError, wait_until
@@ -83,4 +82,4 @@ def role(url: str) -> str | None:
 
 def active_api(lab: Lab) -> ApiClient:
     urls = [u for u in (lab.api_url or "").split(",") if u]
-    return ClientPool(urls, ApiClient).active()
+    return ClientPool(urls, cache=ActiveCache(lab.directory / "active-controller.json")).active()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from hypetunnel.cli.client import ApiClient
+from hypetunnel.client import ApiClient
 from hypetunnel.lab.probe import ProbeResult, probe_matrix
 from hypetunnel.lab.topology import Lab
 from hypetunnel.model.intent import Intent, vm_id

@@ -9,7 +9,7 @@ import re
 from ipaddress import IPv4Address, IPv4Network
 from typing import Annotated
 
-from pydantic import AfterValidator, BeforeValidator
+from pydantic import AfterValidator, BeforeValidator, ValidationInfo
 
 # OVSDB endpoints as ovsdb-server and the Python OVS client take them.
 OVSDB_TCP_RE = re.compile(r"^(tcp|ssl):(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?)"
@@ -28,8 +28,10 @@ def _written_as_text(kind: type[IPv4Address] | type[IPv4Network], what: str,
     """Addresses must be written as text: pydantic would otherwise turn the integer 167772161
     into 10.0.0.1, which is never what a person meant. Parsed objects (from code) pass."""
 
-    def check(v: object) -> object:
+    def check(v: object, info: ValidationInfo) -> object:
         if isinstance(v, str):
+            if info.mode == "json":
+                return v  # strict JSON validation wants the text; pydantic parses it
             try:
                 return _parsed(kind, v.strip())  # type: ignore[arg-type]  # classes hash
             except ValueError:

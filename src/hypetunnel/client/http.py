@@ -1,7 +1,7 @@
 """A small synchronous client for the HypeTunnel REST API (/api/v1), one method per route.
 
-Every failure leaves as a CliError: HTTP 4xx/5xx as ApiError carrying the {path, reason} list
-of the response body, transport failures as ApiUnreachable naming the URL.
+Every failure leaves as a ClientError: HTTP 4xx/5xx as ApiError carrying the {path, reason}
+list of the response body, transport failures as ApiUnreachable naming the URL.
 """
 
 from __future__ import annotations
@@ -12,69 +12,15 @@ from urllib.parse import quote, urlencode
 
 import httpx
 
-from hypetunnel.errors import FieldError, HypeTunnelError
+from hypetunnel.client.errors import ApiError, ApiUnreachable, ClientError, errors_from_body
+from hypetunnel.errors import FieldError
 
 API_PREFIX = "/api/v1"
 JSON = dict[str, Any]
-
-
-class CliError(HypeTunnelError):
-    """Something the CLI reports as "error: [source: ]path: reason" lines and exit code 1."""
-
-    def __init__(self, errors: list[FieldError], source: str | None = None) -> None:
-        self.errors = errors
-        self.source = source
-        super().__init__("\n".join(str(e) for e in errors))
-
-
-class ApiError(CliError):
-    """The API answered with an error status; `errors` comes from its body."""
-
-    def __init__(self, status: int, errors: list[FieldError], url: str) -> None:
-        self.status = status
-        self.url = url
-        super().__init__(errors)
-
-
-class ApiUnreachable(CliError):
-    """No HTTP answer at all: nothing listening, timeout, broken connection."""
-
-    def __init__(self, base_url: str, reason: str) -> None:
-        self.base_url = base_url
-        super().__init__([FieldError("", reason)])
-
-
-def _loc_to_path(loc: list[Any]) -> str:
-    """FastAPI's default ("body", "intent", "tenants", 0, "ip") -> "intent.tenants[0].ip"."""
-    parts = list(loc)
-    if parts and parts[0] in ("body", "path", "query"):
-        parts = parts[1:]
-    path = ""
-    for p in parts:
-        path += f"[{p}]" if isinstance(p, int) else (f".{p}" if path else str(p))
-    return path
-
-
-def errors_from_body(status: int, reason_phrase: str, body: Any) -> list[FieldError]:
-    """Accept the contract's {"detail": {"errors": [...]}} and FastAPI's defaults."""
-    detail = body.get("detail", body) if isinstance(body, dict) else body
-    if isinstance(detail, dict) and isinstance(detail.get("errors"), list):
-        items = detail["errors"]
-    elif isinstance(detail, list):
-        items = detail
-    elif isinstance(detail, str) and detail:
-        return [FieldError("", detail)]
-    else:
-        return [FieldError("", f"HTTP {status} {reason_phrase}".strip())]
-    errors = []
-    for item in items:
-        if isinstance(item, dict) and ("reason" in item or "path" in item):
-            errors.append(FieldError(str(item.get("path", "")), str(item.get("reason", ""))))
-        elif isinstance(item, dict) and "msg" in item:  # FastAPI RequestValidationError item
-            errors.append(FieldError(_loc_to_path(item.get("loc", [])), str(item["msg"])))
-        else:
-            errors.append(FieldError("", str(item)))
-    return errors or [FieldError("", f"HTTP {status} {reason_phrase}".strip())]
+# A dead address fails fast; an answer may take a while (the API bounds its writes at 10 s and
+# then answers 503, which the client should see rather than its own timeout).
+DEFAULT_TIMEOUT = httpx.Timeout(15.0, connect=2.0)
+Timeout = float | httpx.Timeout
 
 
 class ApiClient:
@@ -83,7 +29,7 @@ class ApiClient:
         base_url: str,
         *,
         transport: httpx.BaseTransport | None = None,
-        timeout: float = 10.0,
+        timeout: Timeout = DEFAULT_TIMEOUT,
         http: httpx.Client | None = None,
     ) -> None:
         """`transport` or a whole `http` client (e.g. starlette's TestClient) may be injected."""
@@ -109,10 +55,14 @@ class ApiClient:
 
     # --- plumbing -----------------------------------------------------------------------------
 
-    def _request(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
+    def _request(self, method: str, path: str, body: Mapping[str, Any] | None = None, *,
+                 timeout: Timeout | None = None) -> Any:
         url = f"{API_PREFIX}{path}"
         try:
-            response = self._http.request(method, url, json=body)
+            if timeout is None:
+                response = self._http.request(method, url, json=body)
+            else:
+                response = self._http.request(method, url, json=body, timeout=timeout)
         except httpx.ConnectError as e:
             raise ApiUnreachable(
                 self.base_url,
@@ -136,6 +86,15 @@ class ApiClient:
             raise ApiError(response.status_code, errors, str(response.request.url))
         return data
 
+    def _object(self, method: str, path: str, body: Mapping[str, Any] | None = None, *,
+                timeout: Timeout | None = None) -> JSON:
+        """A route that answers one JSON object."""
+        data = self._request(method, path, body, timeout=timeout)
+        if not isinstance(data, dict):
+            raise ClientError([FieldError("", f"{method} {self.base_url}{API_PREFIX}{path}: "
+                                              f"expected a JSON object, got {data!r:.80}")])
+        return data
+
     @staticmethod
     def _seg(name: str) -> str:
         return quote(name, safe="")
@@ -143,71 +102,72 @@ class ApiClient:
     # --- routes -------------------------------------------------------------------------------
 
     def healthz(self) -> JSON:
-        return self._request("GET", "/healthz")
+        return self._object("GET", "/healthz")
 
     def get_intent(self) -> JSON:
-        return self._request("GET", "/intent")
+        return self._object("GET", "/intent")
 
     def apply(self, intent: Mapping[str, Any], dry_run: bool = False) -> JSON:
-        return self._request("POST", "/apply", {"intent": dict(intent), "dry_run": dry_run})
+        return self._object("POST", "/apply", {"intent": dict(intent), "dry_run": dry_run})
 
-    def status(self) -> JSON:
-        return self._request("GET", "/status")
+    def status(self, timeout: Timeout | None = None) -> JSON:
+        return self._object("GET", "/status", timeout=timeout)
 
     def overlay(self) -> JSON:
-        return self._request("GET", "/overlay")
+        return self._object("GET", "/overlay")
 
     def trace(self, src: str, dst: str, kind: str = "ip") -> JSON:
-        return self._request("GET", "/trace?" + urlencode({"src": src, "dst": dst, "kind": kind}))
+        return self._object("GET", "/trace?" + urlencode({"src": src, "dst": dst, "kind": kind}))
 
     def move_vm(self, tenant: str, name: str, to: str, cold: bool = False) -> JSON:
-        return self._request("POST", f"/tenants/{self._seg(tenant)}/vms/{self._seg(name)}/move",
+        return self._object("POST", f"/tenants/{self._seg(tenant)}/vms/{self._seg(name)}/move",
                              {"to": to, "cold": cold})
 
     def drain(self, name: str) -> Any:
         return self._request("POST", f"/hypervisors/{self._seg(name)}/drain")
 
     def undrain(self, name: str) -> JSON:
-        return self._request("POST", f"/hypervisors/{self._seg(name)}/undrain")
+        return self._object("POST", f"/hypervisors/{self._seg(name)}/undrain")
 
     def moves(self, vm: str | None = None) -> Any:
         return self._request("GET", "/moves" + (f"?{urlencode({'vm': vm})}" if vm else ""))
 
-    def controller(self) -> JSON:
-        return self._request("GET", "/controller")
+    def controller(self, timeout: Timeout | None = None) -> JSON:
+        """Role, term and node of this controller; `timeout` for a short probe."""
+        return self._object("GET", "/controller", timeout=timeout)
 
     def failover(self) -> JSON:
-        return self._request("POST", "/controller/failover")
+        return self._object("POST", "/controller/failover")
 
     def list_hypervisors(self) -> Any:
         return self._request("GET", "/hypervisors")
 
     def put_hypervisor(self, name: str, body: Mapping[str, Any]) -> JSON:
-        return self._request("PUT", f"/hypervisors/{self._seg(name)}", body)
+        return self._object("PUT", f"/hypervisors/{self._seg(name)}", body)
 
     def delete_hypervisor(self, name: str) -> JSON:
-        return self._request("DELETE", f"/hypervisors/{self._seg(name)}")
+        return self._object("DELETE", f"/hypervisors/{self._seg(name)}")
 
     def list_tenants(self) -> Any:
         return self._request("GET", "/tenants")
 
     def create_tenant(self, body: Mapping[str, Any]) -> JSON:
-        return self._request("POST", "/tenants", body)
+        return self._object("POST", "/tenants", body)
 
     def get_tenant(self, name: str) -> JSON:
-        return self._request("GET", f"/tenants/{self._seg(name)}")
+        return self._object("GET", f"/tenants/{self._seg(name)}")
 
     def delete_tenant(self, name: str) -> JSON:
-        return self._request("DELETE", f"/tenants/{self._seg(name)}")
+        return self._object("DELETE", f"/tenants/{self._seg(name)}")
 
     def list_networks(self, tenant: str) -> Any:
         return self._request("GET", f"/tenants/{self._seg(tenant)}/networks")
 
     def create_network(self, tenant: str, body: Mapping[str, Any]) -> JSON:
-        return self._request("POST", f"/tenants/{self._seg(tenant)}/networks", body)
+        return self._object("POST", f"/tenants/{self._seg(tenant)}/networks", body)
 
     def delete_network(self, tenant: str, name: str) -> JSON:
-        return self._request(
+        return self._object(
             "DELETE", f"/tenants/{self._seg(tenant)}/networks/{self._seg(name)}"
         )
 
@@ -215,7 +175,7 @@ class ApiClient:
         return self._request("GET", f"/tenants/{self._seg(tenant)}/vms")
 
     def create_vm(self, tenant: str, body: Mapping[str, Any]) -> JSON:
-        return self._request("POST", f"/tenants/{self._seg(tenant)}/vms", body)
+        return self._object("POST", f"/tenants/{self._seg(tenant)}/vms", body)
 
     def delete_vm(self, tenant: str, name: str) -> JSON:
-        return self._request("DELETE", f"/tenants/{self._seg(tenant)}/vms/{self._seg(name)}")
+        return self._object("DELETE", f"/tenants/{self._seg(tenant)}/vms/{self._seg(name)}")
