@@ -29,7 +29,7 @@ from hypetunnel.controller.fabric import FabricState
 from hypetunnel.controller.follower import IntentFollower
 from hypetunnel.controller.ha import Election, HaConfig, NotActive
 from hypetunnel.controller.health import LoopLag, StoreProbe
-from hypetunnel.controller.installation import PortInstallation, WaitingPort
+from hypetunnel.controller.installation import PortInstallation
 from hypetunnel.controller.mobility import Mobility
 from hypetunnel.controller.ports import OvsdbFactory, OvsdbPort, real_ovsdb
 from hypetunnel.controller.role import ControllerRole
@@ -256,10 +256,8 @@ class Controller:
 
     def reconciled(self, hypervisor: str) -> None:
         st = self.switches.get(hypervisor)
-        if self.installation.waiting and st is not None and not st.pending \
-                and self.switch_converged(st):
-            self.installation.converged(hypervisor, self._compiled_epoch)
-            self._mark_installed()
+        if st is not None:  # called inside its reconcile round, which holds its lock
+            self._note_converged([st], in_round=True)
 
     def _retired(self, hypervisor: str) -> None:
         self.installation.forget(hypervisor)
@@ -267,12 +265,21 @@ class Controller:
         self._kick.set()
 
     # -- port installation (compute waits for it before a hot move's switch-over) ---------------
-    def _switches_for(self, w: WaitingPort) -> set[str]:
-        return self.network_hosts(w.vm)
+    def _note_converged(self, sessions: list[SwitchSession], in_round: bool = False) -> None:
+        """Sessions holding the current compilation, with nothing pending and no round under
+        way (other than the caller's), count for waiting ports; mark those whose every switch
+        now has."""
+        if not self.installation.waiting:
+            return
+        for st in sessions:
+            busy = st.lock.locked() and not in_round
+            if not st.pending and not busy and self.switch_converged(st):
+                self.installation.converged(st.hypervisor, self._compiled_epoch)
+        self._mark_installed()
 
     def _mark_installed(self) -> None:
         by_switch: dict[str, dict[str, str]] = {}
-        for w in self.installation.ready(self._switches_for):
+        for w in self.installation.ready(lambda w: self.network_hosts(w.vm)):
             by_switch.setdefault(w.hypervisor, {})[w.port] = w.vm
         for hv, ports in by_switch.items():
             st = self.switches.get(hv)
@@ -307,12 +314,8 @@ class Controller:
             self._kick.clear()
             self._compiled_epoch = self.installation.epoch
             self.switches.mark(self.fabric.recompute())
-            if self.installation.waiting:
-                # Switches the change did not touch hold this compilation already.
-                for st in self.switches.values():
-                    if not st.pending and not st.lock.locked() and self.switch_converged(st):
-                        self.installation.converged(st.hypervisor, self._compiled_epoch)
-                self._mark_installed()
+            # Switches the change did not touch hold this compilation already.
+            self._note_converged(self.switches.values())
             self.switches.run_pending()
 
     def kick(self) -> None:
