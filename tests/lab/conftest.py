@@ -10,7 +10,7 @@ import pytest
 
 from hypetunnel.cli.democmd import bundled_example
 from hypetunnel.client import ApiClient
-from hypetunnel.lab import datacenter
+from hypetunnel.lab import datacenter, diagnose
 from hypetunnel.lab.controller import LabController
 from hypetunnel.lab.topology import Lab
 
@@ -39,3 +39,25 @@ def fabric() -> Iterator[LabFabric]:
         datacenter.down(name)
         assert not [n for n in os.listdir("/run/netns") if n.startswith(f"ht-{name}-")] \
             if os.path.isdir("/run/netns") else True
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Iterator[None]:
+    """A failed lab test's report carries the lab's logs and switch state, taken at once: by
+    the time anyone reads a CI log the lab is gone."""
+    rep = yield
+    if rep.failed and call.when == "call":
+        labs = [v.lab if isinstance(v, LabFabric) else v
+                for v in getattr(item, "funcargs", {}).values()
+                if isinstance(v, (Lab, LabFabric))]
+        for lab in labs:
+            rep.sections.append((f"lab {lab.name}: logs and switches", diagnose.report(lab)))
+    return rep
+
+
+def keep_failed_lab(request: pytest.FixtureRequest) -> bool:
+    """HYPETUNNEL_KEEP_FAILED_LAB=1 (debugging only): leave a module's lab up after a failure
+    to inspect it live; `hypetunnel lab down NAME` removes it."""
+    return (os.environ.get("HYPETUNNEL_KEEP_FAILED_LAB") == "1"
+            and request.session.testsfailed > 0)

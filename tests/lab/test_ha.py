@@ -19,12 +19,13 @@ from hypetunnel.lab import datacenter, hapair
 from hypetunnel.lab.capture import capture
 from hypetunnel.lab.proc import wait_until
 from hypetunnel.lab.topology import Lab
+from tests.lab.conftest import keep_failed_lab
 
 pytestmark = pytest.mark.lab
 
 
 @pytest.fixture(scope="module")
-def ha() -> Iterator[Lab]:
+def ha(request: pytest.FixtureRequest) -> Iterator[Lab]:
     if os.geteuid() != 0:
         pytest.skip("the lab needs root")
     name = f"h{os.getpid() % 100000}"
@@ -32,7 +33,8 @@ def ha() -> Iterator[Lab]:
     try:
         yield datacenter.up(bundled_example(), name, timeout=90, ha=True)
     finally:
-        datacenter.down(name)
+        if not keep_failed_lab(request):
+            datacenter.down(name)
 
 
 def api(lab: Lab, node: str) -> ApiClient:

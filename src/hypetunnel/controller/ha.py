@@ -206,12 +206,14 @@ class Election:
             await self.on_standby(term)
         host, _, port = str(leader["peer"]).rpartition(":")
         timeout = self.config.heartbeat_timeout
+        started = time.monotonic()
         try:
             async with asyncio.timeout(timeout):
                 reader, writer = await asyncio.open_connection(host, int(port))
-        except (OSError, TimeoutError, ValueError):
-            log.warning("active %s unreachable at %s: claiming term %d", leader.get("node"),
-                        leader["peer"], term + 1)
+        except (OSError, TimeoutError, ValueError) as e:
+            log.warning("active %s unreachable at %s after %.2fs (%s): claiming term %d",
+                        leader.get("node"), leader["peer"], time.monotonic() - started,
+                        type(e).__name__, term + 1)
             await self._claim(term)
             return
         try:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from hypetunnel.client import ApiClient
+from hypetunnel.lab import diagnose
 from hypetunnel.lab.announce import announce
 from hypetunnel.lab.controller import LabController
 from hypetunnel.lab.proc import LabError
@@ -113,6 +114,10 @@ def up(file: Path, name: str, progress: Progress = lambda _: None,
             wait_converged(api, timeout, progress)
         if agent:
             start_agent(lab)
+    except LabError as e:
+        detail = diagnose.report(lab)  # before down() removes the logs it quotes
+        down(name)
+        raise LabError(f"{e}\n{detail}") from e
     except BaseException:
         down(name)
         raise
