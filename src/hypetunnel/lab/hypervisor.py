@@ -25,6 +25,7 @@ from hypetunnel.lab.netns import (
     underlay_netns,
     veth_between,
 )
+from hypetunnel.lab.proc import run
 from hypetunnel.lab.state import LabHypervisor, LabState
 
 PHYS_BRIDGE = "br-phy"
@@ -38,6 +39,14 @@ def build_hypervisor(state: LabState, hv: LabHypervisor) -> None:
     mtu = str(state.underlay_mtu)
     state.note_netns(hv.netns)
     netns_add(hv.netns)
+    # The userspace datapath reads its ports (the uplink, service and VM veths) through packet
+    # sockets, so the namespace's kernel sees their frames too, and by default it answers an
+    # ARP request for the tunnel endpoint from the uplink with the uplink's own MAC: a second,
+    # wrong answer beside br-phy's. A peer's OVS that learns it sends its tunnel frames to a
+    # MAC its native tunnelling does not terminate: every overlay to this hypervisor,
+    # management included, went dark in the middle of a test. Answer only on the interface
+    # that holds the address (br-phy, br-mgmt), as the system datapath does by design.
+    run(["sysctl", "-q", "-w", "net.ipv4.conf.all.arp_ignore=1"], netns=hv.netns)
     if not link_exists(ul, hv.uplink):
         veth_between(ul, hv.uplink, hv.netns, HV_UPLINK)
     ip(ul, "link", "set", hv.uplink, "alias", f"uplink of {hv.name}", "mtu", mtu,
