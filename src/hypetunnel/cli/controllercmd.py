@@ -48,6 +48,8 @@ def run(
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not verbose:  # one line per etcd request (several a second) would bury what happened
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         asyncio.run(serve(DaemonConfig(state_dir=state_dir, api=api, openflow=list(openflow),
                                        switch_targets=list(switch_target) if switch_target

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from hypetunnel.lab.topology import Lab
 
-LOG_TAIL_LINES = 25
+LOG_TAIL_LINES = 40
 
 
 def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
