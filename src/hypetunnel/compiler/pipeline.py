@@ -15,7 +15,8 @@ Anything unmatched is dropped (no table-miss flow except the explicit, counted d
 Why unknown unicast and unanswered ARP die at the source: the controller knows every MAC and IP
 of a network and port security lets no VM use another, so a frame the tables cannot place has
 no receiver anywhere. Flooding it would only let one VM make every peer hypervisor receive a
-copy of each frame it sends to a random MAC. A VM in the intent but not plugged in yet has no
+copy of each frame it sends to a random MAC. A VM being moved is known at both of its ports
+(moving_vm_flows), so nothing to it is dropped. A VM in the intent but not plugged in yet has no
 flows, so frames to it count here too until its port is bound (they would be lost on the
 planned hypervisor anyway, after crossing the underlay).
 """
