@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
+import pytest
+from typer.testing import CliRunner
+
+from hypetunnel.cli.context import CliState
+from hypetunnel.cli.main import app
 from hypetunnel.compiler.pipeline import T_ARP, T_L2
 from hypetunnel.controller.tracing import trace
 from hypetunnel.errors import NotFound
 from hypetunnel.model.intent import Intent
 from tests.unit.fabric_fixture import Fabric
+from tests.unit.test_cli import FakeApi
 from tests.unit.test_compiler_forwarding import INTENT
 
 
@@ -60,3 +66,17 @@ def test_trace_arp_is_answered_on_the_source_hypervisor(fabric: Fabric) -> None:
 def test_trace_unknown_vm_is_not_found(fabric: Fabric) -> None:
     with pytest.raises(NotFound):
         trace(fabric.topology, fabric.compiler, "acme/nope", "acme/web2")
+
+
+def test_cli_prints_where_and_why_a_frame_was_dropped(fabric: Fabric, tmp_path: Path) -> None:
+    api = FakeApi()
+    api.on("GET", "/api/v1/trace", 200,
+           trace(fabric.topology, fabric.compiler, "acme/web1", "globex/db1"))
+    env = {"COLUMNS": "200", "HYPETUNNEL_LAB_DIR": str(tmp_path), "HYPETUNNEL_API": None,
+           "HYPETUNNEL_LAB": None}
+    r = CliRunner().invoke(app, ["--api", "http://api.test:8650", "trace", "acme/web1",
+                                 "globex/db1"],
+                           obj=CliState(client_factory=api.factory, cache=None), env=env)
+    assert r.exit_code == 0, r.output
+    assert "dropped at source: unknown destination MAC" in r.stdout
+    assert "tunnel" not in r.stdout
