@@ -17,6 +17,7 @@ import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import IO
 
 import pytest
 
@@ -87,10 +88,14 @@ class UnderlayWatch:
         if "listening" not in first:
             self.__exit__()
             raise RuntimeError(f"tcpdump did not start: {first}")
-        stdout = self._proc.stdout
-        self._reader = threading.Thread(target=lambda: self.lines.extend(stdout), daemon=True)
+        self._reader = threading.Thread(target=self._read, args=(self._proc.stdout,),
+                                        daemon=True)
         self._reader.start()
         return self
+
+    def _read(self, stdout: IO[str]) -> None:
+        for line in stdout:  # until tcpdump exits
+            self.lines.append(line)
 
     def wait_for(self, what: Callable[[list[str]], bool], label: str) -> None:
         wait_until(lambda: what(list(self.lines)), 15, label)
@@ -204,5 +209,6 @@ def test_frames_to_nobody_never_reach_the_underlay_and_are_counted(
 
     # OVS folds datapath statistics into its flows' counters a little later: poll.
     wait_until(lambda: all(c >= n for c, n in zip(counted(), (N_UNKNOWN, N_UNOWNED_ARP),
-                                                  strict=True)), 15, "the drop counters")
+                                                  strict=True)), 15, "the drop counters",
+               interval=0.2)
     assert counted() == (N_UNKNOWN, N_UNOWNED_ARP)
