@@ -93,7 +93,7 @@ def test_broadcast_reaches_only_hypervisors_hosting_the_network(fabric: Fabric) 
     assert {d.vm for d in got} == {"acme/web2"}
     assert {(a, b) for a, b, _ in trace.tunnel_log} == {("hv1", "hv2")}  # never hv3
     trace.tunnel_log.clear()
-    got = trace.send("globex/web1", arp_request("globex/web1", "10.1.0.99"))  # unknown target
+    got = trace.send("globex/web1", ip_frame("globex/web1", BCAST, "10.1.0.255"))
     assert {d.vm for d in got} == {"globex/db1"}
     assert trace.tunnel_log == [("hv1", "hv3", 6001)]
 

@@ -117,7 +117,7 @@ def trace(ctx: typer.Context,
         if data["kind"] == "arp":
             console.print(f"    answer: {d['frame']}", highlight=False)
     if not data["deliveries"]:
-        console.print("  [red]dropped[/red]")
+        console.print(f"  [red]{data.get('verdict', 'dropped')}[/red]", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -3,12 +3,22 @@
 Tables (OpenFlow 1.3, one integration bridge per hypervisor, network = metadata = VNI):
   0  CLASSIFY   VM port: only the VM's own MAC+IP may enter (anti-spoofing) -> network.
                 Tunnel port + tunnel_id: -> network, reg0=1 ("came from a tunnel").
-  10 ARP        ARP requests for known VM addresses answered here, on the source hypervisor.
+  10 ARP        ARP requests for known VM addresses answered here, on the source hypervisor;
+                any other ARP request from a local VM: dropped (counted, per network).
   20 L2         (network, dst MAC) -> local port, or -> tunnel with the VNI (from local only).
-                Broadcast/multicast -> FLOOD; unknown unicast from a local VM -> FLOOD.
+                Broadcast/multicast -> FLOOD; unknown unicast from a local VM: dropped
+                (counted, per network).
   30 FLOOD      Head-end replication to the network's local ports and, for frames from a
                 local VM only (split horizon), to every other hypervisor hosting the network.
-Anything unmatched is dropped (no table-miss flow except the explicit, counted drop in 0).
+Anything unmatched is dropped (no table-miss flow except the explicit, counted drops).
+
+Why unknown unicast and unanswered ARP die at the source: the controller knows every MAC and IP
+of a network and port security lets no VM use another, so a frame the tables cannot place has
+no receiver anywhere. Flooding it would only let one VM make every peer hypervisor receive a
+copy of each frame it sends to a random MAC. A VM being moved is known at both of its ports
+(moving_vm_flows), so nothing to it is dropped. A VM in the intent but not plugged in yet has no
+flows, so frames to it count here too until its port is bound (they would be lost on the
+planned hypervisor anyway, after crossing the underlay).
 """
 
 from __future__ import annotations
@@ -23,6 +33,10 @@ T_CLASSIFY, T_ARP, T_L2, T_FLOOD = 0, 10, 20, 30
 ETH_IP, ETH_ARP = 0x0800, 0x0806
 MULTICAST = ("01:00:00:00:00:00", "01:00:00:00:00:00")
 FROM_TUNNEL = 1
+# Source drops: one flow per network and table, with no actions (OpenFlow drops the packet and
+# counts it). Priorities lie under every forwarding flow of their table and above the base.
+P_UNOWNED_ARP = 10  # table ARP: a request the responder could not answer
+P_UNKNOWN_DST = 10  # table L2: a local VM's unicast to no known MAC
 
 PortOf = Callable[[str], int | None]  # port name -> OpenFlow port number, None if not there yet
 
@@ -92,6 +106,34 @@ def moving_vm_flows(vm: VmView, ofport: int | None, tunnels: list[int]) -> list[
 
 
 @_memo
+def source_drop_flows(vni: int) -> tuple[Flow, Flow]:
+    """Frames from this network's local VMs that no VM could receive: dropped and counted."""
+    return (
+        Flow(T_ARP, P_UNOWNED_ARP, match(metadata=vni, eth_type=ETH_ARP, arp_op=1)),
+        Flow(T_L2, P_UNKNOWN_DST, match(metadata=vni, reg0=0)),
+    )
+
+
+# Why a flow without actions drops, by (table, priority): what `trace` tells an operator.
+DROP_REASONS: dict[tuple[int, int], str] = {
+    (T_CLASSIFY, 0): "not admitted (port security, or a port or VNI the switch does not know)",
+    (T_ARP, P_UNOWNED_ARP): "ARP request for an address no VM of the network owns",
+    (T_L2, P_UNKNOWN_DST): "unknown destination MAC",
+}
+
+
+def drop_reason(table: int, flow: Flow | None) -> str:
+    """Why a frame stopped in `table` at `flow` (None: no flow matched)."""
+    if flow is None:
+        if table == T_L2:
+            return "unknown destination MAC (arrived from a tunnel)"
+        return f"no flow matches in table {table}"
+    if any(isinstance(a, Output) for a in flow.actions):
+        return "no port to send it to but the one it came from"  # OVS never hairpins
+    return DROP_REASONS.get((flow.table, flow.priority), f"dropped by a flow in table {table}")
+
+
+@_memo
 def arp_responder_flow(vm: VmView) -> Flow:
     """Turn an ARP request for vm.ip into the reply, sent back out of the asking port."""
     actions: tuple[Action, ...] = (
@@ -123,7 +165,6 @@ def _flood_flows(vni: int, local_ports: tuple[int, ...],
         remote = (SetField("tunnel_id", vni), *(Output(p) for p in tunnels))
     return (
         Flow(T_L2, 50, match(metadata=vni, eth_dst=MULTICAST), goto=T_FLOOD),
-        Flow(T_L2, 10, match(metadata=vni, reg0=0), goto=T_FLOOD),  # unknown unicast, local only
         Flow(T_FLOOD, 100, match(metadata=vni, reg0=0), local + remote),
         Flow(T_FLOOD, 100, match(metadata=vni, reg0=FROM_TUNNEL), local),
     )
@@ -164,6 +205,7 @@ def network_slice(net: NetworkView, members: Iterable[tuple[VmView, str]], here:
     tunnel_ports = [p for hv in sorted(remote_hosts)
                     if (p := tunnel_port(hv, net.encapsulation)) is not None]
     flows.extend(tunnel_ingress_flow(net.vni, t) for t in tunnel_ports)
-    if local_ports:
+    if local_ports:  # only frames from local VMs pass tables ARP and L2 with reg0=0
         flows.extend(flood_flows(net.vni, local_ports, tunnel_ports))
+        flows.extend(source_drop_flows(net.vni))
     return frozenset(flows)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
 from hypetunnel.compiler.flows import OFPP_IN_PORT, Flow, MatchValue, Output, RegMove, SetField
+from hypetunnel.compiler.pipeline import drop_reason
 from hypetunnel.compiler.tunnels import tunnel_port_name
 
 Packet = dict[str, object]
@@ -59,13 +60,20 @@ class FlowTable:
 
     def process(self, pkt: Packet, in_port: int) -> list[tuple[int, Packet]]:
         """Outputs (port, frame as sent) for a frame arriving on in_port."""
+        return self.walk(pkt, in_port).outputs
+
+    def walk(self, pkt: Packet, in_port: int) -> Walk:
+        """The frame's outputs, and the table and flow (None: a miss) where it stopped."""
         pkt = {**pkt, "in_port": in_port}
         out: list[tuple[int, Packet]] = []
         table: int | None = 0
+        last = 0
+        flow: Flow | None = None
         while table is not None:
+            last = table
             flow = self.lookup(table, pkt)
             if flow is None:
-                return out  # table miss: drop
+                break  # table miss: drop
             for a in flow.actions:
                 if isinstance(a, Output):
                     port = in_port if a.port == OFPP_IN_PORT else a.port
@@ -78,7 +86,25 @@ class FlowTable:
             if flow.metadata is not None:
                 pkt["metadata"] = flow.metadata
             table = flow.goto
-        return out
+        return Walk(out, last, flow)
+
+
+@dataclass(frozen=True)
+class Walk:
+    outputs: list[tuple[int, Packet]]
+    table: int  # the last table the frame was looked up in
+    flow: Flow | None  # the flow it ended at there; None for a table miss
+
+
+@dataclass(frozen=True)
+class Drop:
+    """A switch that sent a frame nowhere: where, at which flow, and why."""
+
+    hypervisor: str
+    at_source: bool  # on the sending VM's own hypervisor, before any tunnel
+    table: int
+    flow: Flow | None
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -98,6 +124,7 @@ class FabricTrace:
     vm_ports: Mapping[str, Mapping[str, int]]  # hypervisor -> vm id -> ofport
     underlay_ip: Mapping[str, str]  # hypervisor -> underlay address
     tunnel_log: list[tuple[str, str, int]] = field(default_factory=list)  # (from, to, vni)
+    drops: list[Drop] = field(default_factory=list)  # every switch the frame died on
 
     def send(self, vm_id: str, pkt: Packet) -> list[Delivery]:
         for hv, vms in self.vm_ports.items():
@@ -113,7 +140,11 @@ class FabricTrace:
         by_port = {p: n for n, p in self.ports.get(hv, {}).items()}
         vm_by_port = {p: v for v, p in self.vm_ports.get(hv, {}).items()}
         out: list[Delivery] = []
-        for port, frame in table.process(pkt, in_port):
+        walk = table.walk(pkt, in_port)
+        if not walk.outputs:
+            self.drops.append(Drop(hv, len(hops) == 1, walk.table, walk.flow,
+                                   drop_reason(walk.table, walk.flow)))
+        for port, frame in walk.outputs:
             if port in vm_by_port:
                 clean = {k: v for k, v in frame.items()
                          if k not in ("in_port", "metadata", "reg0", "tunnel_id")}

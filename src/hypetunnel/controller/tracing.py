@@ -11,7 +11,7 @@ from typing import Any
 
 from hypetunnel.compiler.compile import FabricCompiler
 from hypetunnel.compiler.topology import Topology
-from hypetunnel.compiler.trace import FabricTrace, Packet
+from hypetunnel.compiler.trace import Drop, FabricTrace, Packet
 from hypetunnel.errors import FieldError, NotFound
 
 BROADCAST = "ff:ff:ff:ff:ff:ff"
@@ -63,6 +63,18 @@ def trace(topo: Topology, compiler: FabricCompiler, src: str, dst: str,
         "tunnels": [{"from": a, "to": b, "vni": v} for a, b, v in tracer.tunnel_log],
         "deliveries": [{"vm": d.vm, "hypervisor": d.hypervisor, "hops": list(d.hops),
                         "frame": d.packet} for d in deliveries],
+        # A drop flow's cookie lets an operator read its packet counter on the switch.
+        "drops": [{"hypervisor": d.hypervisor, "at_source": d.at_source, "table": d.table,
+                   "cookie": f"{d.flow.cookie:#x}" if d.flow is not None else None,
+                   "reason": d.reason} for d in tracer.drops],
         "verdict": (", ".join(f"delivered to {d.vm} on {d.hypervisor}" for d in deliveries)
-                    or "dropped"),
+                    or dropped_verdict(tracer.drops)),
     }
+
+
+def dropped_verdict(drops: list[Drop]) -> str:
+    if not drops:
+        return "dropped"
+    first = drops[0]  # where the frame first died: on its own hypervisor if it never left
+    where = "at source" if first.at_source else f"on {first.hypervisor}"
+    return f"dropped {where}: {first.reason}"
