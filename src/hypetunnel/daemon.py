@@ -14,6 +14,10 @@ from pathlib import Path
 
 import uvicorn
 
+# Loaded here, before the event loop runs, not lazily when the first switch is enlisted: the
+# import (python-ovs pulls in eventlet) took the loop 0.3 s on an idle machine and over 1 s on
+# a busy one, long enough for the standby to miss the heartbeats and take over.
+import hypetunnel.southbound.ovsdb.client  # noqa: F401
 from hypetunnel.api.app import create_app
 from hypetunnel.controller.ha import HaConfig
 from hypetunnel.controller.runtime import Controller
