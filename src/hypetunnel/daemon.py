@@ -15,6 +15,8 @@ from pathlib import Path
 import uvicorn
 
 from hypetunnel.api.app import create_app
+from hypetunnel.api.guards import Guards
+from hypetunnel.api.ratelimit import RateLimit
 from hypetunnel.controller.ha import HaConfig
 from hypetunnel.controller.runtime import Controller
 from hypetunnel.store.base import Store
@@ -31,6 +33,12 @@ class DaemonConfig:
     etcd: list[str] | None = None  # etcd client URLs: shared store + election (HA)
     node: str | None = None  # HA: this controller's name
     peer: str | None = None  # HA: HOST:PORT for heartbeats to the standby
+    api_rate: float = RateLimit.rate  # requests/s per API caller (0: unlimited), see ratelimit
+    api_burst: float = RateLimit.burst
+
+    def guards(self) -> Guards:
+        rate = RateLimit(rate=self.api_rate, burst=self.api_burst) if self.api_rate > 0 else None
+        return Guards(rate=rate, node=self.node or "controller")
 
 
 def open_store(config: DaemonConfig) -> Store:
@@ -54,7 +62,9 @@ async def serve(config: DaemonConfig) -> None:
     controller = Controller(store, openflow_listen=config.openflow,
                             switch_targets=config.switch_targets, ha=ha)
     await controller.start()
-    app = create_app(controller.service, controller)
+    # The audit log is written through the store itself, not the role's fenced view: a
+    # standby records the writes it refuses too.
+    app = create_app(controller.service, controller, guards=config.guards(), audit_store=store)
     if config.api.startswith("unix:"):
         uv = uvicorn.Config(app, uds=config.api.removeprefix("unix:"), log_level="warning",
                             lifespan="off")

@@ -37,12 +37,33 @@ def _value(x: Any) -> Any:
     return getattr(x, "value", x)  # an Enum's value ("admin"), else the thing itself
 
 
+def _route(scope: Scope) -> tuple[str | None, dict[str, Any]]:
+    """(route template, path parameters): the router's, or matched here against the OpenAPI
+    paths when the request was answered before routing (an auth middleware's 401), so
+    refusals group by route whatever the made-up path."""
+    route = scope.get("route")
+    if route is not None:
+        return getattr(route, "path", None), dict(scope.get("path_params") or {})
+    openapi = getattr(scope.get("app"), "openapi", None)
+    paths: dict[str, Any] = openapi().get("paths", {}) if callable(openapi) else {}
+    got = str(scope.get("path", "")).strip("/").split("/")
+    method = str(scope.get("method", "")).lower()
+    for template, item in paths.items():
+        want = template.strip("/").split("/")
+        if len(want) != len(got) or method not in item:
+            continue
+        params = {w[1:-1]: g for w, g in zip(want, got, strict=True) if w.startswith("{")}
+        if all(w == g or (w.startswith("{") and g) for w, g in zip(want, got, strict=True)):
+            return template, params
+    return None, {}
+
+
 def describe(scope: Scope, node: str) -> dict[str, Any]:
     """Who did what where: read from the scope after routing and authentication."""
     state = scope.get("state") or {}
     principal = state.get("principal")
-    params = {k: clip(str(v)) for k, v in (scope.get("path_params") or {}).items()}
-    route = getattr(scope.get("route"), "path", None)
+    route, raw = _route(scope)
+    params = {k: clip(str(v)) for k, v in raw.items()}
     client = scope.get("client")
     who = getattr(principal, "name", None)
     role = getattr(principal, "role", None)

@@ -84,6 +84,7 @@ class AuditTrail:
         self._thread: threading.Thread | None = None
         self._written_since_prune = 0
         self._pruned_at = time.monotonic()
+        self._warned_at = -float("inf")
 
     # -- handing rows over (any thread, the event loop included: never blocks) ------------------
     def put(self, rows: list[AuditRow]) -> None:
@@ -158,17 +159,21 @@ class AuditTrail:
     def _write(self, rows: list[AuditRow]) -> None:
         with self._lock:
             dropped, self._dropped = self._dropped, 0
+        note = []
         if dropped:
-            rows = [*rows, AuditRow(row_key("attempt", self._clock()), {
-                "kind": "attempt", "time": self._clock(), "node": self.node, "who": "audit",
-                "error": f"{dropped} audit rows dropped: the store did not keep up"})]
+            now = self._clock()
+            note = [AuditRow(row_key("attempt", now), {
+                "kind": "attempt", "time": now, "node": self.node, "who": "audit",
+                "error": f"{dropped} audit rows lost: the store did not keep up or failed"})]
         try:
-            self.store.audit_put(rows)
+            self.store.audit_put([*rows, *note])
             self._written_since_prune += len(rows)
         except Exception as e:  # the store is down: the rows are lost, and counted
-            log.warning("cannot write %d audit rows: %s", len(rows), e)
+            if time.monotonic() - self._warned_at > 10:
+                self._warned_at = time.monotonic()
+                log.warning("cannot write %d audit rows: %s", len(rows), e)
             with self._lock:
-                self._dropped += len(rows)
+                self._dropped += dropped + len(rows)
         finally:
             with self._lock:
                 self._unfinished -= 1
