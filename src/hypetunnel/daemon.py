@@ -82,4 +82,7 @@ async def serve(config: DaemonConfig) -> None:
         await server.serve()
     finally:
         await controller.stop()
+        trail = app.state.audit
+        if trail is not None:  # the audit rows still queued (answers, attempts, refusals)
+            await asyncio.to_thread(trail.flush, 2.0)
         store.close()

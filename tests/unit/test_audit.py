@@ -21,7 +21,15 @@ from hypetunnel.api.app import create_app
 from hypetunnel.api.audit_trail import AuditTrail, Retention
 from hypetunnel.api.guards import Guards
 from hypetunnel.controller.service import FabricService
-from hypetunnel.store.audit import CURRENT, KINDS, AuditRow, AuditStore, PendingAudit, row_key
+from hypetunnel.store.audit import (
+    CURRENT,
+    KINDS,
+    AuditRow,
+    AuditStore,
+    PendingAudit,
+    row_key,
+    tenant_of_keys,
+)
 from hypetunnel.store.base import StaleRevision, Store
 from hypetunnel.store.memory import MemoryStore
 from hypetunnel.store.sqlite import SqliteStore
@@ -306,3 +314,20 @@ def test_large_values_are_clipped_in_rows(loaded: Ctx) -> None:
         {"name": "n", "cidr": huge}]}, headers=admin())
     [row] = loaded.entries()[:1]
     assert len(json.dumps(row)) < 2000
+
+
+def test_a_change_within_one_tenant_is_that_tenants_however_it_was_made() -> None:
+    assert tenant_of_keys(["vm/acme/web1", "network/acme/front", "move/acme/web1/000001"]) \
+        == "acme"
+    assert tenant_of_keys(["vm/acme/web1", "vm/globex/web1"]) is None
+    assert tenant_of_keys(["tenant/acme", "fabric"]) is None
+    assert tenant_of_keys(["hypervisor/hv1"]) is None
+
+
+def test_an_admins_apply_touching_one_tenant_is_visible_to_it(loaded: Ctx) -> None:
+    doc = example()
+    doc["tenants"][0]["vms"] = doc["tenants"][0]["vms"][1:]
+    assert loaded.client.post(f"{API}/apply", json={"intent": doc},
+                              headers=admin()).status_code == 200
+    [row] = loaded.entries(tenant_admin(doc["tenants"][0]["name"]))
+    assert row["route"] == "/api/v1/apply" and row["who"] == "alice"

@@ -75,9 +75,12 @@ class PendingAudit:
     def change_row(self, revision: int, puts: Iterable[str], deletes: Iterable[str]) -> AuditRow:
         put, delete = sorted(puts), sorted(deletes)
         now = time.time()
-        doc = {**self.describe(), "kind": "change", "time": now, "revision": revision,
+        doc = self.describe()
+        if doc.get("tenant") is None:
+            doc["tenant"] = tenant_of_keys([*put, *delete])
+        doc.update({"kind": "change", "time": now, "revision": revision,
                "keys": {"put": put[:MAX_KEYS], "delete": delete[:MAX_KEYS],
-                        "count": len(put) + len(delete)}}
+                        "count": len(put) + len(delete)}})
         if self.responded:
             doc["after_response"] = True
         return AuditRow(row_key("change", now, f"{revision:012d}"), doc)
@@ -89,6 +92,21 @@ class PendingAudit:
     def committed_rows(self) -> list[AuditRow]:
         with self._lock:
             return list(self.rows)
+
+
+_TENANT_KINDS = ("tenant", "network", "vm", "move")
+
+
+def tenant_of_keys(keys: Iterable[str]) -> str | None:
+    """The one tenant every changed key belongs to, else None (a provider-wide change): a
+    tenant sees a change to its objects however it was made (e.g. an admin's apply)."""
+    tenants = set()
+    for key in keys:
+        kind, _, rest = key.partition("/")
+        if kind not in _TENANT_KINDS or not rest:
+            return None
+        tenants.add(rest.partition("/")[0])
+    return tenants.pop() if len(tenants) == 1 else None
 
 
 CURRENT: ContextVar[PendingAudit | None] = ContextVar("hypetunnel_audit", default=None)
