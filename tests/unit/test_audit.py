@@ -31,6 +31,7 @@ from hypetunnel.store.audit import (
     tenant_of_keys,
 )
 from hypetunnel.store.base import StaleRevision, Store
+from hypetunnel.store.etcd import EtcdStore, prefix_end
 from hypetunnel.store.memory import MemoryStore
 from hypetunnel.store.sqlite import SqliteStore
 
@@ -331,3 +332,13 @@ def test_an_admins_apply_touching_one_tenant_is_visible_to_it(loaded: Ctx) -> No
                               headers=admin()).status_code == 200
     [row] = loaded.entries(tenant_admin(doc["tenants"][0]["name"]))
     assert row["route"] == "/api/v1/apply" and row["who"] == "alice"
+
+
+def test_the_etcd_audit_prefix_is_outside_what_load_and_the_watch_read() -> None:
+    for prefix in ("/hypetunnel/", "/ht-test-1-abc/"):
+        store = EtcdStore(["http://127.0.0.1:9"], prefix=prefix)  # connects to nothing
+        try:
+            start, end = prefix.encode(), prefix_end(prefix)
+            assert not start <= store.audit_prefix.encode() < end
+        finally:
+            store.close()
