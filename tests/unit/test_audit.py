@@ -205,6 +205,7 @@ def test_a_tenant_sees_only_its_own_tenants_entries(loaded: Ctx) -> None:
     loaded.client.delete(f"{API}/tenants/globex/vms/web1", headers=tenant_admin("globex", "gus"))
     acme = loaded.entries(tenant_admin("acme"))
     assert [e["params"] for e in acme] == [{"tenant": "acme", "vm": "web1"}]
+    assert "node" not in acme[0] and "client" not in acme[0]  # provider facts stay hidden
     assert loaded.entries(tenant_admin("acme"), tenant="globex") == []
     assert [e["who"] for e in loaded.entries(admin(), tenant="globex")] == ["gus"]
     assert len(loaded.entries(admin())) == 3  # the provider sees all, the apply included
@@ -342,3 +343,32 @@ def test_the_etcd_audit_prefix_is_outside_what_load_and_the_watch_read() -> None
             assert not start <= store.audit_prefix.encode() < end
         finally:
             store.close()
+
+
+def test_a_write_that_lands_after_its_503_is_recorded_as_such() -> None:
+    import threading
+    import time
+
+    release = threading.Event()
+
+    class Hung(MemoryStore):
+        def commit(self, *args: Any, **kwargs: Any) -> int:
+            release.wait(10)
+            return super().commit(*args, **kwargs)
+
+    store = Hung()
+    app = create_app(FabricService(store), write_timeout=0.2)
+    trail: AuditTrail = app.state.audit
+    with TestClient(app) as c:
+        r = c.post(f"{API}/tenants", json={"name": "late"})
+        assert r.status_code == 503
+        release.set()
+        deadline = time.monotonic() + 10
+        while len(store.audit_range(0, None, 10)) < 2:  # the late change and the attempt
+            assert time.monotonic() < deadline, "the late change row never appeared"
+            time.sleep(0.01)
+        assert trail.flush()
+        change, attempt = store.audit_range(0, None, 10)
+    assert (attempt["kind"], attempt["status"]) == ("attempt", 503)
+    assert change["kind"] == "change" and change["after_response"] is True
+    assert "tenant/late" in change["keys"]["put"]

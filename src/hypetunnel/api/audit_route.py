@@ -18,6 +18,11 @@ from hypetunnel.api.params import NAME_PATTERN
 from hypetunnel.store.base import StoreUnavailable
 
 MAX_LIMIT = 1000
+# What a tenant principal sees of a row: not which controller, nor client addresses, nor the
+# raw answers (a move's answer names hypervisors, a provider-only fact).
+TENANT_FIELDS = frozenset({"time", "kind", "who", "role", "tenant", "method", "route", "params",
+                           "status", "revision", "plan", "errors", "count", "last",
+                           "auth_failure", "after_response"})
 READ_TIMEOUT = 5.0  # seconds
 
 
@@ -45,8 +50,11 @@ def audit_router(trail: AuditTrail, timeout: float = READ_TIMEOUT) -> APIRouter:
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(pool, trail.store.audit_range, start, tenant, limit)
         try:
-            return await asyncio.wait_for(future, timeout)
+            rows = await asyncio.wait_for(future, timeout)
         except TimeoutError as e:
             raise StoreUnavailable(f"the store did not answer within {timeout:g} s") from e
+        if own is None:
+            return rows
+        return [{k: v for k, v in row.items() if k in TENANT_FIELDS} for row in rows]
 
     return api
