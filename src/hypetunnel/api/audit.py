@@ -159,8 +159,8 @@ class AuditMiddleware:
                 complete: bool) -> None:
         committed = pending.committed_rows()
         if committed:
-            result = outcome(status, body, complete)
-            self.trail.put([AuditRow(r.key, {**r.doc, **result}) for r in committed])
+            self.trail.put(lambda: [AuditRow(r.key, {**r.doc, **outcome(status, body, complete)})
+                                    for r in committed])
             return
         doc = describe(scope, self.trail.node)
         if status in REFUSALS:
@@ -169,5 +169,5 @@ class AuditMiddleware:
             self.trail.refused(group, {**doc, "kind": "refusal", "status": status})
         elif scope["method"] not in READS:
             now = time.time()
-            self.trail.put([AuditRow(row_key("attempt", now), {
+            self.trail.put(lambda: [AuditRow(row_key("attempt", now), {
                 **doc, "kind": "attempt", "time": now, **outcome(status, body, complete)})])

@@ -63,6 +63,7 @@ class _Refusals:
 
 
 OVERFLOW = ("overflow",)
+Rows = list[AuditRow] | Callable[[], list[AuditRow]]
 
 
 class AuditTrail:
@@ -75,7 +76,7 @@ class AuditTrail:
         self.refusal_window = refusal_window
         self.refusal_groups = refusal_groups
         self._clock = clock
-        self._queue: queue.Queue[list[AuditRow]] = queue.Queue(maxsize=queue_size)
+        self._queue: queue.Queue[Rows] = queue.Queue(maxsize=queue_size)
         self._lock = threading.Lock()
         self._refusals = _Refusals(clock())
         self._dropped = 0
@@ -87,12 +88,14 @@ class AuditTrail:
         self._warned_at = -float("inf")
 
     # -- handing rows over (any thread, the event loop included: never blocks) ------------------
-    def put(self, rows: list[AuditRow]) -> None:
+    def put(self, rows: Rows) -> None:
+        """Rows, or a function making them: run by the writer thread, so the work of reading an
+        answer (parsing a large plan) never falls on the event loop."""
         with self._lock:
             try:
                 self._queue.put_nowait(rows)
             except queue.Full:
-                self._dropped += len(rows)
+                self._dropped += len(rows) if isinstance(rows, list) else 1
                 return
             self._unfinished += 1
             self._ensure_writer()
@@ -141,7 +144,7 @@ class AuditTrail:
         idle_since = time.monotonic()
         while True:
             try:
-                rows = self._queue.get(timeout=1.0)
+                item = self._queue.get(timeout=1.0)
             except queue.Empty:
                 with self._lock:
                     closed = self._close_window_locked(self._clock())
@@ -153,10 +156,15 @@ class AuditTrail:
                 if closed:
                     self.put(closed)
                 continue
-            self._write(rows)
+            self._write(item)
             idle_since = time.monotonic()
 
-    def _write(self, rows: list[AuditRow]) -> None:
+    def _write(self, item: Rows) -> None:
+        try:
+            rows = item() if callable(item) else item
+        except Exception:
+            log.exception("cannot make an audit row")
+            rows = []
         with self._lock:
             dropped, self._dropped = self._dropped, 0
         note = []
