@@ -80,6 +80,6 @@ def test_range_filters_by_time_and_tenant_and_prune_keeps_the_newest(
     store.audit_put(rows)
     assert [r["n"] for r in store.audit_range(1025, "t", 100)] == [29, 28, 27, 26, 25]
     assert [r["n"] for r in store.audit_range(0, "u", 100)] == [-1]
-    AuditTrail(store, "n", Retention(change=10, attempt=10, refusal=10)).prune()
+    AuditTrail(store, "n", Retention(change=10, request=10, refusal=10)).prune()
     kept = store.audit_range(0, None, 100)
     assert sorted(r["n"] for r in kept) == [-1, *range(20, 30)]

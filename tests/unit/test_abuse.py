@@ -101,12 +101,12 @@ def test_the_whole_fabric_apply_takes_more_than_1_mib(api: TestClient) -> None:
     assert r.status_code == 413 and "over 16 MiB" in reason(r)
 
 
-def test_an_oversized_write_is_audited_as_an_attempt(api: TestClient) -> None:
+def test_an_oversized_write_is_audited_as_a_request(api: TestClient) -> None:
     api.post(f"{API}/tenants", content=b"x" * (2 * MIB),
              headers={"content-type": "application/json"})
     assert api.app.state.audit.flush()  # type: ignore[attr-defined]
     [row] = api.get(f"{API}/audit", params={"limit": 1}).json()
-    assert (row["kind"], row["status"], row["route"]) == ("attempt", 413, "/api/v1/tenants")
+    assert (row["kind"], row["status"], row["route"]) == ("request", 413, "/api/v1/tenants")
 
 
 # -- rate limit -----------------------------------------------------------------------------------

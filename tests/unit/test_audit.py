@@ -1,5 +1,6 @@
 """The audit trail through the real app (TestClient): change rows committed with their change,
-their answers, failed attempts, coalesced refusals, tenant filtering, retention, stores."""
+their answers, write requests that committed nothing, coalesced refusals, tenant filtering,
+retention, stores."""
 
 from __future__ import annotations
 
@@ -150,12 +151,12 @@ def test_audit_rows_never_show_in_the_intent_nor_move_the_revision(loaded: Ctx) 
     loaded.client.post(f"{API}/tenants", json={"name": "bad_name"}, headers=admin())  # 422
     loaded.client.delete(f"{API}/tenants/acme", headers={"Authorization": "Bearer bad"})
     loaded.trail.close_window()
-    assert len(loaded.entries()) == 3  # apply, the attempt, the refusal
+    assert len(loaded.entries()) == 3  # apply, the bad request, the refusal
     assert loaded.store.load() == before
     assert all(not k.startswith(KINDS) for k in before.items)
 
 
-def test_a_write_that_commits_nothing_is_an_attempt_with_its_errors(loaded: Ctx) -> None:
+def test_a_write_that_commits_nothing_is_a_request_row_with_its_errors(loaded: Ctx) -> None:
     r = loaded.client.post(f"{API}/tenants/acme/vms", json={"name": "web9", "network": "nope"},
                            headers=admin())
     assert r.status_code == 422
@@ -163,9 +164,9 @@ def test_a_write_that_commits_nothing_is_an_attempt_with_its_errors(loaded: Ctx)
                              headers=admin())
     assert dry.status_code == 200
     dry_row, bad = loaded.entries()[:2]
-    assert bad["kind"] == "attempt" and bad["status"] == 422
+    assert bad["kind"] == "request" and bad["status"] == 422
     assert bad["errors"] and "network" in bad["errors"][0]
-    assert dry_row["kind"] == "attempt" and dry_row["plan"]["applied"] is False
+    assert dry_row["kind"] == "request" and dry_row["plan"]["applied"] is False
     assert dry_row["plan"]["counts"]["removed"] > 10  # what it would have removed
 
 
@@ -291,7 +292,7 @@ def test_prune_keeps_the_newest_of_each_kind_apart(store: Any) -> None:
     rows = [AuditRow(row_key("refusal", 1000 + i), {"time": 1000 + i, "n": i}) for i in range(30)]
     rows += [AuditRow(row_key("change", 900 + i), {"time": 900 + i, "n": i}) for i in range(5)]
     store.audit_put(rows)
-    trail = AuditTrail(store, "n", Retention(change=10, attempt=10, refusal=10))
+    trail = AuditTrail(store, "n", Retention(change=10, request=10, refusal=10))
     trail.prune()
     kept = store.audit_range(0, None, 1000)
     assert sorted(r["n"] for r in kept if r["time"] >= 1000) == list(range(20, 30))
@@ -305,7 +306,7 @@ def test_a_full_queue_drops_and_counts_rather_than_block() -> None:
 
     trail = AuditTrail(Slow(), "n", queue_size=2)
     for _ in range(50):
-        trail.put([AuditRow(row_key("attempt", 1), {"time": 1})])  # never blocks
+        trail.put([AuditRow(row_key("request", 1), {"time": 1})])  # never blocks
     assert trail.flush(10)
     assert trail._dropped == 50  # every row is either written or counted as lost
 
@@ -364,11 +365,11 @@ def test_a_write_that_lands_after_its_503_is_recorded_as_such() -> None:
         assert r.status_code == 503
         release.set()
         deadline = time.monotonic() + 10
-        while len(store.audit_range(0, None, 10)) < 2:  # the late change and the attempt
+        while len(store.audit_range(0, None, 10)) < 2:  # the late change and the 503
             assert time.monotonic() < deadline, "the late change row never appeared"
             time.sleep(0.01)
         assert trail.flush()
-        change, attempt = store.audit_range(0, None, 10)
-    assert (attempt["kind"], attempt["status"]) == ("attempt", 503)
+        change, refused = store.audit_range(0, None, 10)
+    assert (refused["kind"], refused["status"]) == ("request", 503)
     assert change["kind"] == "change" and change["after_response"] is True
     assert "tenant/late" in change["keys"]["put"]

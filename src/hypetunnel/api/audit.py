@@ -2,8 +2,9 @@
 
 Around each request it binds a PendingAudit to the context (store/audit.py), so a commit made
 for the request writes its `change` row in the same transaction. When the answer is known it
-hands the trail (api/audit_trail.py): the status and the plan of each change row; an `attempt`
-row for a write that committed nothing; a `refusal` for 401/403. Reads that succeed leave none.
+hands the trail (api/audit_trail.py): the status and the plan of each change row; a
+`request` row for a write request that committed nothing; a `refusal` for 401/403. Reads that
+succeed leave none.
 
 Who is `request.state.principal` (duck-typed: name, role, tenant; set by the auth layer, also
 when it answers 403), else "anonymous" with the 401's `request.state.auth_failure`. A row's
@@ -169,5 +170,5 @@ class AuditMiddleware:
             self.trail.refused(group, {**doc, "kind": "refusal", "status": status})
         elif scope["method"] not in READS:
             now = time.time()
-            self.trail.put(lambda: [AuditRow(row_key("attempt", now), {
-                **doc, "kind": "attempt", "time": now, **outcome(status, body, complete)})])
+            self.trail.put(lambda: [AuditRow(row_key("request", now), {
+                **doc, "kind": "request", "time": now, **outcome(status, body, complete)})])

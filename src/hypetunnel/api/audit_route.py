@@ -39,8 +39,9 @@ def audit_router(trail: AuditTrail, timeout: float = READ_TIMEOUT) -> APIRouter:
                                              description="only the last SECONDS seconds")] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
     ) -> list[dict[str, Any]]:
-        """Changes, failed write attempts and refusals: who (token name, role), what (method,
-        route, parameters, plan), result (status), when, and which controller."""
+        """Changes, write requests that committed nothing, and refusals: who (token name,
+        role), what (method, route, parameters, plan), result (status), when, and which
+        controller."""
         own = getattr(getattr(request.state, "principal", None), "tenant", None)
         if own is not None:
             if tenant not in (None, own):

@@ -2,7 +2,8 @@
 
 What it writes (the change rows themselves are written inside their commits, store/audit.py):
 - the answer to a change (HTTP status, plan) added to its row once the response is known;
-- an `attempt` row per write that committed nothing (invalid, conflict, dry run, 503);
+- a `request` row per write request that committed nothing in the store: refused (invalid,
+  conflict, 413, 503), a dry run, or an operation whose effect is not a commit (failover);
 - `refusal` rows for 401/403, coalesced: within a window (10 s) refusals with the same status,
   caller (token name, or the 401's reason), client address and route are ONE row whose count
   grows; the first is written at once, the final count when the window closes. At most
@@ -11,7 +12,7 @@ What it writes (the change rows themselves are written inside their commits, sto
 
 Retention: each kind keeps its newest N rows (Retention); the oldest are pruned every
 `PRUNE_EVERY` rows written and once a minute. Kinds are pruned apart, so refusals and failed
-attempts can never push the record of a committed change out.
+requests can never push the record of a committed change out.
 
 If the store is slow, the queue (bounded) fills and further rows are dropped and counted; the
 next row written says how many were lost. Change rows are never among them: they are committed
@@ -42,7 +43,7 @@ class Retention:
     """Rows kept per kind (the newest ones); documented in the README."""
 
     change: int = 10_000
-    attempt: int = 2_000
+    request: int = 2_000
     refusal: int = 2_000
 
     def keep(self, kind: str) -> int:
@@ -170,8 +171,8 @@ class AuditTrail:
         note = []
         if dropped:
             now = self._clock()
-            note = [AuditRow(row_key("attempt", now), {
-                "kind": "attempt", "time": now, "node": self.node, "who": "audit",
+            note = [AuditRow(row_key("request", now), {
+                "kind": "request", "time": now, "node": self.node, "who": "audit",
                 "error": f"{dropped} audit rows lost: the store did not keep up or failed"})]
         try:
             self.store.audit_put([*rows, *note])

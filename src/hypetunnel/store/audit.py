@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from threading import Lock
 from typing import Any, Literal, Protocol, runtime_checkable
 
-Kind = Literal["change", "attempt", "refusal"]
-KINDS: tuple[Kind, ...] = ("change", "attempt", "refusal")
+Kind = Literal["change", "request", "refusal"]
+KINDS: tuple[Kind, ...] = ("change", "request", "refusal")
 MAX_KEYS = 100  # changed keys listed in a change row (the count is always exact)
 
 
