@@ -373,3 +373,30 @@ def test_a_write_that_lands_after_its_503_is_recorded_as_such() -> None:
     assert (refused["kind"], refused["status"]) == ("request", 503)
     assert change["kind"] == "change" and change["after_response"] is True
     assert "tenant/late" in change["keys"]["put"]
+
+
+def test_a_hung_audit_read_is_503_and_never_blocks_the_loop() -> None:
+    import threading
+
+    release, entered = threading.Event(), threading.Event()
+
+    class Hung(MemoryStore):
+        def audit_range(self, *args: Any) -> list[dict[str, Any]]:
+            entered.set()
+            release.wait(10)
+            return []
+
+    app = create_app(FabricService(Hung()), guards=Guards(audit_read_timeout=0.5))
+    try:
+        with TestClient(app) as c:
+            answers: dict[str, int] = {}
+            reader = threading.Thread(
+                target=lambda: answers.update(audit=c.get(f"{API}/audit").status_code))
+            reader.start()
+            assert entered.wait(10)
+            # While the read hangs in its thread, the loop serves everyone else.
+            assert c.get(f"{API}/healthz").status_code == 200
+            reader.join(10)
+            assert answers == {"audit": 503}
+    finally:
+        release.set()

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from fastapi import FastAPI
 
 from hypetunnel.api.audit import AuditMiddleware
-from hypetunnel.api.audit_route import audit_router
+from hypetunnel.api.audit_route import READ_TIMEOUT, audit_router
 from hypetunnel.api.audit_trail import AuditTrail
 from hypetunnel.api.limits import BodyLimitMiddleware, BodyLimits
 from hypetunnel.api.ratelimit import RateLimit, RateLimitMiddleware
@@ -23,6 +23,7 @@ class Guards:
     body: BodyLimits = field(default_factory=BodyLimits)
     rate: RateLimit | None = None  # None: not limited (tests); the daemon passes its own
     node: str = "controller"  # the name audit rows give this controller
+    audit_read_timeout: float = READ_TIMEOUT  # GET /audit: then 503
 
 
 def install(app: FastAPI, store: object, guards: Guards | None = None, *,
@@ -34,7 +35,7 @@ def install(app: FastAPI, store: object, guards: Guards | None = None, *,
     app.add_middleware(BodyLimitMiddleware, limits=guards.body)
     if trail is not None:
         app.add_middleware(AuditMiddleware, trail=trail)
-        app.include_router(audit_router(trail), prefix=prefix)
+        app.include_router(audit_router(trail, guards.audit_read_timeout), prefix=prefix)
     if guards.rate is not None:
         app.add_middleware(RateLimitMiddleware, limit=guards.rate)
     app.state.audit = trail
