@@ -40,15 +40,17 @@ class MemoryStore:
                 raise StaleRevision(expect_revision, self._revision)
             if not puts and not deletes:
                 return self._revision
+            # The audit row is made first: if it cannot be, nothing changes (as in SQLite).
+            audit = pending_change(self._revision + 1, puts, deletes)
+            row = _copied(audit[1]) if audit is not None else None
             for key in deletes:
                 self._items.pop(key, None)
             for key, text in encoded.items():
                 self._items[key] = json.loads(text)
             self._revision += 1
             self.commits += 1
-            audit = pending_change(self._revision, puts, deletes)
-            if audit is not None:
-                self._audit[audit[1].key] = _copied(audit[1])
+            if audit is not None and row is not None:
+                self._audit[row.key] = row
                 audit[0].committed(audit[1])
             return self._revision
 
