@@ -19,6 +19,7 @@ from hypetunnel.api.guards import Guards
 from hypetunnel.api.ratelimit import RateLimit
 from hypetunnel.controller.ha import HaConfig
 from hypetunnel.controller.runtime import Controller
+from hypetunnel.store.audit import AuditStore
 from hypetunnel.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,8 @@ async def serve(config: DaemonConfig) -> None:
     await controller.start()
     # The audit log is written through the store itself, not the role's fenced view: a
     # standby records the writes it refuses too.
-    app = create_app(controller.service, controller, guards=config.guards(), audit_store=store)
+    app = create_app(controller.service, controller, guards=config.guards(),
+                     audit_store=store if isinstance(store, AuditStore) else None)
     if config.api.startswith("unix:"):
         uv = uvicorn.Config(app, uds=config.api.removeprefix("unix:"), log_level="warning",
                             lifespan="off")
@@ -83,6 +85,6 @@ async def serve(config: DaemonConfig) -> None:
     finally:
         await controller.stop()
         trail = app.state.audit
-        if trail is not None:  # the audit rows still queued (answers, attempts, refusals)
+        if trail is not None:  # the audit rows still queued (answers, requests, refusals)
             await asyncio.to_thread(trail.flush, 2.0)
         store.close()

@@ -38,6 +38,7 @@ from hypetunnel.model.intent import (
     network_mtu,
     vm_id,
 )
+from hypetunnel.store.audit import AuditStore
 
 API_PREFIX = "/api/v1"
 
@@ -61,7 +62,8 @@ def _bindings(runtime: RuntimeView | None) -> dict[str, str]:
 
 def create_app(service: FabricService, runtime: RuntimeView | None = None, *,
                write_timeout: float = DEFAULT_WRITE_TIMEOUT,
-               guards: request_guards.Guards | None = None, audit_store: object = None) -> FastAPI:
+               guards: request_guards.Guards | None = None,
+               audit_store: AuditStore | None = None) -> FastAPI:
     """`write_timeout`: the bound of one write (then 503), see api/writes.py. `guards`: body
     and rate limits, audit (api/guards.py); `audit_store`: where the audit log is (default
     the service's store; the daemon passes its unfenced store)."""

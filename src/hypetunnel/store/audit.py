@@ -78,9 +78,9 @@ class PendingAudit:
         doc = self.describe()
         if doc.get("tenant") is None:
             doc["tenant"] = tenant_of_keys([*put, *delete])
-        doc.update({"kind": "change", "time": now, "revision": revision,
-               "keys": {"put": put[:MAX_KEYS], "delete": delete[:MAX_KEYS],
-                        "count": len(put) + len(delete)}})
+        doc.update(kind="change", time=now, revision=revision,
+                   keys={"put": put[:MAX_KEYS], "delete": delete[:MAX_KEYS],
+                         "count": len(put) + len(delete)})
         if self.responded:
             doc["after_response"] = True
         return AuditRow(row_key("change", now, f"{revision:012d}"), doc)
