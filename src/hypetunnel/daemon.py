@@ -19,8 +19,11 @@ import uvicorn
 # a busy one, long enough for the standby to miss the heartbeats and take over.
 import hypetunnel.southbound.ovsdb.client  # noqa: F401
 from hypetunnel.api.app import create_app
+from hypetunnel.api.guards import Guards
+from hypetunnel.api.ratelimit import RateLimit
 from hypetunnel.controller.ha import HaConfig
 from hypetunnel.controller.runtime import Controller
+from hypetunnel.store.audit import AuditStore
 from hypetunnel.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -35,6 +38,12 @@ class DaemonConfig:
     etcd: list[str] | None = None  # etcd client URLs: shared store + election (HA)
     node: str | None = None  # HA: this controller's name
     peer: str | None = None  # HA: HOST:PORT for heartbeats to the standby
+    api_rate: float = RateLimit.rate  # requests/s per API caller (0: unlimited), see ratelimit
+    api_burst: float = RateLimit.burst
+
+    def guards(self) -> Guards:
+        rate = RateLimit(rate=self.api_rate, burst=self.api_burst) if self.api_rate > 0 else None
+        return Guards(rate=rate, node=self.node or "controller")
 
 
 def open_store(config: DaemonConfig) -> Store:
@@ -58,7 +67,10 @@ async def serve(config: DaemonConfig) -> None:
     controller = Controller(store, openflow_listen=config.openflow,
                             switch_targets=config.switch_targets, ha=ha)
     await controller.start()
-    app = create_app(controller.service, controller)
+    # The audit log is written through the store itself, not the role's fenced view: a
+    # standby records the writes it refuses too.
+    app = create_app(controller.service, controller, guards=config.guards(),
+                     audit_store=store if isinstance(store, AuditStore) else None)
     if config.api.startswith("unix:"):
         uv = uvicorn.Config(app, uds=config.api.removeprefix("unix:"), log_level="warning",
                             lifespan="off")
@@ -76,4 +88,7 @@ async def serve(config: DaemonConfig) -> None:
         await server.serve()
     finally:
         await controller.stop()
+        trail = app.state.audit
+        if trail is not None:  # the audit rows still queued (answers, requests, refusals)
+            await asyncio.to_thread(trail.flush, 2.0)
         store.close()

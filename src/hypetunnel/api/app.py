@@ -12,6 +12,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from fastapi import APIRouter, Depends, FastAPI
 
 from hypetunnel import __version__
+from hypetunnel.api import guards as request_guards
 from hypetunnel.api.bodies import IntegralJsonRoute, strict_json_body
 from hypetunnel.api.errors import ERROR_RESPONSES, install_error_handlers
 from hypetunnel.api.health import health_router
@@ -37,6 +38,7 @@ from hypetunnel.model.intent import (
     network_mtu,
     vm_id,
 )
+from hypetunnel.store.audit import AuditStore
 
 API_PREFIX = "/api/v1"
 
@@ -59,8 +61,12 @@ def _bindings(runtime: RuntimeView | None) -> dict[str, str]:
 
 
 def create_app(service: FabricService, runtime: RuntimeView | None = None, *,
-               write_timeout: float = DEFAULT_WRITE_TIMEOUT) -> FastAPI:
-    """`write_timeout`: the bound of one write (then 503), see api/writes.py."""
+               write_timeout: float = DEFAULT_WRITE_TIMEOUT,
+               guards: request_guards.Guards | None = None,
+               audit_store: AuditStore | None = None) -> FastAPI:
+    """`write_timeout`: the bound of one write (then 503), see api/writes.py. `guards`: body
+    and rate limits, audit (api/guards.py); `audit_store`: where the audit log is (default
+    the service's store; the daemon passes its unfenced store)."""
     app = DocumentedApp(
         title="HypeTunnel",
         version=__version__,
@@ -233,4 +239,6 @@ def create_app(service: FabricService, runtime: RuntimeView | None = None, *,
     app.include_router(health_router(runtime), prefix=API_PREFIX)
     app.state.service = service
     app.state.runtime = runtime
+    # Last: the guards wrap everything added before them (see api/guards.py).
+    request_guards.install(app, audit_store or service.store, guards, prefix=API_PREFIX)
     return app

@@ -30,14 +30,30 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorOut, "description": "The body is not valid JSON"},
     404: {"model": ErrorOut, "description": "Unknown object"},
     409: {"model": ErrorOut, "description": "Conflict with existing objects or revision"},
+    413: {"model": ErrorOut, "description": "The body is over its limit (api/limits.py)"},
     415: {"model": ErrorOut, "description": "The body is not sent as application/json"},
     422: {"model": ErrorOut, "description": "Invalid intent, request body or parameter"},
+    429: {"model": ErrorOut, "description": "Over the caller's rate limit (see Retry-After)"},
     503: {"model": ErrorOut, "description": "The store failed or did not answer in time"},
 }
 
 
+ECHO_LIMIT = 300  # characters of one path or reason: an error never echoes a huge request back
+MAX_ERRORS = 200  # errors listed in one answer (then one more says how many were left out)
+
+
+def _clipped(text: str) -> str:
+    if len(text) <= ECHO_LIMIT:
+        return text
+    return f"{text[:ECHO_LIMIT]}... ({len(text)} characters, clipped)"
+
+
 def error_body(errors: Sequence[FieldError]) -> dict[str, object]:
-    return {"detail": {"errors": [{"path": e.path, "reason": e.reason} for e in errors]}}
+    shown = [{"path": _clipped(e.path), "reason": _clipped(e.reason)}
+             for e in errors[:MAX_ERRORS]]
+    if len(errors) > MAX_ERRORS:
+        shown.append({"path": "", "reason": f"... and {len(errors) - MAX_ERRORS} more errors"})
+    return {"detail": {"errors": shown}}
 
 
 def _field_errors(exc: Exception, default_reason: str | None = None) -> list[FieldError]:

@@ -14,6 +14,7 @@ answers later the write may still be applied, and the error says so (the revisio
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -36,7 +37,11 @@ class WriteRunner:
 
     async def run(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+        # Run in the request's context, as asyncio.to_thread does: the commit then finds the
+        # request it is made for (its audit row commits with it, store/audit.py).
+        context = contextvars.copy_context()
+        future = loop.run_in_executor(self._pool, functools.partial(context.run, fn, *args,
+                                                                    **kwargs))
         try:
             return await asyncio.wait_for(future, self.timeout)
         except TimeoutError as e:

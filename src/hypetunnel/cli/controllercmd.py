@@ -29,6 +29,10 @@ def run(
     node: Annotated[str | None, typer.Option(help="HA: this controller's name.")] = None,
     peer: Annotated[str | None, typer.Option(
         help="HA: HOST:PORT where the active controller serves heartbeats.")] = None,
+    api_rate: Annotated[float, typer.Option(
+        help="API requests per second per caller (token, else address); 0: unlimited.",
+        min=0)] = 200.0,
+    api_burst: Annotated[float, typer.Option(help="API burst per caller.", min=1)] = 400.0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the controller in the foreground until SIGTERM/SIGINT."""
@@ -54,7 +58,8 @@ def run(
         asyncio.run(serve(DaemonConfig(state_dir=state_dir, api=api, openflow=list(openflow),
                                        switch_targets=list(switch_target) if switch_target
                                        else None,
-                                       etcd=list(etcd) if etcd else None, node=node, peer=peer)))
+                                       etcd=list(etcd) if etcd else None, node=node, peer=peer,
+                                       api_rate=api_rate, api_burst=api_burst)))
     except HypeTunnelError as e:  # e.g. the port is taken: one line, not a traceback
         print_errors([FieldError("", str(e))])
         raise typer.Exit(1) from e

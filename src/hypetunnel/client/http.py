@@ -139,6 +139,12 @@ class ApiClient:
     def failover(self) -> JSON:
         return self._object("POST", "/controller/failover")
 
+    def audit(self, tenant: str | None = None, since: float | None = None,
+              limit: int | None = None) -> Any:
+        query = {k: v for k, v in (("tenant", tenant), ("since", since), ("limit", limit))
+                 if v is not None}
+        return self._request("GET", "/audit" + (f"?{urlencode(query)}" if query else ""))
+
     def list_hypervisors(self) -> Any:
         return self._request("GET", "/hypervisors")
 

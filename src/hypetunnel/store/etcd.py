@@ -13,6 +13,10 @@ gRPC stack is needed. Layout under the prefix (default "/hypetunnel/"):
 Every commit is ONE etcd transaction comparing meta/revision (and meta/term for a fenced view), so
 a deposed controller's writes are refused by etcd itself, not by its own clock. etcd's revision is
 not used as the store revision because it also moves on elections and is not dense.
+
+The audit log (store/audit.py) lives under a sibling prefix, `<prefix without its last />-audit/`
+(default "/hypetunnel-audit/"): outside the range `load()` reads and the watch follows, so
+appending to it wakes no controller. A change's audit row is one more put in the change's txn.
 """
 
 from __future__ import annotations
@@ -24,12 +28,13 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import httpx
 
 from hypetunnel.errors import Conflict, FieldError
+from hypetunnel.store.audit import KINDS, AuditRow, newest, pending_change, since_key
 from hypetunnel.store.base import StaleRevision, StoreSnapshot, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -169,6 +174,7 @@ class EtcdStore:
         if not prefix:
             raise ValueError("the etcd prefix must not be empty")
         self.prefix = prefix
+        self.audit_prefix = prefix.rstrip("/") + "-audit/"
         self.fence = _fence
         self._gw = _gateway or _Gateway(endpoints, timeout, attempt_timeout)
         self._owner = _gateway is None  # views share (and must not close) their parent's client
@@ -241,10 +247,11 @@ class EtcdStore:
         base = self._revision_hint if expect_revision is None else expect_revision
         # One budget for the whole commit, however many compare-and-swap rounds it takes.
         with self._gw.operation():
-            return self._commit_rounds(ops, token, base, expect_revision)
+            return self._commit_rounds(ops, token, base, expect_revision, (encoded, removed))
 
     def _commit_rounds(self, ops: list[dict[str, Any]], token: str, base: int,
-                       expect_revision: int | None) -> int:
+                       expect_revision: int | None,
+                       changed: tuple[Mapping[str, str], list[str]]) -> int:
         for _ in range(_CAS_ATTEMPTS):
             new = base + 1
             compare = [self._equals(_REVISION, base)]
@@ -252,10 +259,15 @@ class EtcdStore:
                 compare.append(self._equals(_TERM, self.fence))
             success = [*ops, self._put(_REVISION, str(new)),
                        self._put(_COMMIT, json.dumps({"id": token, "revision": new}))]
+            audit = pending_change(new, *changed)  # this round's revision names the row
+            if audit is not None:
+                success.append(self._audit_put_op(audit[1]))
             reply = self._gw.post("/v3/kv/txn", {"compare": compare, "success": success,
                                                  "failure": [self._meta_range()]})
             if reply.get("succeeded"):
                 self._revision_hint = new
+                if audit is not None:
+                    audit[0].committed(audit[1])
                 return new
             meta = self._decode_kvs(reply["responses"][0]["response_range"].get("kvs", []))
             last = json.loads(meta.get(_COMMIT, "{}"))
@@ -263,6 +275,8 @@ class EtcdStore:
                 # An earlier send of this very txn was applied (its reply was lost to a member
                 # failure and the gateway resent it elsewhere): it succeeded, exactly once.
                 self._revision_hint = int(last["revision"])
+                if audit is not None:  # that send was this round's body, audit row included
+                    audit[0].committed(audit[1])
                 return self._revision_hint
             actual = int(meta.get(_REVISION, "0"))
             self._revision_hint = actual
@@ -292,6 +306,44 @@ class EtcdStore:
     def revision(self) -> int:
         _, kvs = self._range(_REVISION)
         return int(kvs.get(_REVISION, "0"))
+
+    # -- audit log (AuditStore) ------------------------------------------------------------------
+    def _audit_put_op(self, row: AuditRow) -> dict[str, Any]:
+        return {"request_put": {"key": _b64(self.audit_prefix + row.key),
+                                "value": _b64(json.dumps(row.doc, sort_keys=True))}}
+
+    def audit_put(self, rows: Sequence[AuditRow]) -> None:
+        ops = [self._audit_put_op(r) for r in rows]
+        for i in range(0, len(ops), 100):  # under etcd's default --max-txn-ops (128)
+            self._gw.post("/v3/kv/txn", {"compare": [], "success": ops[i:i + 100]})
+
+    def audit_range(self, since: float, tenant: str | None, limit: int) -> list[dict[str, Any]]:
+        rows: list[AuditRow] = []
+        for kind in KINDS:
+            start = self.audit_prefix + since_key(kind, since)
+            end = prefix_end(f"{self.audit_prefix}{kind}/")
+            reply = self._gw.post("/v3/kv/range", {"key": _b64(start), "range_end": _b64(end)})
+            for kv in reply.get("kvs", []):
+                key = _unb64(kv["key"])[len(self.audit_prefix):]
+                rows.append(AuditRow(key, json.loads(_unb64(kv.get("value", "")))))
+        return newest(rows, since, tenant, limit)
+
+    def audit_prune(self, kind: str, keep: int) -> int:
+        start = f"{self.audit_prefix}{kind}/"
+        span = {"key": _b64(start), "range_end": _b64(prefix_end(start))}
+        count = int(self._gw.post("/v3/kv/range", {**span, "count_only": True}).get("count", 0))
+        if count <= keep:
+            return 0
+        # The oldest `count - keep` keys (keys sort by time): delete up to the last of them.
+        reply = self._gw.post("/v3/kv/range", {**span, "keys_only": True,
+                                               "limit": str(count - keep)})
+        kvs = reply.get("kvs", [])
+        if not kvs:
+            return 0
+        last = base64.b64decode(kvs[-1]["key"])
+        reply = self._gw.post("/v3/kv/deleterange", {"key": span["key"],
+                                                     "range_end": _b64(last + b"\0")})
+        return int(reply.get("deleted", 0))
 
     # -- election and fencing -------------------------------------------------------------------
     def term(self) -> int:

@@ -2,6 +2,8 @@
 
 Every commit is one IMMEDIATE transaction (the write lock is taken before the revision is
 read), so the compare-and-swap on the revision holds even with several processes on one file.
+The audit log is a table of its own (store/audit.py): a change's row is inserted in the change's
+transaction; other rows never touch `kv` or the revision.
 """
 
 from __future__ import annotations
@@ -9,10 +11,11 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from hypetunnel.store.audit import AuditRow, pending_change
 from hypetunnel.store.base import StaleRevision, StoreSnapshot, StoreUnavailable
 
 _SCHEMA = """
@@ -26,6 +29,13 @@ CREATE TABLE IF NOT EXISTS meta (
     value INTEGER NOT NULL
 );
 INSERT OR IGNORE INTO meta (name, value) VALUES ('revision', 0);
+CREATE TABLE IF NOT EXISTS audit (
+    key TEXT PRIMARY KEY,
+    time REAL NOT NULL,
+    tenant TEXT,
+    doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_time ON audit (time);
 """
 
 
@@ -89,7 +99,12 @@ class SqliteStore:
                         [(key, value, new) for key, value in encoded],
                     )
                     self._db.execute("UPDATE meta SET value = ? WHERE name = 'revision'", (new,))
+                    audit = pending_change(new, puts, [key for (key,) in removed])
+                    if audit is not None:
+                        self._insert_audit([audit[1]])
                     self._db.execute("COMMIT")
+                    if audit is not None:
+                        audit[0].committed(audit[1])
                     return new
                 except BaseException:
                     if self._db.in_transaction:
@@ -97,6 +112,49 @@ class SqliteStore:
                     raise
             except sqlite3.Error as exc:
                 raise StoreUnavailable(f"cannot write store {self.path}: {exc}") from exc
+
+    # -- audit log (AuditStore) ------------------------------------------------------------------
+    def _insert_audit(self, rows: Sequence[AuditRow]) -> None:
+        self._db.executemany(
+            "INSERT OR REPLACE INTO audit (key, time, tenant, doc) VALUES (?, ?, ?, ?)",
+            [(r.key, r.time, r.tenant, json.dumps(r.doc, sort_keys=True)) for r in rows])
+
+    def audit_put(self, rows: Sequence[AuditRow]) -> None:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    self._insert_audit(rows)
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"cannot write the audit log {self.path}: {exc}") from exc
+
+    def audit_range(self, since: float, tenant: str | None, limit: int) -> list[dict[str, Any]]:
+        with self._lock:
+            try:
+                rows = self._db.execute(
+                    "SELECT doc FROM audit WHERE time >= ? AND (? IS NULL OR tenant = ?) "
+                    "ORDER BY time DESC, key DESC LIMIT ?", (since, tenant, tenant, limit),
+                ).fetchall()
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"cannot read the audit log {self.path}: {exc}") from exc
+        return [json.loads(doc) for (doc,) in rows]
+
+    def audit_prune(self, kind: str, keep: int) -> int:
+        # Keys of one kind sort by time; the primary key's index makes both scans ranges.
+        with self._lock:
+            try:
+                cur = self._db.execute(
+                    "DELETE FROM audit WHERE key >= ? AND key <= (SELECT key FROM audit "
+                    "WHERE key >= ? AND key < ? ORDER BY key DESC LIMIT 1 OFFSET ?)",
+                    (f"{kind}/", f"{kind}/", f"{kind}0", keep))
+                return int(cur.rowcount)
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"cannot prune the audit log {self.path}: {exc}") from exc
 
     def revision(self) -> int:
         with self._lock:
