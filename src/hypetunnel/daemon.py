@@ -17,6 +17,7 @@ import uvicorn
 from hypetunnel.api.app import create_app
 from hypetunnel.controller.ha import HaConfig
 from hypetunnel.controller.runtime import Controller
+from hypetunnel.pki import TlsConfig
 from hypetunnel.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,8 @@ class DaemonConfig:
     etcd: list[str] | None = None  # etcd client URLs: shared store + election (HA)
     node: str | None = None  # HA: this controller's name
     peer: str | None = None  # HA: HOST:PORT for heartbeats to the standby
+    # Our identity on every control channel (OpenFlow, OVSDB, ...); None: all plain.
+    tls: TlsConfig | None = None
 
 
 def open_store(config: DaemonConfig) -> Store:
@@ -51,8 +54,13 @@ async def serve(config: DaemonConfig) -> None:
         if not (config.node and config.peer):
             raise SystemExit("--etcd needs --node and --peer (the HA pair)")
         ha = HaConfig(config.node, config.peer, api_url=config.api)
+    if config.tls is not None:
+        from hypetunnel.southbound.ovsdb.tls import use_identity
+
+        config.tls.identity.check()  # a missing file: one clear line before anything starts
+        use_identity(config.tls.identity)
     controller = Controller(store, openflow_listen=config.openflow,
-                            switch_targets=config.switch_targets, ha=ha)
+                            switch_targets=config.switch_targets, ha=ha, tls=config.tls)
     await controller.start()
     app = create_app(controller.service, controller)
     if config.api.startswith("unix:"):

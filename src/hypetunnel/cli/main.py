@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from hypetunnel.cli import controllercmd, democmd, fabric, labcmd, mobility, resources
+from hypetunnel.cli import controllercmd, democmd, fabric, labcmd, mobility, pkicmd, resources
 from hypetunnel.cli.context import CliState
 
 app = typer.Typer(
@@ -54,6 +54,7 @@ app.add_typer(resources.hypervisor_app, name="hypervisor")
 mobility.register(app)  # also adds `vm move` and `hypervisor drain|undrain`
 app.add_typer(labcmd.app, name="lab")
 app.add_typer(controllercmd.app, name="controller")
+app.add_typer(pkicmd.app, name="pki")
 
 # The lead's democmd adds `demo`/`verify` through register(app) once it exists.
 _register_demo = getattr(democmd, "register", None)
