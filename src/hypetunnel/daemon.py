@@ -16,8 +16,9 @@ import uvicorn
 
 from hypetunnel.api.app import create_app
 from hypetunnel.controller.ha import HaConfig
+from hypetunnel.controller.peertls import PeerTls
 from hypetunnel.controller.runtime import Controller
-from hypetunnel.pki import TlsConfig
+from hypetunnel.pki import TlsConfig, client_context
 from hypetunnel.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -34,13 +35,18 @@ class DaemonConfig:
     peer: str | None = None  # HA: HOST:PORT for heartbeats to the standby
     # Our identity on every control channel (OpenFlow, OVSDB, ...); None: all plain.
     tls: TlsConfig | None = None
+    # HA with TLS: the certificate names (CN) of the pair's controllers, the only peers
+    # accepted on the peer channel.
+    peer_names: list[str] = field(default_factory=list)
 
 
 def open_store(config: DaemonConfig) -> Store:
     if config.etcd:
         from hypetunnel.store.etcd import EtcdStore
 
-        return EtcdStore(config.etcd)
+        # Members are reached by address: their certificates must name it (IP SAN).
+        tls = client_context(config.tls.identity, check_hostname=True) if config.tls else None
+        return EtcdStore(config.etcd, tls=tls)
     from hypetunnel.store.sqlite import SqliteStore
 
     config.state_dir.mkdir(parents=True, exist_ok=True)
@@ -53,7 +59,13 @@ async def serve(config: DaemonConfig) -> None:
     if config.etcd:
         if not (config.node and config.peer):
             raise SystemExit("--etcd needs --node and --peer (the HA pair)")
-        ha = HaConfig(config.node, config.peer, api_url=config.api)
+        peer_tls = None
+        if config.tls is not None:
+            if not config.peer_names:
+                raise SystemExit("--etcd with --tls-dir needs --peer-name for every controller "
+                                 "of the pair (their certificates' CN)")
+            peer_tls = PeerTls.from_identity(config.tls.identity, config.peer_names)
+        ha = HaConfig(config.node, config.peer, api_url=config.api, tls=peer_tls)
     if config.tls is not None:
         from hypetunnel.southbound.ovsdb.tls import use_identity
 
@@ -63,13 +75,16 @@ async def serve(config: DaemonConfig) -> None:
                             switch_targets=config.switch_targets, ha=ha, tls=config.tls)
     await controller.start()
     app = create_app(controller.service, controller)
+    # HTTPS with our certificate; clients authenticate with tokens, not certificates.
+    cert, key = ((str(config.tls.identity.cert), str(config.tls.identity.key)) if config.tls
+                 else (None, None))
     if config.api.startswith("unix:"):
         uv = uvicorn.Config(app, uds=config.api.removeprefix("unix:"), log_level="warning",
-                            lifespan="off")
+                            lifespan="off", ssl_certfile=cert, ssl_keyfile=key)
     else:
         host, _, port = config.api.rpartition(":")
         uv = uvicorn.Config(app, host=host or "127.0.0.1", port=int(port), log_level="warning",
-                            lifespan="off")
+                            lifespan="off", ssl_certfile=cert, ssl_keyfile=key)
     server = uvicorn.Server(uv)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

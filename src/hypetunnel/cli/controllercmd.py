@@ -36,6 +36,9 @@ def run(
     tls_name: Annotated[str | None, typer.Option(
         help="Our certificate's name in --tls-dir (default: --node, else 'controller').")
     ] = None,
+    peer_name: Annotated[list[str] | None, typer.Option(
+        help="HA with --tls-dir: a controller of the pair (its certificate's CN), the only "
+             "peers the peer channel accepts; repeat for each.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the controller in the foreground until SIGTERM/SIGINT."""
@@ -66,7 +69,7 @@ def run(
                                        switch_targets=list(switch_target) if switch_target
                                        else None,
                                        etcd=list(etcd) if etcd else None, node=node, peer=peer,
-                                       tls=tls)))
+                                       tls=tls, peer_names=list(peer_name or []))))
     except HypeTunnelError as e:  # e.g. the port is taken: one line, not a traceback
         print_errors([FieldError("", str(e))])
         raise typer.Exit(1) from e

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -32,6 +33,12 @@ def main(
         str | None,
         typer.Option("--lab", envvar="HYPETUNNEL_LAB", help="use the API of the lab NAME"),
     ] = None,
+    ca: Annotated[
+        Path | None,
+        typer.Option("--ca", envvar="HYPETUNNEL_CA", dir_okay=False,
+                     help="CA file the API's HTTPS certificate is verified against "
+                          "(default: the lab's CA, when the API is a lab's)"),
+    ] = None,
     verbose: Annotated[
         bool,
         typer.Option("--verbose", "-v",
@@ -42,6 +49,7 @@ def main(
     st = ctx.ensure_object(CliState)
     st.api = api
     st.lab = lab
+    st.ca = ca
     st.verbose = verbose
     st.forget_url()
 
