@@ -37,7 +37,8 @@ from hypetunnel.model.intent import network_mtu
 
 def view(lab, node):  # type: ignore[no-untyped-def]
     try:
-        with hapair.ApiClient(hapair.controllers(lab)[node].api_url, timeout=2.0) as a:
+        ctl = hapair.controllers(lab)[node]
+        with hapair.ApiClient(ctl.api_url, timeout=2.0, ca=ctl.ca) as a:
             return a.status()
     except Exception:
         return {}

@@ -35,8 +35,9 @@ def ha() -> Iterator[Lab]:
         datacenter.down(name)
 
 
-def api(lab: Lab, node: str) -> ApiClient:
-    return ApiClient(hapair.controllers(lab)[node].api_url, timeout=2.0)
+def api(lab: Lab, node: str, timeout: float = 2.0) -> ApiClient:
+    ctl = hapair.controllers(lab)[node]
+    return ApiClient(ctl.api_url, timeout=timeout, ca=ctl.ca)  # HTTPS verified with the lab's CA
 
 
 def controller_view(lab: Lab, node: str) -> dict[str, Any]:
@@ -331,7 +332,6 @@ def test_a_frozen_etcd_leader_stalls_writes_but_not_the_pair(ha: Lab) -> None:
     cluster = hapair.etcd_cluster(ha)
     leader = cluster.leader()
     assert leader is not None, "no etcd leader to freeze"
-    url = hapair.controllers(ha)[act].api_url
     pinger = start_ping(ha, "acme/db1", ha.vm("acme/db2").ip, 500)
     time.sleep(0.5)  # the stream is established before the fault (a measurement window)
     results: list[tuple[str, int, float]] = []
@@ -342,7 +342,7 @@ def test_a_frozen_etcd_leader_stalls_writes_but_not_the_pair(ha: Lab) -> None:
             name = f"frz{len(results)}"
             started = time.monotonic()
             try:
-                with ApiClient(url, timeout=20.0) as a:
+                with api(ha, act, timeout=20.0) as a:
                     a.create_vm("acme", {"name": name, "network": "back"})  # placed: spread
                 status = 200
             except ApiError as e:

@@ -31,7 +31,9 @@ Progress = Callable[[str], None]
 
 
 def lab_controller(lab: Lab) -> LabController:
-    return LabController(lab.directory / "controller")
+    from hypetunnel.lab.hapair import lab_ca
+
+    return LabController(lab.directory / "controller", ca=lab_ca(lab))
 
 
 def api_for(lab: Lab) -> ApiClient:
@@ -41,7 +43,7 @@ def api_for(lab: Lab) -> ApiClient:
     urls = [u for u in (lab.api_url or "").split(",") if u]
     if len(urls) > 1:
         return hapair.active_api(lab)
-    return ApiClient(urls[0] if urls else lab_controller(lab).api_url)
+    return ApiClient(urls[0] if urls else lab_controller(lab).api_url, ca=hapair.lab_ca(lab))
 
 
 def warm_underlay(lab: Lab) -> None:
