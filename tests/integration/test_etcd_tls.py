@@ -13,13 +13,15 @@ import shutil
 import ssl
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from hypetunnel.lab.etcd import EtcdCluster
+from hypetunnel.lab.etcd import EtcdCluster, EtcdMember, member_identity
+from hypetunnel.lab.proc import run
 from hypetunnel.pki import Identity, client_context, init_ca, issue
 from hypetunnel.store.base import StoreUnavailable
 from hypetunnel.store.etcd import EtcdStore
@@ -159,3 +161,31 @@ def test_the_peer_port_takes_only_certificates_of_our_ca(cluster: EtcdCluster, p
     assert member is not None
     reply = httpx.get(peer + "/members", verify=client_context(member), timeout=2)
     assert reply.status_code == 200 and cluster.members[0].name in reply.text
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespace)")
+def test_a_tls_member_in_a_network_namespace(tmp_path: Path) -> None:
+    """As in the HA lab: the member's health and raft status are asked from inside its
+    namespace (curl with the member's certificate); a plain request there gets nothing."""
+    netns = f"htetcdtls{os.getpid()}{uuid.uuid4().hex[:4]}"
+    run(["ip", "netns", "add", netns])
+    try:
+        run(["ip", "-n", netns, "link", "set", "lo", "up"])
+        member = EtcdMember("solo", tmp_path / "solo", "https://127.0.0.1:2379",
+                            "https://127.0.0.1:2380", netns=netns,
+                            tls=member_identity(tmp_path / "pki", "solo", "127.0.0.1"))
+        cluster = EtcdCluster([member])
+        try:
+            cluster.start()
+            assert member.healthy() and cluster.leader() is member
+            plain = run(["curl", "-s", "--max-time", "1", "http://127.0.0.1:2379/health"],
+                        netns=netns, check=False)
+            assert '"health"' not in plain.stdout
+            no_cert = run(["curl", "-s", "--max-time", "1", "--cacert",
+                           str(tmp_path / "pki" / "ca.crt"), "https://127.0.0.1:2379/health"],
+                          netns=netns, check=False)
+            assert no_cert.returncode != 0 and '"health"' not in no_cert.stdout
+        finally:
+            cluster.destroy()
+    finally:
+        run(["ip", "netns", "del", netns], check=False)
