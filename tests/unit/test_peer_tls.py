@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -187,3 +189,38 @@ def test_a_standby_does_not_follow_an_impostor_at_the_active_address(
 def test_peer_tls_needs_the_pair_names(pki: Path) -> None:
     with pytest.raises(ValueError, match="--peer-name"):
         PeerTls.from_identity(Identity.in_directory(pki, "ctl1"), [])
+
+
+def test_a_reset_connection_to_the_active_is_a_lost_active_not_a_crash() -> None:
+    """A reset (or a broken TLS record) while reading heartbeats raises instead of reading EOF;
+    the standby must treat it as the active gone and claim, not let its election task die."""
+    async def main() -> None:
+        async def beat_then_reset(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(b"hb ctl1 1\n")
+            await writer.drain()
+            await asyncio.sleep(0.1)
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()  # linger 0: an RST, not a FIN
+
+        server = await asyncio.start_server(beat_then_reset, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        terms = FakeTerms()
+        terms.claim_term(0, "ctl1", {"peer": f"127.0.0.1:{port}", "api": None})
+        config = HaConfig("ctl2", "127.0.0.1:0", heartbeat_interval=0.02, heartbeat_timeout=5,
+                          term_check_interval=0.05)
+
+        async def noop(term: int) -> None:
+            pass
+
+        election = Election(terms, config, on_active=noop, on_standby=noop)
+        task = asyncio.get_running_loop().create_task(election.run())
+        await until(lambda: election.role is Role.ACTIVE or task.done(), timeout=3)
+        assert not task.done(), task.exception()
+        assert election.term == 2  # well before the 5 s heartbeat timeout
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        server.close()
+
+    asyncio.run(main())

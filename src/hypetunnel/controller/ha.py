@@ -255,6 +255,9 @@ class Election:
                 except ValueError:  # a line longer than the stream limit: not a heartbeat
                     log.warning("oversized line from %s ignored", leader.get("node"))
                     continue
+                except OSError as e:  # a reset, or a broken TLS record: the channel is gone
+                    log.warning("the connection to active %s failed: %s", leader.get("node"), e)
+                    break
                 if not line:
                     log.warning("lost the connection to active %s", leader.get("node"))
                     break
