@@ -13,6 +13,7 @@ from collections.abc import Callable
 from hypetunnel.client import ActiveCache, ApiClient, ClientPool
 from hypetunnel.lab.controller import LabController
 from hypetunnel.lab.etcd import EtcdCluster, EtcdMember
+from hypetunnel.lab.pki import ensure_lab_pki
 from hypetunnel.lab.proc import LabError, wait_until
 from hypetunnel.lab.topology import Lab
 
@@ -37,13 +38,24 @@ def controllers(lab: Lab) -> dict[str, LabController]:
         args: list[str] = []
         for url in cluster.endpoints:
             args += ["--etcd", url]
-        args += ["--node", node, "--peer", f"{svc.mgmt_ip}:{PEER_PORT}"]
-        out[node] = LabController(lab.directory / node, netns=svc.netns, extra_args=tuple(args))
+        args += ["--node", node, "--peer", f"{svc.mgmt_ip}:{PEER_PORT}", *tls_args(lab, node)]
+        out[node] = LabController(lab.directory / node, netns=svc.netns, extra_args=tuple(args),
+                                  openflow_listen=f"{_listen(lab)}:0.0.0.0:{OPENFLOW_PORT}")
     return out
 
 
 def switch_targets(lab: Lab) -> list[str]:
-    return [f"tcp:{lab.service(n).mgmt_ip}:{OPENFLOW_PORT}" for n in NODES]
+    scheme = "ssl" if lab.tls_dir else "tcp"
+    return [f"{scheme}:{lab.service(n).mgmt_ip}:{OPENFLOW_PORT}" for n in NODES]
+
+
+def tls_args(lab: Lab, name: str) -> list[str]:
+    """A lab controller's TLS options: its identity in the lab's PKI (none: plain)."""
+    return ["--tls-dir", str(lab.tls_dir), "--tls-name", name] if lab.tls_dir else []
+
+
+def _listen(lab: Lab) -> str:
+    return "pssl" if lab.tls_dir else "tcp"
 
 
 def place_services(lab: Lab) -> None:
@@ -59,13 +71,15 @@ def place_services(lab: Lab) -> None:
 def start(lab: Lab, progress: Callable[[str], None]) -> str:
     """Start etcd and both controllers; return the comma-separated API URLs (active first)."""
     place_services(lab)
+    if lab.tls_dir:  # the controllers' certificates name their management addresses
+        ensure_lab_pki(lab)
     progress("etcd: 3 members on the management overlay")
     etcd_cluster(lab).start()
     ctls = controllers(lab)
     urls = []
     for node, ctl in ctls.items():
         progress(f"controller {node}: starting in {ctl.netns}")
-        urls.append(ctl.start(openflow=f"tcp:0.0.0.0:{OPENFLOW_PORT}"))
+        urls.append(ctl.start())
         if node == NODES[0]:  # the primary first, so who is active is predictable
             wait_until(lambda u=urls[0]: role(u) == "active", 30, f"{node} to become active")
     wait_until(lambda: role(urls[1]) == "standby", 30, "ctl2 to become standby")
