@@ -94,7 +94,7 @@ def run(kills: int) -> tuple[list[float], list[float], list[int], list[float]]:
             m = re.search(r"(\d+) packets transmitted, (\d+) received", out)
             assert m, out
             losses.append(int(m.group(1)) - int(m.group(2)))
-            hapair.controllers(lab)[act].start(openflow=f"tcp:0.0.0.0:{hapair.OPENFLOW_PORT}")
+            hapair.controllers(lab)[act].start()
             wait_until(lambda n=act: view(lab, n).get("controller", {}).get("role") == "standby",
                        30, f"{act} back as standby")
             print(f"kill {i + 1}: takeover {takeovers[-1] * 1000:.0f} ms, first flow "

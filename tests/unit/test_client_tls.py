@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from hypetunnel.cli.context import LAB_CA_FILE, CliState
+from hypetunnel.cli.context import CliState
 from hypetunnel.cli.main import app
 from hypetunnel.client import ApiClient, ClientError
 from hypetunnel.pki import init_ca
@@ -16,10 +16,12 @@ from hypetunnel.pki import init_ca
 
 def _lab(root: Path, name: str, tls: bool) -> Path:
     (root / name).mkdir(parents=True)
-    (root / name / "state.json").write_text(json.dumps({"api_url": "https://127.0.0.1:1"}))
+    pki = root / name / "pki"
+    (root / name / "state.json").write_text(json.dumps(
+        {"api_url": "unix:/nowhere", "tls_dir": str(pki) if tls else None}))
     if tls:
-        init_ca(root / name / Path(LAB_CA_FILE).parent)
-    return root / name / LAB_CA_FILE
+        init_ca(pki)
+    return pki / "ca.crt"
 
 
 def _ca_of(factory: object) -> object:

@@ -29,7 +29,6 @@ DEFAULT_API_URL = "http://127.0.0.1:8650"
 DEFAULT_LABS_DIR = Path("/run/hypetunnel/labs")
 LAB_STATE_FILE = "state.json"
 CONTROLLER_RECORD = "controller/controller.json"  # written by hypetunnel.lab.controller
-LAB_CA_FILE = "pki/ca.crt"  # the lab's CA (hypetunnel.lab.pki), when it runs with TLS
 
 
 
@@ -72,9 +71,14 @@ def lab_api_url(name: str, root: Path | None = None) -> str | None:
 
 
 def lab_ca(name: str, root: Path | None = None) -> Path | None:
-    """The CA of lab NAME's PKI, if it runs with TLS (a lab up with --insecure has none)."""
-    ca = (root or labs_dir()) / name / LAB_CA_FILE
-    return ca if ca.is_file() else None
+    """The CA of lab NAME's PKI ("tls_dir" in its state), None when it runs plain
+    (`lab up --insecure`) or cannot be read (the command then fails on its own terms)."""
+    try:
+        state = json.loads(((root or labs_dir()) / name / LAB_STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    tls_dir = state.get("tls_dir") if isinstance(state, dict) else None
+    return Path(tls_dir) / "ca.crt" if isinstance(tls_dir, str) and tls_dir else None
 
 
 def resolve_lab(api: str | None, lab: str | None, root: Path | None = None) -> str | None:

@@ -31,6 +31,7 @@ class LabController:
     directory: Path  # <lab dir>/controller, or <lab dir>/<node> in an HA lab
     netns: str | None = None  # HA lab: the controller's own namespace on the management overlay
     extra_args: tuple[str, ...] = ()  # e.g. --etcd URL --node ctl1 --peer IP:PORT
+    openflow_listen: str | None = None  # default: the unix socket (TLS: pssl:0.0.0.0:6653)
     ca: Path | None = None  # with --tls-dir: the CA its HTTPS API is verified against
 
     @property
@@ -70,7 +71,8 @@ class LabController:
         log = open(self.directory / "controller.log", "ab")  # noqa: SIM115 - child keeps it
         argv = [sys.executable, "-m", "hypetunnel", "controller", "run",
                 "--state-dir", str(self.directory), "--api", listen,
-                "--openflow", openflow or self.openflow_target, *self.extra_args]
+                "--openflow", openflow or self.openflow_listen or self.openflow_target,
+                *self.extra_args]
         if self.netns is not None:
             argv = ["ip", "netns", "exec", self.netns, *argv]
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,

@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from hypetunnel.client import ApiClient
+from hypetunnel.lab import hapair
 from hypetunnel.lab.announce import announce
 from hypetunnel.lab.controller import LabController
+from hypetunnel.lab.pki import SINGLE_CONTROLLER, ensure_lab_pki
 from hypetunnel.lab.proc import LabError
 from hypetunnel.lab.state import STATE_FILE
 from hypetunnel.lab.topology import Lab
@@ -31,15 +33,19 @@ Progress = Callable[[str], None]
 
 
 def lab_controller(lab: Lab) -> LabController:
-    from hypetunnel.lab.hapair import lab_ca
-
-    return LabController(lab.directory / "controller", ca=lab_ca(lab))
+    """The lab's single controller: in the root namespace on unix sockets when plain; with
+    TLS in its own namespace on the management overlay (OVS speaks TLS over TCP only)."""
+    if lab.tls_dir is None:
+        return LabController(lab.directory / "controller")
+    svc = lab.services.get(SINGLE_CONTROLLER)
+    return LabController(lab.directory / "controller", netns=svc.netns if svc else None,
+                         extra_args=tuple(hapair.tls_args(lab, SINGLE_CONTROLLER)),
+                         openflow_listen=f"pssl:0.0.0.0:{hapair.OPENFLOW_PORT}",
+                         ca=hapair.lab_ca(lab))
 
 
 def api_for(lab: Lab) -> ApiClient:
     """The API of the lab's (active) controller."""
-    from hypetunnel.lab import hapair
-
     urls = [u for u in (lab.api_url or "").split(",") if u]
     if len(urls) > 1:
         return hapair.active_api(lab)
@@ -70,33 +76,44 @@ def switch_target(ctl: LabController, ovs_dir: Path) -> str:
     return f"unix:{link}"
 
 
+def ovsdb_endpoint(lab: Lab, name: str, ha: bool = False) -> str | None:
+    """How the controller reaches a hypervisor's OVSDB: over TLS on the management overlay
+    when the lab runs TLS; plain, an HA pair over the overlay and a single controller through
+    the unix socket."""
+    hv = lab.hypervisor(name)
+    if lab.tls_dir is not None:
+        return hv.ovsdb_ssl
+    return hv.ovsdb_tcp if ha else hv.ovsdb
+
+
 def enlisted(intent: Intent, lab: Lab, ha: bool = False) -> Intent:
-    """The intent with each hypervisor's management facts filled in from the lab. An HA pair
-    reaches OVSDB over the management overlay; a single lab controller through the socket."""
+    """The intent with each hypervisor's management facts filled in from the lab."""
     hvs = [h.model_copy(update={"underlay_ip": lab.hypervisor(h.name).underlay_ip,
-                                "ovsdb": (lab.hypervisor(h.name).ovsdb_tcp if ha
-                                          else lab.hypervisor(h.name).ovsdb),
+                                "ovsdb": ovsdb_endpoint(lab, h.name, ha),
                                 "datapath_type": lab.hypervisor(h.name).datapath_type})
            for h in intent.hypervisors]
     return intent.model_copy(update={"hypervisors": hvs})
 
 
 def up(file: Path, name: str, progress: Progress = lambda _: None,
-       timeout: float = 60.0, ha: bool = False, agent: bool = False) -> Lab:
+       timeout: float = 60.0, ha: bool = False, agent: bool = False,
+       insecure: bool = False) -> Lab:
     """Build the lab. With `agent`, a background compute agent keeps the VMs in line with the
     intent afterwards (plugs created VMs, carries out moves and restarts); without it, callers
-    run sync_vms() themselves."""
-    from hypetunnel.lab import hapair
-
+    run sync_vms() themselves. Every control channel runs TLS with the lab's PKI unless
+    `insecure` (a comparison run: plain TCP and unix sockets, as before TLS existed)."""
     intent = load_intent_file(file)
     lab = Lab(name, underlay_mtu=intent.fabric.underlay_mtu)
     try:
+        if not insecure:
+            progress("pki: a CA and a certificate per hypervisor and controller")
+            lab.use_tls(ensure_lab_pki(lab))
         ctl = lab_controller(lab)
         lab.create_underlay()
         for h in intent.hypervisors:
             progress(f"hypervisor {h.name}: namespace, Open vSwitch, underlay, management")
             hv = lab.add_hypervisor(h.name, str(h.underlay_ip) if h.underlay_ip else None)
-            if not ha:
+            if not ha and insecure:
                 lab.set_controllers(h.name, [switch_target(ctl, Path(hv.ovs_dir))])
         progress("underlay: every hypervisor resolves every other one")
         warm_underlay(lab)
@@ -104,6 +121,9 @@ def up(file: Path, name: str, progress: Progress = lambda _: None,
             url = hapair.start(lab, progress)
             for h in intent.hypervisors:
                 lab.set_controllers(h.name, hapair.switch_targets(lab))
+        elif not insecure:
+            progress("controller: starting on the management overlay (TLS)")
+            url = start_tls_controller(lab, intent)
         else:
             progress("controller: starting")
             url = ctl.start()
@@ -119,6 +139,19 @@ def up(file: Path, name: str, progress: Progress = lambda _: None,
         down(name)
         raise
     return lab
+
+
+def start_tls_controller(lab: Lab, intent: Intent) -> str:
+    """The single controller in a namespace beside the first hypervisor, on the management
+    overlay; every switch is pointed at it over `ssl:`."""
+    svc = lab.add_service(SINGLE_CONTROLLER, intent.hypervisors[0].name)
+    assert lab.tls_dir is not None
+    ensure_lab_pki(lab)  # its certificate names its management address now
+    url = lab_controller(lab).start()
+    target = f"ssl:{svc.mgmt_ip}:{hapair.OPENFLOW_PORT}"
+    for h in intent.hypervisors:
+        lab.set_controllers(h.name, [target])
+    return url
 
 
 def sync_vms(lab: Lab, api: ApiClient, progress: Progress = lambda _: None,

@@ -19,6 +19,7 @@ from pathlib import Path
 from hypetunnel.client import ActiveCache, ApiClient, ClientPool
 from hypetunnel.lab.controller import LabController
 from hypetunnel.lab.etcd import EtcdCluster, EtcdMember, member_identity
+from hypetunnel.lab.pki import ensure_lab_pki
 from hypetunnel.lab.proc import LabError, wait_until
 from hypetunnel.lab.topology import Lab
 
@@ -26,20 +27,13 @@ NODES = ("ctl1", "ctl2")
 OPENFLOW_PORT, PEER_PORT, ETCD_CLIENT, ETCD_PEER = 6653, 6654, 2379, 2380
 
 
-def lab_pki(lab: Lab) -> Path | None:
-    """The lab's PKI directory, None for an --insecure lab."""
-    directory = lab.directory / "pki"
-    return directory if (directory / "ca.crt").is_file() else None
-
-
 def lab_ca(lab: Lab) -> Path | None:
     """The CA every lab client verifies the controllers' HTTPS API against (None: plain)."""
-    pki = lab_pki(lab)
-    return pki / "ca.crt" if pki else None
+    return lab.tls_dir / "ca.crt" if lab.tls_dir else None
 
 
 def etcd_cluster(lab: Lab) -> EtcdCluster:
-    pki = lab_pki(lab)
+    pki = lab.tls_dir
     scheme = "https" if pki else "http"
     members = []
     for name in ("etcd1", "etcd2", "etcd3"):
@@ -59,17 +53,27 @@ def controllers(lab: Lab) -> dict[str, LabController]:
         args: list[str] = []
         for url in cluster.endpoints:
             args += ["--etcd", url]
-        args += ["--node", node, "--peer", f"{svc.mgmt_ip}:{PEER_PORT}"]
-        pki = lab_pki(lab)
-        if pki is not None:
-            args += ["--tls-dir", str(pki), *(a for n in NODES for a in ("--peer-name", n))]
+        args += ["--node", node, "--peer", f"{svc.mgmt_ip}:{PEER_PORT}", *tls_args(lab, node)]
+        if lab.tls_dir:  # only the pair's controllers may be on the peer channel
+            args += [a for n in NODES for a in ("--peer-name", n)]
         out[node] = LabController(lab.directory / node, netns=svc.netns, extra_args=tuple(args),
+                                  openflow_listen=f"{_listen(lab)}:0.0.0.0:{OPENFLOW_PORT}",
                                   ca=lab_ca(lab))
     return out
 
 
 def switch_targets(lab: Lab) -> list[str]:
-    return [f"tcp:{lab.service(n).mgmt_ip}:{OPENFLOW_PORT}" for n in NODES]
+    scheme = "ssl" if lab.tls_dir else "tcp"
+    return [f"{scheme}:{lab.service(n).mgmt_ip}:{OPENFLOW_PORT}" for n in NODES]
+
+
+def tls_args(lab: Lab, name: str) -> list[str]:
+    """A lab controller's TLS options: its identity in the lab's PKI (none: plain)."""
+    return ["--tls-dir", str(lab.tls_dir), "--tls-name", name] if lab.tls_dir else []
+
+
+def _listen(lab: Lab) -> str:
+    return "pssl" if lab.tls_dir else "tcp"
 
 
 def place_services(lab: Lab) -> None:
@@ -85,13 +89,15 @@ def place_services(lab: Lab) -> None:
 def start(lab: Lab, progress: Callable[[str], None]) -> str:
     """Start etcd and both controllers; return the comma-separated API URLs (active first)."""
     place_services(lab)
+    if lab.tls_dir:  # the controllers' certificates name their management addresses
+        ensure_lab_pki(lab)
     progress("etcd: 3 members on the management overlay")
     etcd_cluster(lab).start()
     ctls = controllers(lab)
     urls = []
     for node, ctl in ctls.items():
         progress(f"controller {node}: starting in {ctl.netns}")
-        urls.append(ctl.start(openflow=f"tcp:0.0.0.0:{OPENFLOW_PORT}"))
+        urls.append(ctl.start())
         if node == NODES[0]:  # the primary first, so who is active is predictable
             wait_until(lambda u=urls[0], ca=ctl.ca: role(u, ca) == "active", 30,
                        f"{node} to become active")

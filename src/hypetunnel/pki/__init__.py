@@ -16,6 +16,7 @@ from hypetunnel.pki.authority import (
 from hypetunnel.pki.identity import (
     Identity,
     TlsConfig,
+    certificate_serial,
     client_context,
     peer_common_name,
     server_context,
@@ -26,6 +27,7 @@ __all__ = [
     "Identity",
     "PkiError",
     "TlsConfig",
+    "certificate_serial",
     "check_name",
     "client_context",
     "init_ca",

@@ -78,6 +78,13 @@ def client_context(identity: Identity, check_hostname: bool = False) -> ssl.SSLC
     return ctx
 
 
+def certificate_serial(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> int | None:
+    """The serial number of the verified peer certificate (None without one)."""
+    cert = ssl_object.getpeercert() if ssl_object is not None else None
+    serial = cert.get("serialNumber") if cert else None
+    return int(str(serial), 16) if serial else None
+
+
 def peer_common_name(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> str | None:
     """The CN of the verified peer certificate, None without one (plain or unverified)."""
     if ssl_object is None:

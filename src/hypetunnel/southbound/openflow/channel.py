@@ -68,6 +68,7 @@ class SwitchChannel:
         self.datapath_id: int | None = None
         # Who the switch proved to be: its certificate's common name (TLS), None when plain.
         self.identity: str | None = None
+        self.certificate_serial: int | None = None  # which certificate (rotation shows here)
         peer = writer.get_extra_info("peername")
         if isinstance(peer, tuple):
             self.peer = f"{peer[0]}:{peer[1]}"
@@ -108,7 +109,9 @@ class SwitchChannel:
         self.datapath_id = reply.datapath_id
         self.state = ChannelState.READY
         self._tasks.append(asyncio.create_task(self._echo_loop(), name=f"of-echo {self.peer}"))
-        log.info("switch %016x connected from %s", self.datapath_id, self.peer)
+        proof = (f" (certificate CN={self.identity} serial {self.certificate_serial:x})"
+                 if self.identity and self.certificate_serial is not None else "")
+        log.info("switch %016x connected from %s%s", self.datapath_id, self.peer, proof)
 
     async def close(self) -> None:
         self._close("closed by controller")

@@ -24,7 +24,7 @@ from typing import Any
 
 from hypetunnel.aio import reap
 from hypetunnel.errors import SouthboundError
-from hypetunnel.pki import peer_common_name
+from hypetunnel.pki import certificate_serial, peer_common_name
 from hypetunnel.southbound.openflow.channel import SwitchChannel
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,9 @@ class OpenFlowServer:
         channel = SwitchChannel(reader, writer, **self._channel_options)
         if self.ssl_context is not None:
             # The handshake already required a certificate of our CA; its CN says who it is.
-            channel.identity = peer_common_name(writer.get_extra_info("ssl_object"))
+            tls = writer.get_extra_info("ssl_object")
+            channel.identity = peer_common_name(tls)
+            channel.certificate_serial = certificate_serial(tls)
             if not channel.identity:
                 log.warning("rejected OpenFlow connection from %s: its certificate names no "
                             "common name", channel.peer)
