@@ -283,15 +283,54 @@ def test_garbage_on_the_peer_port_is_ignored(ha: Lab) -> None:
     act = active_node(ha)
     svc = ha.service(act)
     term = controller_view(ha, act)["term"]
+    # With TLS the active hangs up at the first garbage byte (the handshake fails), so the
+    # sender may be cut off mid-send: that is the drop, not a failure of the sender.
     junk = ("import socket, sys\n"
             "s = socket.create_connection((sys.argv[1], int(sys.argv[2])), 2)\n"
-            "s.sendall(b'\\xff\\xfe garbage\\n' * 1000 + b'hb evil 999\\n' + b'z' * 100000)\n"
+            "try:\n"
+            "    s.sendall(b'\\xff\\xfe garbage\\n' * 1000 + b'hb evil 999\\n' + b'z' * 100000)\n"
+            "except (BrokenPipeError, ConnectionResetError):\n"
+            "    pass\n"
             "s.close()\n")
+    log = ha.directory / act / "controller.log"
+    logged = log.read_text(errors="replace").count("peer channel:")
     pinger = start_ping(ha, "acme/db1", ha.vm("acme/db2").ip, 200)
     ha.exec(other(act), ["python3", "-c", junk, svc.mgmt_ip, str(hapair.PEER_PORT)])
+    if ha.tls_dir:  # dropped and logged by the active
+        wait_until(lambda: log.read_text(errors="replace").count("peer channel:") > logged, 5,
+                   "the active to log the dropped connection")
     sent, received, out = ping_result(pinger)
     assert sent == received, out[-300:]
     assert active_node(ha) == act and controller_view(ha, act)["term"] == term
+    assert controller_view(ha, act)["standbys_connected"] == 1
+
+
+def test_a_hypervisor_certificate_gets_no_heartbeat_from_the_peer_port(ha: Lab) -> None:
+    """A valid certificate of the lab's CA that names a hypervisor, not a controller: the
+    active completes the handshake, then drops the connection (logged) without a heartbeat."""
+    if not ha.tls_dir:
+        pytest.skip("the lab runs --insecure")
+    act = active_node(ha)
+    hv = next(iter(ha.hypervisors))
+    log = ha.directory / act / "controller.log"
+    logged = log.read_text(errors="replace").count("is not a controller of this pair")
+    probe = ("import socket, ssl, sys\n"
+             "ctx = ssl.create_default_context(cafile=sys.argv[3])\n"
+             "ctx.check_hostname = False\n"
+             "ctx.load_cert_chain(sys.argv[4], sys.argv[5])\n"
+             "s = ctx.wrap_socket(socket.create_connection((sys.argv[1], int(sys.argv[2])), 2))\n"
+             "s.settimeout(2)\n"
+             "try:\n"
+             "    print(repr(s.recv(100)))\n"
+             "except (OSError, ssl.SSLError) as e:\n"
+             "    print('error', e)\n")
+    pki = ha.tls_dir
+    got = ha.exec(other(act), ["python3", "-c", probe, ha.service(act).mgmt_ip,
+                               str(hapair.PEER_PORT), str(pki / "ca.crt"),
+                               str(pki / f"{hv}.crt"), str(pki / f"{hv}.key")]).stdout
+    assert "hb " not in got, got
+    wait_until(lambda: log.read_text(errors="replace").count("is not a controller of this pair")
+               > logged, 5, "the active to log the refused certificate")
     assert controller_view(ha, act)["standbys_connected"] == 1
 
 
