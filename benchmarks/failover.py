@@ -58,12 +58,13 @@ def retire(lab, vm: str) -> None:  # type: ignore[no-untyped-def]
         datacenter.wait_converged(a, 20)
 
 
-def run(kills: int) -> tuple[list[float], list[float], list[int], list[float]]:
+def run(kills: int, insecure: bool = False
+        ) -> tuple[list[float], list[float], list[int], list[float]]:
     name = f"fo{os.getpid() % 10000}"
     datacenter.down(name)
     takeovers, first_flows, losses, bound = [], [], [], []
     try:
-        lab = datacenter.up(bundled_example(), name, ha=True, timeout=90)
+        lab = datacenter.up(bundled_example(), name, ha=True, timeout=90, insecure=insecure)
         src, dst = lab.vm("acme/db1"), lab.vm("acme/db2")
         for i in range(kills):
             act = next(n for n in hapair.NODES

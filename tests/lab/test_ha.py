@@ -81,7 +81,7 @@ def ping_result(p: subprocess.Popen[str]) -> tuple[int, int, str]:
 
 
 def restart(lab: Lab, node: str) -> None:
-    hapair.controllers(lab)[node].start()  # its own listen target (pssl: with TLS)
+    hapair.controllers(lab)[node].start()  # its own OpenFlow listener (TLS or plain)
     wait_until(lambda: controller_view(lab, node).get("role") == "standby", 30,
                f"{node} back as standby")
 

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 from hypetunnel.controller.runtime import Controller
 from hypetunnel.controller.session import OpenFlowState
@@ -161,6 +162,11 @@ def test_over_tls_the_authenticated_switch_reconnecting_takes_over(
                             and ctl.status()["converged"], "hv1 back")
                 # Its flows were right: the reconnection re-read them and sent nothing.
                 assert hv1.switch.flow_mods == mods
+                channel = ctl.switches["hv1"].channel
+                assert channel is not None and channel.identity == "hv1"
+                assert channel.certificate_serial == x509.load_pem_x509_certificate(
+                    (Path(rotated) / "hv1.crt").read_bytes()).serial_number
+                assert old is not None and old.certificate_serial != channel.certificate_serial
             finally:
                 shutil.rmtree(rotated, ignore_errors=True)
 

@@ -195,3 +195,18 @@ def test_controller_run_refuses_tls_name_without_dir(tmp_path: Path) -> None:
     r = CliRunner().invoke(app, ["controller", "run", "--state-dir", str(tmp_path / "s"),
                                  "--tls-name", "ctl1"])
     assert r.exit_code == 2 and "--tls-name: needs --tls-dir" in r.output
+
+
+def test_lab_identity_is_issued_once_and_again_only_for_a_new_address(tmp_path: Path) -> None:
+    from hypetunnel.lab.pki import ensure_identity
+
+    init_ca(tmp_path)
+    ident = ensure_identity(tmp_path, "ctl1")
+    first = _cert(ident.cert).serial_number
+    assert ensure_identity(tmp_path, "ctl1", [None]).cert == ident.cert
+    assert _cert(ident.cert).serial_number == first  # nothing missing: kept
+    ensure_identity(tmp_path, "ctl1", ["100.64.0.101"])  # placed since: reissued with its IP
+    cert = _cert(ident.cert)
+    assert cert.serial_number != first
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(i) for i in san.get_values_for_type(x509.IPAddress)] == ["100.64.0.101"]

@@ -33,14 +33,16 @@ Progress = Callable[[str], None]
 
 
 def lab_controller(lab: Lab) -> LabController:
-    """The lab's single controller: in the root namespace on unix sockets when plain; with
-    TLS in its own namespace on the management overlay (OVS speaks TLS over TCP only)."""
-    if lab.tls_dir is None:
-        return LabController(lab.directory / "controller")
+    """The lab's single controller: in its own namespace on the management overlay (OVS
+    speaks TLS over TCP only), TLS-only unless the lab is `--insecure`. A lab built without
+    that namespace (by hand, or an older lab) has it in the root namespace on unix sockets."""
     svc = lab.services.get(SINGLE_CONTROLLER)
-    return LabController(lab.directory / "controller", netns=svc.netns if svc else None,
+    if svc is None:
+        return LabController(lab.directory / "controller")
+    scheme = "pssl" if lab.tls_dir else "tcp"
+    return LabController(lab.directory / "controller", netns=svc.netns,
                          extra_args=tuple(hapair.tls_args(lab, SINGLE_CONTROLLER)),
-                         openflow_listen=f"pssl:0.0.0.0:{hapair.OPENFLOW_PORT}",
+                         openflow_listen=f"{scheme}:0.0.0.0:{hapair.OPENFLOW_PORT}",
                          ca=hapair.lab_ca(lab))
 
 
@@ -67,23 +69,13 @@ def warm_underlay(lab: Lab) -> None:
                 h.ovs.appctl("tnl/neigh/set", "br-phy", o.underlay_ip, macs[o.name])
 
 
-def switch_target(ctl: LabController, ovs_dir: Path) -> str:
-    """ovs-vswitchd only connects to unix sockets inside its own run directory (a guard against
-    being pointed at arbitrary sockets), so each hypervisor gets a link to the controller's."""
-    link = ovs_dir / "controller.sock"
-    link.unlink(missing_ok=True)
-    link.symlink_to(ctl.openflow_target.removeprefix("unix:"))
-    return f"unix:{link}"
-
-
 def ovsdb_endpoint(lab: Lab, name: str, ha: bool = False) -> str | None:
-    """How the controller reaches a hypervisor's OVSDB: over TLS on the management overlay
-    when the lab runs TLS; plain, an HA pair over the overlay and a single controller through
-    the unix socket."""
+    """How the controller reaches a hypervisor's OVSDB: over the management overlay (TLS
+    unless the lab is `--insecure`); a controller in the root namespace through the socket."""
     hv = lab.hypervisor(name)
     if lab.tls_dir is not None:
         return hv.ovsdb_ssl
-    return hv.ovsdb_tcp if ha else hv.ovsdb
+    return hv.ovsdb_tcp if ha or SINGLE_CONTROLLER in lab.services else hv.ovsdb
 
 
 def enlisted(intent: Intent, lab: Lab, ha: bool = False) -> Intent:
@@ -101,32 +93,27 @@ def up(file: Path, name: str, progress: Progress = lambda _: None,
     """Build the lab. With `agent`, a background compute agent keeps the VMs in line with the
     intent afterwards (plugs created VMs, carries out moves and restarts); without it, callers
     run sync_vms() themselves. Every control channel runs TLS with the lab's PKI unless
-    `insecure` (a comparison run: plain TCP and unix sockets, as before TLS existed)."""
+    `insecure` (a comparison run: the same layout over plain TCP)."""
     intent = load_intent_file(file)
     lab = Lab(name, underlay_mtu=intent.fabric.underlay_mtu)
     try:
         if not insecure:
             progress("pki: a CA and a certificate per hypervisor and controller")
             lab.use_tls(ensure_lab_pki(lab))
-        ctl = lab_controller(lab)
         lab.create_underlay()
         for h in intent.hypervisors:
             progress(f"hypervisor {h.name}: namespace, Open vSwitch, underlay, management")
-            hv = lab.add_hypervisor(h.name, str(h.underlay_ip) if h.underlay_ip else None)
-            if not ha and insecure:
-                lab.set_controllers(h.name, [switch_target(ctl, Path(hv.ovs_dir))])
+            lab.add_hypervisor(h.name, str(h.underlay_ip) if h.underlay_ip else None)
         progress("underlay: every hypervisor resolves every other one")
         warm_underlay(lab)
         if ha:
             url = hapair.start(lab, progress)
             for h in intent.hypervisors:
                 lab.set_controllers(h.name, hapair.switch_targets(lab))
-        elif not insecure:
-            progress("controller: starting on the management overlay (TLS)")
-            url = start_tls_controller(lab, intent)
         else:
-            progress("controller: starting")
-            url = ctl.start()
+            progress(f"controller: starting on the management overlay"
+                     f"{'' if insecure else ' (TLS)'}")
+            url = start_controller(lab, intent)
         lab.set_api_url(url)
         progress(f"controller: API on {url}; applying {file}")
         with api_for(lab) as api:
@@ -141,14 +128,14 @@ def up(file: Path, name: str, progress: Progress = lambda _: None,
     return lab
 
 
-def start_tls_controller(lab: Lab, intent: Intent) -> str:
+def start_controller(lab: Lab, intent: Intent) -> str:
     """The single controller in a namespace beside the first hypervisor, on the management
-    overlay; every switch is pointed at it over `ssl:`."""
+    overlay; every switch is pointed at it (`ssl:`, or `tcp:` when the lab is insecure)."""
     svc = lab.add_service(SINGLE_CONTROLLER, intent.hypervisors[0].name)
-    assert lab.tls_dir is not None
-    ensure_lab_pki(lab)  # its certificate names its management address now
+    if lab.tls_dir is not None:
+        ensure_lab_pki(lab)  # its certificate names its management address now
     url = lab_controller(lab).start()
-    target = f"ssl:{svc.mgmt_ip}:{hapair.OPENFLOW_PORT}"
+    target = f"{'ssl' if lab.tls_dir else 'tcp'}:{svc.mgmt_ip}:{hapair.OPENFLOW_PORT}"
     for h in intent.hypervisors:
         lab.set_controllers(h.name, [target])
     return url
