@@ -46,7 +46,10 @@ def open_store(config: DaemonConfig) -> Store:
 
         # Members are reached by address: their certificates must name it (IP SAN).
         tls = client_context(config.tls.identity, check_hostname=True) if config.tls else None
-        return EtcdStore(config.etcd, tls=tls)
+        try:
+            return EtcdStore(config.etcd, tls=tls)
+        except ValueError as e:  # e.g. an http:// endpoint while TLS is configured
+            raise SystemExit(f"--etcd: {e}") from e
     from hypetunnel.store.sqlite import SqliteStore
 
     config.state_dir.mkdir(parents=True, exist_ok=True)
@@ -54,6 +57,9 @@ def open_store(config: DaemonConfig) -> Store:
 
 
 async def serve(config: DaemonConfig) -> None:
+    if config.etcd and config.tls is not None and not config.peer_names:
+        raise SystemExit("--etcd with --tls-dir needs --peer-name for every controller of the "
+                         "pair (their certificates' CN)")
     store = open_store(config)
     ha = None
     if config.etcd:
@@ -61,9 +67,6 @@ async def serve(config: DaemonConfig) -> None:
             raise SystemExit("--etcd needs --node and --peer (the HA pair)")
         peer_tls = None
         if config.tls is not None:
-            if not config.peer_names:
-                raise SystemExit("--etcd with --tls-dir needs --peer-name for every controller "
-                                 "of the pair (their certificates' CN)")
             peer_tls = PeerTls.from_identity(config.tls.identity, config.peer_names)
         ha = HaConfig(config.node, config.peer, api_url=config.api, tls=peer_tls)
     if config.tls is not None:

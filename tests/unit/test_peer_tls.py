@@ -224,3 +224,20 @@ def test_a_reset_connection_to_the_active_is_a_lost_active_not_a_crash() -> None
         server.close()
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize(("etcd", "peer_names", "message"), [
+    ("https://127.0.0.1:9", [], "--peer-name"),
+    ("http://127.0.0.1:9", ["ctl1", "ctl2"], "--etcd: etcd endpoint 'http://127.0.0.1:9': TLS"),
+])
+def test_the_daemon_refuses_an_ha_tls_setup_it_cannot_secure(
+        pki: Path, tmp_path: Path, etcd: str, peer_names: list[str], message: str) -> None:
+    """Before anything listens: no peer names (anyone with a CA certificate would do), or a
+    plain etcd endpoint while TLS is configured."""
+    from hypetunnel.daemon import DaemonConfig, serve
+    from hypetunnel.pki import TlsConfig
+
+    config = DaemonConfig(state_dir=tmp_path, etcd=[etcd], node="ctl1", peer="127.0.0.1:0",
+                          tls=TlsConfig(pki, "ctl1"), peer_names=peer_names)
+    with pytest.raises(SystemExit, match=message):
+        asyncio.run(serve(config))
