@@ -334,6 +334,26 @@ def test_a_hypervisor_certificate_gets_no_heartbeat_from_the_peer_port(ha: Lab) 
     assert controller_view(ha, act)["standbys_connected"] == 1
 
 
+def test_etcd_answers_only_clients_with_a_certificate_of_the_lab_ca(ha: Lab) -> None:
+    """From a controller's namespace on the management overlay: plain HTTP and a TLS client
+    without a certificate get nothing from any member; the controller's certificate does."""
+    if not ha.tls_dir:
+        pytest.skip("the lab runs --insecure")
+    pki = ha.tls_dir
+    for m in hapair.etcd_cluster(ha).members:
+        health = f"{m.client_url}/health"
+        plain = ha.exec("ctl2", ["curl", "-s", "--max-time", "2",
+                                 health.replace("https://", "http://")], check=False)
+        bare = ha.exec("ctl2", ["curl", "-s", "--max-time", "2", "--cacert", str(pki / "ca.crt"),
+                                health], check=False)
+        ours = ha.exec("ctl2", ["curl", "-s", "--max-time", "2", "--cacert", str(pki / "ca.crt"),
+                                "--cert", str(pki / "ctl2.crt"), "--key", str(pki / "ctl2.key"),
+                                health], check=False)
+        assert '"health"' not in plain.stdout and '"health"' not in bare.stdout, m.name
+        assert bare.returncode != 0, m.name
+        assert '"health":"true"' in ours.stdout.replace(" ", ""), (m.name, ours.stdout)
+
+
 def bridge_ports(lab: Lab, name: str) -> list[str]:
     return sorted(lab.hypervisor(name).ovs.vsctl("list-ports", "br-int").split())
 
