@@ -70,6 +70,27 @@ def lab_api_url(name: str, root: Path | None = None) -> str | None:
     return url if isinstance(url, str) and url else None
 
 
+def lab_ca(name: str, root: Path | None = None) -> Path | None:
+    """The CA of lab NAME's PKI ("tls_dir" in its state), None when it runs plain
+    (`lab up --insecure`) or cannot be read (the command then fails on its own terms)."""
+    try:
+        state = json.loads(((root or labs_dir()) / name / LAB_STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    tls_dir = state.get("tls_dir") if isinstance(state, dict) else None
+    return Path(tls_dir) / "ca.crt" if isinstance(tls_dir, str) and tls_dir else None
+
+
+def resolve_lab(api: str | None, lab: str | None, root: Path | None = None) -> str | None:
+    """The lab whose API resolve_api_url picks, None when it is not a lab's."""
+    if api:
+        return None
+    if lab:
+        return lab
+    names = lab_names(root)
+    return names[0] if len(names) == 1 else None
+
+
 def resolve_api_url(api: str | None, lab: str | None, root: Path | None = None) -> str:
     """--api (or HYPETUNNEL_API) wins; then the named lab; then the only lab; else the default."""
     if api:
@@ -98,6 +119,7 @@ class CliState:
     lab: str | None = None
     verbose: bool = False
     client_factory: ClientFactory = field(default=ApiClient)
+    ca: Path | None = None  # --ca / HYPETUNNEL_CA; else the lab's CA when the API is a lab's
     cache: ActiveCache | None = field(default_factory=lambda: ActiveCache(default_cache_path()))
     _url: str | None = None
 
@@ -113,15 +135,25 @@ class CliState:
     def _urls(self) -> list[str]:
         return [u for u in self.api_url.split(",") if u]
 
+    def _factory(self) -> ClientFactory:
+        """The client factory, verifying HTTPS against our CA (an injected factory is kept)."""
+        ca = self.ca
+        if ca is None:
+            lab = resolve_lab(self.api, self.lab)
+            ca = lab_ca(lab) if lab else None
+        if ca is None or self.client_factory is not ApiClient:
+            return self.client_factory
+        return functools.partial(ApiClient, ca=ca)
+
     def client(self) -> ApiClient:
         urls = self._urls()
         if len(urls) == 1:
             self.say(f"using {urls[0]}")
-            return self.client_factory(urls[0])
+            return self._factory()(urls[0])
         return self.client_pool().active()
 
     def client_pool(self) -> ClientPool:
-        return ClientPool(self._urls(), self.client_factory, cache=self.cache, report=self.say)
+        return ClientPool(self._urls(), self._factory(), cache=self.cache, report=self.say)
 
     def say(self, message: str) -> None:
         """-v: who was asked and who answered, on stderr (stdout stays the command's)."""

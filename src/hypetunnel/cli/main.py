@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from hypetunnel.cli import auditcmd, controllercmd, democmd, fabric, labcmd, mobility, resources
+from hypetunnel.cli import (
+    auditcmd,
+    controllercmd,
+    democmd,
+    fabric,
+    labcmd,
+    mobility,
+    pkicmd,
+    resources,
+)
 from hypetunnel.cli.context import CliState
 
 app = typer.Typer(
@@ -32,6 +42,12 @@ def main(
         str | None,
         typer.Option("--lab", envvar="HYPETUNNEL_LAB", help="use the API of the lab NAME"),
     ] = None,
+    ca: Annotated[
+        Path | None,
+        typer.Option("--ca", envvar="HYPETUNNEL_CA", dir_okay=False,
+                     help="CA file the API's HTTPS certificate is verified against "
+                          "(default: the lab's CA, when the API is a lab's)"),
+    ] = None,
     verbose: Annotated[
         bool,
         typer.Option("--verbose", "-v",
@@ -42,6 +58,7 @@ def main(
     st = ctx.ensure_object(CliState)
     st.api = api
     st.lab = lab
+    st.ca = ca
     st.verbose = verbose
     st.forget_url()
 
@@ -55,6 +72,7 @@ mobility.register(app)  # also adds `vm move` and `hypervisor drain|undrain`
 app.add_typer(labcmd.app, name="lab")
 app.add_typer(controllercmd.app, name="controller")
 auditcmd.register(app)
+app.add_typer(pkicmd.app, name="pki")
 
 # The lead's democmd adds `demo`/`verify` through register(app) once it exists.
 _register_demo = getattr(democmd, "register", None)
