@@ -119,7 +119,7 @@ def up(file: Path, name: str, progress: Progress = lambda _: None,
         with api_for(lab) as api:
             api.apply(enlisted(intent, lab, ha).model_dump(mode="json", exclude_none=True))
             sync_vms(lab, api, progress)
-            wait_converged(api, timeout, progress)
+            wait_converged(api, timeout, progress, lab=lab)
         if agent:
             start_agent(lab)
     except LabError as e:
@@ -270,16 +270,29 @@ def _stamp(path: Path) -> int:
         return 0
 
 
-def wait_converged(api: ApiClient, timeout: float, progress: Progress = lambda _: None) -> dict:
+def wait_converged(api: ApiClient, timeout: float, progress: Progress = lambda _: None,
+                   lab: Lab | None = None) -> dict:
+    """Until the controller says every switch holds its desired state. With `lab` (a pair),
+    follow a hand-over: a standby never converges anything, ask the active instead."""
     deadline = time.monotonic() + timeout
     status: dict = {}
-    while time.monotonic() < deadline:
-        status = api.status()
-        vms = status.get("vms", {})
-        if status.get("converged") and vms.get("bound") == vms.get("total"):
-            progress("converged: every switch has exactly its desired flows and tunnels")
-            return status
-        time.sleep(0.1)
+    followed: list[ApiClient] = []
+    try:
+        while time.monotonic() < deadline:
+            status = api.status()
+            if lab is not None and status.get("controller", {}).get("role") == "standby":
+                api = api_for(lab)
+                followed.append(api)
+                progress(f"the pair handed over: asking {status['controller'].get('leader')}")
+                continue
+            vms = status.get("vms", {})
+            if status.get("converged") and vms.get("bound") == vms.get("total"):
+                progress("converged: every switch has exactly its desired flows and tunnels")
+                return status
+            time.sleep(0.1)
+    finally:
+        for client in followed:
+            client.close()
     raise LabError(f"not converged after {timeout}s: {status}")
 
 
