@@ -174,7 +174,11 @@ OpenFlow (OVS `ssl:` targets) and OVSDB (`pssl:6640`); plain: the same over TCP 
 management overlay, only without TLS). The flow-rate runs alternate TLS and plain on one
 ovs-vswitchd (userspace datapath), after one warm-up round each: per run {raw}.
 Lab sizes: the bundled 3-hypervisor example; 12 hypervisors with 48 VMs
-(benchmarks/convergence.py's large intent).
+(benchmarks/convergence.py's large intent). How to read the lab rows: `lab up` is mostly
+building namespaces and Open vSwitch instances, and a restart's figure includes when each
+switch next retries (its reconnection back-off, up to 1 s): both spread by more than TLS
+costs, in either direction, on a loaded machine; the flow rate and the failover are the
+direct comparisons.
 {load_note()}.
 """
 

@@ -123,7 +123,11 @@ def test_over_tls_a_plain_client_and_another_ca_get_nothing(
             reader, writer = await asyncio.open_unix_connection(str(socket))
             writer.write(codec.hello_bytes())
             async with asyncio.timeout(5):
-                assert await reader.read() == b""
+                try:
+                    got = await reader.read()
+                except ConnectionResetError:
+                    got = b""  # reset instead of closed: still not a byte
+            assert got == b""
             writer.close()
             # A certificate for "hv1" from another CA: the TLS handshake fails.
             stranger = FakeSwitch(datapath_id_for("hv1"))
