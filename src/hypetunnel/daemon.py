@@ -15,6 +15,7 @@ from pathlib import Path
 import uvicorn
 
 from hypetunnel.api.app import create_app
+from hypetunnel.api.tokens_bootstrap import ensure_bootstrap_token
 from hypetunnel.controller.ha import HaConfig
 from hypetunnel.controller.runtime import Controller
 from hypetunnel.store.base import Store
@@ -55,6 +56,8 @@ async def serve(config: DaemonConfig) -> None:
                             switch_targets=config.switch_targets, ha=ha)
     await controller.start()
     app = create_app(controller.service, controller)
+    # The first admin token, once this controller may write and none exists in the store.
+    bootstrap = asyncio.create_task(ensure_bootstrap_token(app.state.tokens, config.state_dir))
     if config.api.startswith("unix:"):
         uv = uvicorn.Config(app, uds=config.api.removeprefix("unix:"), log_level="warning",
                             lifespan="off")
@@ -71,5 +74,6 @@ async def serve(config: DaemonConfig) -> None:
     try:
         await server.serve()
     finally:
+        bootstrap.cancel()
         await controller.stop()
         store.close()

@@ -36,7 +36,8 @@ def ha() -> Iterator[Lab]:
 
 
 def api(lab: Lab, node: str) -> ApiClient:
-    return ApiClient(hapair.controllers(lab)[node].api_url, timeout=2.0)
+    return ApiClient(hapair.controllers(lab)[node].api_url, timeout=2.0,
+                     token=datacenter.token_for(lab))
 
 
 def controller_view(lab: Lab, node: str) -> dict[str, Any]:
@@ -342,7 +343,7 @@ def test_a_frozen_etcd_leader_stalls_writes_but_not_the_pair(ha: Lab) -> None:
             name = f"frz{len(results)}"
             started = time.monotonic()
             try:
-                with ApiClient(url, timeout=20.0) as a:
+                with ApiClient(url, timeout=20.0, token=datacenter.token_for(ha)) as a:
                     a.create_vm("acme", {"name": name, "network": "back"})  # placed: spread
                 status = 200
             except ApiError as e:

@@ -173,8 +173,10 @@ class TokenRegistry:
 
     # -- writing (blocking: through the API's write runner) --------------------------------------
     def create(self, name: str, role: str, tenant: str | None = None,
-               expires_in: int | None = None) -> tuple[TokenRecord, str]:
-        """Store a new token; return its record and the token string (shown once)."""
+               expires_in: int | None = None,
+               before_commit: Callable[[str], None] | None = None) -> tuple[TokenRecord, str]:
+        """Store a new token; return its record and the token string (shown once).
+        `before_commit(token)` runs before the record is stored (to keep a copy first)."""
         errors = check_new_token(name, role, tenant, expires_in)
         if errors:
             raise IntentInvalid(errors)
@@ -189,8 +191,11 @@ class TokenRegistry:
             now = self.clock()
             record = TokenRecord(name, Role(role), tenant, hash_secret(secret), now,
                                  expires_at=None if expires_in is None else now + expires_in)
+            token = f"{TOKEN_SCHEME}.{name}.{secret}"
+            if before_commit is not None:
+                before_commit(token)
             self._commit(record)
-        return record, f"{TOKEN_SCHEME}.{name}.{secret}"
+        return record, token
 
     def revoke(self, name: str) -> TokenRecord:
         with self._write_lock:
