@@ -367,3 +367,35 @@ def test_a_frozen_etcd_leader_stalls_writes_but_not_the_pair(ha: Lab) -> None:
             a.delete_vm("acme", n)
         datacenter.sync_vms(ha, a)
         datacenter.wait_converged(a, 30)
+
+
+def test_tokens_hold_on_both_controllers_and_a_revocation_reaches_the_standby_within_1_s(
+        ha: Lab) -> None:
+    act = active_node(ha)
+    sby = other(act)
+    name = f"ha-ops-{os.getpid() % 100000}"
+
+    def answer(node: str, token: str) -> int:
+        try:
+            with ApiClient(hapair.controllers(ha)[node].api_url, timeout=2.0, token=token) as a:
+                a.controller()
+        except ApiError as e:
+            return e.status
+        return 200
+
+    # The bootstrap token, written by whichever controller was active first, opens both.
+    bootstrap = datacenter.token_for(ha)
+    assert bootstrap and answer(act, bootstrap) == 200 and answer(sby, bootstrap) == 200
+    with api(ha, act) as a:
+        token = a.create_token(name, "operator")["token"]
+    wait_until(lambda: answer(sby, token) == 200, 5, "the standby to accept the new token")
+    assert answer(act, token) == 200
+    with api(ha, act) as a:
+        a.revoke_token(name)
+    revoked = time.monotonic()
+    assert answer(act, token) == 401
+    wait_until(lambda: answer(sby, token) == 401, 5, "the standby to refuse the revoked token",
+               interval=0.02)
+    took = time.monotonic() - revoked
+    print(f"revocation refused by the standby after {took * 1000:.0f} ms")
+    assert took < 1.0, f"the standby accepted a revoked token for {took:.2f} s"

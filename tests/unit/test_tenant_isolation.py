@@ -127,3 +127,25 @@ def test_trace_stays_inside_the_tenant(w: World, who: str) -> None:
     full = w.request("operator", "GET", f"{P}/trace",
                      params={"src": "acme/web1", "dst": "acme/web2"})
     assert PROVIDER_FACT.search(full.text)
+
+
+def test_a_tenant_cannot_choose_a_vni_nor_learn_whose_it_is(w: World) -> None:
+    before = w.store.load()
+    r = w.request("tenant-admin", "POST", f"{P}/tenants/acme/networks",
+                  json={"name": "probe", "cidr": "10.8.0.0/24", "vni": 6001})  # globex's
+    assert r.status_code == 422 and r.json()["detail"]["errors"][0]["path"] == "vni"
+    assert "globex" not in r.text
+    assert w.store.load() == before
+
+
+def test_errors_to_a_tenant_name_no_hypervisor(w: World) -> None:
+    intent = w.service.intent
+    w.service.apply(intent.model_copy(update={"hypervisors": [
+        h.model_copy(update={"schedulable": False}) for h in intent.hypervisors]}))
+    r = w.request("tenant-admin", "POST", f"{P}/tenants/acme/vms",
+                  json={"name": "web9", "network": "front"})
+    assert r.status_code == 422, r.text
+    assert not re.search(r"\bhv[0-9]\b|drained|free", r.text), r.text
+    provider = w.request("admin", "POST", f"{P}/tenants/acme/vms",
+                         json={"name": "web9", "network": "front"})
+    assert provider.status_code == 422 and PROVIDER_FACT.search(provider.text), provider.text

@@ -87,12 +87,20 @@ async def _json_body(request: Request) -> Any:
         return None  # the route's own parsing answers 400
 
 
-async def no_placement(principal: Principal, request: Request) -> None:
-    """A tenant does not choose (nor learn) hypervisors: refused rather than ignored."""
-    body = await _json_body(request)
-    if isinstance(body, dict) and body.get("hypervisor") is not None:
-        raise IntentInvalid([FieldError("hypervisor", "placement is the provider's: a tenant "
-                                                      "token cannot choose a hypervisor")])
+def provider_field(field: str, why: str) -> Guard:
+    """A guard refusing `field` in a tenant's body: the provider decides it, fabric-wide, and
+    its errors would tell about others (which hypervisors exist, whose network holds a VNI)."""
+
+    async def guard(principal: Principal, request: Request) -> None:
+        body = await _json_body(request)
+        if isinstance(body, dict) and body.get(field) is not None:
+            raise IntentInvalid([FieldError(field, f"{why}: a tenant token cannot choose it")])
+
+    return guard
+
+
+no_placement = provider_field("hypervisor", "placement is the provider's")
+no_vni = provider_field("vni", "VNIs are assigned by the provider, fabric-wide")
 
 
 async def own_trace(principal: Principal, request: Request) -> None:
@@ -130,7 +138,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", f"{P}/tenants/{{tenant}}"): tenant_read(tenantview.tenant),
     ("DELETE", f"{P}/tenants/{{tenant}}"): TENANT_ADMIN_ONLY,
     ("GET", f"{P}/tenants/{{tenant}}/networks"): tenant_read(),
-    ("POST", f"{P}/tenants/{{tenant}}/networks"): tenant_write(),
+    ("POST", f"{P}/tenants/{{tenant}}/networks"): tenant_write(no_vni),
     ("GET", f"{P}/tenants/{{tenant}}/networks/{{network}}"): tenant_read(),
     ("DELETE", f"{P}/tenants/{{tenant}}/networks/{{network}}"): tenant_write(),
     ("GET", f"{P}/tenants/{{tenant}}/vms"): tenant_read(tenantview.vms),
@@ -220,7 +228,11 @@ class PolicyRoute(IntegralJsonRoute):
         handler = super().get_route_handler()
 
         async def run(request: Request) -> Response:
-            response = await handler(request)
+            try:
+                response = await handler(request)
+            except HypeTunnelError as e:
+                _scrub(e, request)
+                raise
             principal = getattr(request.state, "principal", None)
             rule = rule_of(request)
             if (principal is None or principal.is_provider or rule is None or rule.view is None
@@ -231,6 +243,23 @@ class PolicyRoute(IntegralJsonRoute):
             return JSONResponse(seen, status_code=response.status_code)
 
         return run
+
+
+def _scrub(exc: HypeTunnelError, request: Request) -> None:
+    """A tenant role's error names no hypervisor (e.g. placement: "hv2 is full")."""
+    principal = getattr(request.state, "principal", None)
+    errors = getattr(exc, "errors", None)
+    if principal is None or principal.is_provider or not isinstance(errors, list):
+        return
+    names = [h.name for h in request.app.state.service.intent.hypervisors]
+
+    def scrubbed(e: FieldError) -> FieldError:
+        if e.path.endswith("hypervisor"):  # placement: which hypervisors, how full, drained
+            return FieldError(e.path, "no room for this VM now (capacity is the provider's)")
+        return FieldError(e.path, tenantview.hide_names(e.reason, names))
+
+    exc.errors = [scrubbed(e) if isinstance(e, FieldError) else e  # type: ignore[attr-defined]
+                  for e in errors]
 
 
 class UnruledRoute(HypeTunnelError):
