@@ -23,9 +23,10 @@ from rich.console import Console
 from rich.text import Text
 
 from hypetunnel.client import ActiveCache, ApiClient, ClientError, ClientPool, default_cache_path
-from hypetunnel.client.config import Profile, default_config_path, find_token, select_profile
+from hypetunnel.client.config import Profile, default_config_path, select_profile
 from hypetunnel.client.pool import ClientFactory
 from hypetunnel.errors import FieldError, IntentInvalid
+from hypetunnel.lab.controller import lab_token as lab_dir_token
 
 DEFAULT_API_URL = "http://127.0.0.1:8650"
 DEFAULT_LABS_DIR = Path("/run/hypetunnel/labs")
@@ -104,12 +105,7 @@ def resolve_target(api: str | None, lab: str | None, root: Path | None = None,
 
 def lab_token(name: str, root: Path | None = None) -> str | None:
     """The bootstrap admin token of lab NAME's controller(s), read from their state dirs."""
-    lab_dir = (root or labs_dir()) / name
-    try:
-        dirs = sorted(p for p in lab_dir.iterdir() if p.is_dir())
-    except OSError:
-        return None
-    return find_token(dirs)
+    return lab_dir_token((root or labs_dir()) / name)
 
 
 @dataclass

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from hypetunnel.client.config import TOKEN_FILE, find_token
+from hypetunnel.client.config import find_token
 from hypetunnel.lab.proc import LabError, pid_alive, wait_until
 
 TOKEN_WAIT = 30.0  # seconds: a fresh controller writes its bootstrap token right after start
@@ -67,11 +67,6 @@ class LabController:
     @property
     def api_url(self) -> str:
         return str(self.info().get("api_url", ""))
-
-    @property
-    def token_file(self) -> Path:
-        """Where this controller writes the bootstrap admin token (if it is the one that does)."""
-        return self.directory / TOKEN_FILE
 
     @property
     def openflow_target(self) -> str:
