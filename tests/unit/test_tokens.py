@@ -130,3 +130,22 @@ def test_bad_durations_name_the_field(text: str) -> None:
     with pytest.raises(IntentInvalid) as info:
         parse_duration(text, "--expires")
     assert info.value.errors[0].path == "--expires"
+
+
+def test_the_request_state_tells_the_audit_who_asked_or_why_not() -> None:
+    w = World()
+    seen: list[tuple[object, object]] = []
+
+    @w.app.middleware("http")
+    async def record(request, call_next):  # type: ignore[no-untyped-def]
+        response = await call_next(request)
+        seen.append((getattr(request.state, "principal", None),
+                     getattr(request.state, "auth_failure", None)))
+        return response
+
+    w.http.get(f"{P}/status")
+    w.request("revoked", "GET", f"{P}/status")
+    w.request("tenant-reader", "GET", f"{P}/status")  # 403: the principal is known
+    assert seen[0] == (None, "missing") and seen[1] == (None, "revoked")
+    principal, failure = seen[2]
+    assert failure is None and principal.name == "t-acme-reader"  # type: ignore[attr-defined]

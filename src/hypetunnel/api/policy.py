@@ -202,12 +202,14 @@ async def authorize(request: Request) -> None:
     tokens: TokenRegistry = request.app.state.tokens
     presented = bearer_token(request)
     if presented is None:
-        raise Unauthenticated("missing")
-    if presented == "":
-        raise Unauthenticated("malformed")
-    await _fresh(tokens)
-    who = tokens.verify(presented)
+        who: Principal | Rejected = Rejected("missing")
+    elif presented == "":
+        who = Rejected("malformed")
+    else:
+        await _fresh(tokens)
+        who = tokens.verify(presented)
     if isinstance(who, Rejected):
+        request.state.auth_failure = who.failure  # for the audit trail (INTERFACES.md)
         raise Unauthenticated(who.failure)
     request.state.principal = who
     if who.role in TENANT_ROLES and rule.scope == "path":
