@@ -149,3 +149,10 @@ def test_the_request_state_tells_the_audit_who_asked_or_why_not() -> None:
     assert seen[0] == (None, "missing") and seen[1] == (None, "revoked")
     principal, failure = seen[2]
     assert failure is None and principal.name == "t-acme-reader"  # type: ignore[attr-defined]
+
+
+def test_an_unreadable_token_record_is_ignored_not_fatal() -> None:
+    w = World()
+    w.service.put_records({f"{PREFIX}broken": {"name": "broken", "role": "root"}})
+    assert w.request("admin", "GET", f"{P}/status").status_code == 200
+    assert "broken" not in {t["name"] for t in w.request("admin", "GET", f"{P}/tokens").json()}

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 import threading
@@ -28,6 +29,8 @@ from typing import Any
 from hypetunnel.api.auth import TENANT_ROLES, Principal, Role
 from hypetunnel.controller.service import FabricService, ObjectConflict
 from hypetunnel.errors import FieldError, IntentInvalid, NotFound
+
+log = logging.getLogger(__name__)
 
 PREFIX = "token/"
 TOKEN_SCHEME = "ht"
@@ -142,8 +145,15 @@ class TokenRegistry:
         # The revision is taken before the read: a commit landing meanwhile leaves it stale,
         # so the next check reads again rather than missing that commit.
         revision = self.service.revision
-        docs = self.service.records(PREFIX)
-        self._records = {r.name: r for r in (TokenRecord.from_doc(d) for d in docs.values())}
+        records = {}
+        for key, doc in self.service.records(PREFIX).items():
+            try:
+                record = TokenRecord.from_doc(doc)
+            except (KeyError, TypeError, ValueError) as e:  # refused, not fatal to the rest
+                log.warning("ignoring the unreadable token record %s: %s", key, e)
+                continue
+            records[record.name] = record
+        self._records = records
         self._revision = revision
 
     def records(self) -> list[TokenRecord]:
