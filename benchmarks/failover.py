@@ -37,7 +37,8 @@ from hypetunnel.model.intent import network_mtu
 
 def view(lab, node):  # type: ignore[no-untyped-def]
     try:
-        with hapair.ApiClient(hapair.controllers(lab)[node].api_url, timeout=2.0) as a:
+        with hapair.ApiClient(hapair.controllers(lab)[node].api_url, timeout=2.0,
+                              token=hapair.lab_token(lab.directory)) as a:
             return a.status()
     except Exception:
         return {}

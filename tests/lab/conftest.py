@@ -33,7 +33,7 @@ def fabric() -> Iterator[LabFabric]:
     try:
         lab = datacenter.up(bundled_example(), name, timeout=90)
         ctl = datacenter.lab_controller(lab)
-        with ApiClient(ctl.api_url) as api:
+        with ApiClient(ctl.api_url, token=datacenter.token_for(lab)) as api:
             yield LabFabric(lab, api, ctl)
     finally:
         datacenter.down(name)

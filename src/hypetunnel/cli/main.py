@@ -6,7 +6,16 @@ from typing import Annotated
 
 import typer
 
-from hypetunnel.cli import auditcmd, controllercmd, democmd, fabric, labcmd, mobility, resources
+from hypetunnel.cli import (
+    auditcmd,
+    controllercmd,
+    democmd,
+    fabric,
+    labcmd,
+    mobility,
+    resources,
+    tokencmd,
+)
 from hypetunnel.cli.context import CliState
 
 app = typer.Typer(
@@ -32,6 +41,11 @@ def main(
         str | None,
         typer.Option("--lab", envvar="HYPETUNNEL_LAB", help="use the API of the lab NAME"),
     ] = None,
+    profile: Annotated[
+        str | None,
+        typer.Option("--profile", envvar="HYPETUNNEL_PROFILE",
+                     help="profile of ~/.config/hypetunnel/config.yaml (API URL, token, CA)"),
+    ] = None,
     verbose: Annotated[
         bool,
         typer.Option("--verbose", "-v",
@@ -42,6 +56,7 @@ def main(
     st = ctx.ensure_object(CliState)
     st.api = api
     st.lab = lab
+    st.profile = profile
     st.verbose = verbose
     st.forget_url()
 
@@ -55,6 +70,7 @@ mobility.register(app)  # also adds `vm move` and `hypervisor drain|undrain`
 app.add_typer(labcmd.app, name="lab")
 app.add_typer(controllercmd.app, name="controller")
 auditcmd.register(app)
+app.add_typer(tokencmd.app, name="token")
 
 # The lead's democmd adds `demo`/`verify` through register(app) once it exists.
 _register_demo = getattr(democmd, "register", None)

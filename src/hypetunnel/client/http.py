@@ -31,16 +31,23 @@ class ApiClient:
         transport: httpx.BaseTransport | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
         http: httpx.Client | None = None,
+        token: str | None = None,
+        ca_file: str | None = None,
     ) -> None:
-        """`transport` or a whole `http` client (e.g. starlette's TestClient) may be injected."""
+        """`transport` or a whole `http` client (e.g. starlette's TestClient) may be injected.
+        `token`: sent as `Authorization: Bearer` with every request; `ca_file`: the CA that
+        signed an HTTPS API's certificate."""
         self.base_url = base_url.rstrip("/")
+        self.token = token
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._owns_http = http is None  # an injected client belongs to whoever made it
         http_base = self.base_url
         if self.base_url.startswith("unix:"):  # an API served on a unix socket (the HA lab's)
             transport = transport or httpx.HTTPTransport(uds=self.base_url.removeprefix("unix:"))
             http_base = "http://hypetunnel"
         self._http = http or httpx.Client(
-            base_url=http_base, transport=transport, timeout=timeout
+            base_url=http_base, transport=transport, timeout=timeout,
+            verify=ca_file if ca_file else True,
         )
 
     def close(self) -> None:
@@ -60,9 +67,10 @@ class ApiClient:
         url = f"{API_PREFIX}{path}"
         try:
             if timeout is None:
-                response = self._http.request(method, url, json=body)
+                response = self._http.request(method, url, json=body, headers=self._headers)
             else:
-                response = self._http.request(method, url, json=body, timeout=timeout)
+                response = self._http.request(method, url, json=body, headers=self._headers,
+                                              timeout=timeout)
         except httpx.ConnectError as e:
             raise ApiUnreachable(
                 self.base_url,
@@ -185,3 +193,19 @@ class ApiClient:
 
     def delete_vm(self, tenant: str, name: str) -> JSON:
         return self._object("DELETE", f"/tenants/{self._seg(tenant)}/vms/{self._seg(name)}")
+
+    def create_token(self, name: str, role: str, tenant: str | None = None,
+                     expires_in: int | None = None) -> JSON:
+        """The answer's `token` is the only copy of the secret."""
+        body: dict[str, Any] = {"name": name, "role": role}
+        if tenant is not None:
+            body["tenant"] = tenant
+        if expires_in is not None:
+            body["expires_in"] = expires_in
+        return self._object("POST", "/tokens", body)
+
+    def list_tokens(self) -> Any:
+        return self._request("GET", "/tokens")
+
+    def revoke_token(self, name: str) -> JSON:
+        return self._object("DELETE", f"/tokens/{self._seg(name)}")

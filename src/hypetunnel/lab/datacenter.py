@@ -21,7 +21,7 @@ from typing import Any
 from hypetunnel.client import ApiClient
 from hypetunnel.lab import diagnose
 from hypetunnel.lab.announce import announce
-from hypetunnel.lab.controller import LabController
+from hypetunnel.lab.controller import TOKEN_WAIT, LabController, lab_token
 from hypetunnel.lab.proc import LabError
 from hypetunnel.lab.state import STATE_FILE
 from hypetunnel.lab.topology import Lab
@@ -42,7 +42,12 @@ def api_for(lab: Lab) -> ApiClient:
     urls = [u for u in (lab.api_url or "").split(",") if u]
     if len(urls) > 1:
         return hapair.active_api(lab)
-    return ApiClient(urls[0] if urls else lab_controller(lab).api_url)
+    return ApiClient(urls[0] if urls else lab_controller(lab).api_url, token=token_for(lab))
+
+
+def token_for(lab: Lab) -> str | None:
+    """The lab's bootstrap admin token, waiting for a controller just started to write it."""
+    return lab_token(lab.directory, wait=TOKEN_WAIT)
 
 
 def warm_underlay(lab: Lab) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from hypetunnel.client import ActiveCache, ApiClient, ClientPool
-from hypetunnel.lab.controller import LabController
+from hypetunnel.lab.controller import TOKEN_WAIT, LabController, lab_token
 from hypetunnel.lab.etcd import EtcdCluster, EtcdMember
 from hypetunnel.lab.proc import LabError, wait_until
 from hypetunnel.lab.topology import Lab
@@ -67,14 +67,18 @@ def start(lab: Lab, progress: Callable[[str], None]) -> str:
         progress(f"controller {node}: starting in {ctl.netns}")
         urls.append(ctl.start(openflow=f"tcp:0.0.0.0:{OPENFLOW_PORT}"))
         if node == NODES[0]:  # the primary first, so who is active is predictable
-            wait_until(lambda u=urls[0]: role(u) == "active", 30, f"{node} to become active")
-    wait_until(lambda: role(urls[1]) == "standby", 30, "ctl2 to become standby")
+            # The active one writes the bootstrap token; the standby finds it in the store.
+            lab_token(lab.directory, wait=TOKEN_WAIT)
+            wait_until(lambda u=urls[0]: role(u, lab_token(lab.directory)) == "active", 30,
+                       f"{node} to become active")
+    wait_until(lambda: role(urls[1], lab_token(lab.directory)) == "standby", 30,
+               "ctl2 to become standby")
     return ",".join(urls)
 
 
-def role(url: str) -> str | None:
+def role(url: str, token: str | None) -> str | None:
     try:
-        with ApiClient(url, timeout=1.0) as api:
+        with ApiClient(url, timeout=1.0, token=token) as api:
             return str(api.controller().get("role"))
     except Exception:
         return None
@@ -82,4 +86,5 @@ def role(url: str) -> str | None:
 
 def active_api(lab: Lab) -> ApiClient:
     urls = [u for u in (lab.api_url or "").split(",") if u]
-    return ClientPool(urls, cache=ActiveCache(lab.directory / "active-controller.json")).active()
+    return ClientPool(urls, cache=ActiveCache(lab.directory / "active-controller.json"),
+                      token=lab_token(lab.directory, wait=TOKEN_WAIT)).active()
