@@ -100,6 +100,8 @@ def url_of(path: str, tenant: str) -> tuple[str, dict[str, str]]:
     params = {}
     if path.endswith("/trace"):
         params = {"src": f"{tenant}/web1", "dst": "10.1.0.11"}
+    if path.endswith("/audit"):  # a tenant asking for another's entries gets none
+        params = {"tenant": tenant}
     name = "nosuch-token" if "/tokens/" in path else "hv1"
     return (path.replace("{tenant}", tenant).replace("{network}", "front")
             .replace("{vm}", "web1").replace("{name}", name)), params
@@ -155,6 +157,11 @@ def test_route_by_role(method: str, path: str) -> None:
                 assert r.status_code not in (401, 403), where
                 if who in TENANT:  # never the answer that hides another tenant
                     assert "tenants/globex" not in r.text, where
+                if path.endswith("/audit"):
+                    assert r.status_code == 200, where
+                    if who in TENANT:
+                        assert own or r.json() == [], where
+                        assert all(e["tenant"] == "acme" for e in r.json()), where
 
 
 @pytest.mark.parametrize("who", ["tenant-admin", "tenant-reader"])
