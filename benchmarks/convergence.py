@@ -157,8 +157,7 @@ def lab_up(file: Path, name: str, timeout: float) -> tuple[Lab, list[tuple[str, 
     with port_clock() as ports:
         lab = datacenter.up(file, name, clock, timeout=timeout)
     end = time.time()
-    with ApiClient(datacenter.lab_controller(lab).api_url,
-                   token=datacenter.token_for(lab)) as api:
+    with datacenter.api_for(lab) as api:
         last_push = max(s["last_flow_push"] or 0.0 for s in api.status()["switches"])
     return lab, clock.phases(end, ports, last_push)
 
@@ -352,8 +351,7 @@ def bench_small(rounds: int) -> str:
     load0 = load_note()
     try:
         lab, phases = lab_up(EXAMPLE, name, timeout=120)
-        with port_clock() as clock, ApiClient(datacenter.lab_controller(lab).api_url,
-                                              token=datacenter.token_for(lab)) as api:
+        with port_clock() as clock, datacenter.api_for(lab) as api:
             st = api.status()
             flows = {s["hypervisor"]: s["flows"] for s in st["switches"]}
             # acme/front lives on all three hypervisors; globex/front (gre) only on hv1 and
@@ -420,8 +418,8 @@ def bench_large(rounds: int, hypervisors: int, vms: int, samples: int) -> str:
         print(f"(b) lab up {hypervisors} hypervisors / {vms} VMs ...", flush=True)
         lab, phases = lab_up(file, name, timeout=300)
         rss = ovs_rss_mb(lab)
-        with port_clock() as clock, ApiClient(datacenter.lab_controller(lab).api_url,
-                                              timeout=60, token=datacenter.token_for(lab)) as api:
+        ctl = datacenter.lab_controller(lab)
+        with port_clock() as clock, datacenter.client(lab, ctl.api_url, timeout=60) as api:
             st = api.status()
             flows = [s["flows"] for s in st["switches"]]
             tunnels = [s["tunnels"] for s in st["switches"]]

@@ -37,7 +37,8 @@ from hypetunnel.model.intent import network_mtu
 
 def view(lab, node):  # type: ignore[no-untyped-def]
     try:
-        with hapair.ApiClient(hapair.controllers(lab)[node].api_url, timeout=2.0,
+        ctl = hapair.controllers(lab)[node]
+        with hapair.ApiClient(ctl.api_url, timeout=2.0, ca=ctl.ca,
                               token=hapair.lab_token(lab.directory)) as a:
             return a.status()
     except Exception:
@@ -58,12 +59,13 @@ def retire(lab, vm: str) -> None:  # type: ignore[no-untyped-def]
         datacenter.wait_converged(a, 20)
 
 
-def run(kills: int) -> tuple[list[float], list[float], list[int], list[float]]:
+def run(kills: int, insecure: bool = False
+        ) -> tuple[list[float], list[float], list[int], list[float]]:
     name = f"fo{os.getpid() % 10000}"
     datacenter.down(name)
     takeovers, first_flows, losses, bound = [], [], [], []
     try:
-        lab = datacenter.up(bundled_example(), name, ha=True, timeout=90)
+        lab = datacenter.up(bundled_example(), name, ha=True, timeout=90, insecure=insecure)
         src, dst = lab.vm("acme/db1"), lab.vm("acme/db2")
         for i in range(kills):
             act = next(n for n in hapair.NODES
@@ -94,7 +96,7 @@ def run(kills: int) -> tuple[list[float], list[float], list[int], list[float]]:
             m = re.search(r"(\d+) packets transmitted, (\d+) received", out)
             assert m, out
             losses.append(int(m.group(1)) - int(m.group(2)))
-            hapair.controllers(lab)[act].start(openflow=f"tcp:0.0.0.0:{hapair.OPENFLOW_PORT}")
+            hapair.controllers(lab)[act].start()
             wait_until(lambda n=act: view(lab, n).get("controller", {}).get("role") == "standby",
                        30, f"{act} back as standby")
             print(f"kill {i + 1}: takeover {takeovers[-1] * 1000:.0f} ms, first flow "

@@ -23,7 +23,9 @@ from hypetunnel.api.guards import Guards
 from hypetunnel.api.ratelimit import RateLimit
 from hypetunnel.api.tokens_bootstrap import ensure_bootstrap_token
 from hypetunnel.controller.ha import HaConfig
+from hypetunnel.controller.peertls import PeerTls
 from hypetunnel.controller.runtime import Controller
+from hypetunnel.pki import TlsConfig, client_context
 from hypetunnel.store.audit import AuditStore
 from hypetunnel.store.base import Store
 
@@ -41,6 +43,11 @@ class DaemonConfig:
     peer: str | None = None  # HA: HOST:PORT for heartbeats to the standby
     api_rate: float = RateLimit.rate  # requests/s per API caller (0: unlimited), see ratelimit
     api_burst: float = RateLimit.burst
+    # Our identity on every control channel (OpenFlow, OVSDB, ...); None: all plain.
+    tls: TlsConfig | None = None
+    # HA with TLS: the certificate names (CN) of the pair's controllers, the only peers
+    # accepted on the peer channel.
+    peer_names: list[str] = field(default_factory=list)
 
     def guards(self) -> Guards:
         rate = RateLimit(rate=self.api_rate, burst=self.api_burst) if self.api_rate > 0 else None
@@ -51,7 +58,12 @@ def open_store(config: DaemonConfig) -> Store:
     if config.etcd:
         from hypetunnel.store.etcd import EtcdStore
 
-        return EtcdStore(config.etcd)
+        # Members are reached by address: their certificates must name it (IP SAN).
+        tls = client_context(config.tls.identity, check_hostname=True) if config.tls else None
+        try:
+            return EtcdStore(config.etcd, tls=tls)
+        except ValueError as e:  # e.g. an http:// endpoint while TLS is configured
+            raise SystemExit(f"--etcd: {e}") from e
     from hypetunnel.store.sqlite import SqliteStore
 
     config.state_dir.mkdir(parents=True, exist_ok=True)
@@ -59,14 +71,25 @@ def open_store(config: DaemonConfig) -> Store:
 
 
 async def serve(config: DaemonConfig) -> None:
+    if config.etcd and config.tls is not None and not config.peer_names:
+        raise SystemExit("--etcd with --tls-dir needs --peer-name for every controller of the "
+                         "pair (their certificates' CN)")
     store = open_store(config)
     ha = None
     if config.etcd:
         if not (config.node and config.peer):
             raise SystemExit("--etcd needs --node and --peer (the HA pair)")
-        ha = HaConfig(config.node, config.peer, api_url=config.api)
+        peer_tls = None
+        if config.tls is not None:
+            peer_tls = PeerTls.from_identity(config.tls.identity, config.peer_names)
+        ha = HaConfig(config.node, config.peer, api_url=config.api, tls=peer_tls)
+    if config.tls is not None:
+        from hypetunnel.southbound.ovsdb.tls import use_identity
+
+        config.tls.identity.check()  # a missing file: one clear line before anything starts
+        use_identity(config.tls.identity)
     controller = Controller(store, openflow_listen=config.openflow,
-                            switch_targets=config.switch_targets, ha=ha)
+                            switch_targets=config.switch_targets, ha=ha, tls=config.tls)
     await controller.start()
     # The audit log is written through the store itself, not the role's fenced view: a
     # standby records the writes it refuses too.
@@ -74,13 +97,16 @@ async def serve(config: DaemonConfig) -> None:
                      audit_store=store if isinstance(store, AuditStore) else None)
     # The first admin token, once this controller may write and none exists in the store.
     bootstrap = asyncio.create_task(ensure_bootstrap_token(app.state.tokens, config.state_dir))
+    # HTTPS with our certificate; clients authenticate with tokens, not certificates.
+    cert, key = ((str(config.tls.identity.cert), str(config.tls.identity.key)) if config.tls
+                 else (None, None))
     if config.api.startswith("unix:"):
         uv = uvicorn.Config(app, uds=config.api.removeprefix("unix:"), log_level="warning",
-                            lifespan="off")
+                            lifespan="off", ssl_certfile=cert, ssl_keyfile=key)
     else:
         host, _, port = config.api.rpartition(":")
         uv = uvicorn.Config(app, host=host or "127.0.0.1", port=int(port), log_level="warning",
-                            lifespan="off")
+                            lifespan="off", ssl_certfile=cert, ssl_keyfile=key)
     server = uvicorn.Server(uv)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -38,9 +38,9 @@ def ha(request: pytest.FixtureRequest) -> Iterator[Lab]:
             datacenter.down(name)
 
 
-def api(lab: Lab, node: str) -> ApiClient:
-    return ApiClient(hapair.controllers(lab)[node].api_url, timeout=2.0,
-                     token=datacenter.token_for(lab))
+def api(lab: Lab, node: str, timeout: float = 2.0) -> ApiClient:
+    """`node`'s API with the lab's bootstrap token, HTTPS verified with the lab's CA."""
+    return datacenter.client(lab, hapair.controllers(lab)[node].api_url, timeout=timeout)
 
 
 def controller_view(lab: Lab, node: str) -> dict[str, Any]:
@@ -84,7 +84,7 @@ def ping_result(p: subprocess.Popen[str]) -> tuple[int, int, str]:
 
 
 def restart(lab: Lab, node: str) -> None:
-    hapair.controllers(lab)[node].start(openflow=f"tcp:0.0.0.0:{hapair.OPENFLOW_PORT}")
+    hapair.controllers(lab)[node].start()  # its own OpenFlow listener (TLS or plain)
     wait_until(lambda: controller_view(lab, node).get("role") == "standby", 30,
                f"{node} back as standby")
 
@@ -286,16 +286,75 @@ def test_garbage_on_the_peer_port_is_ignored(ha: Lab) -> None:
     act = active_node(ha)
     svc = ha.service(act)
     term = controller_view(ha, act)["term"]
+    # With TLS the active hangs up at the first garbage byte (the handshake fails), so the
+    # sender may be cut off mid-send: that is the drop, not a failure of the sender.
     junk = ("import socket, sys\n"
             "s = socket.create_connection((sys.argv[1], int(sys.argv[2])), 2)\n"
-            "s.sendall(b'\\xff\\xfe garbage\\n' * 1000 + b'hb evil 999\\n' + b'z' * 100000)\n"
+            "try:\n"
+            "    s.sendall(b'\\xff\\xfe garbage\\n' * 1000 + b'hb evil 999\\n' + b'z' * 100000)\n"
+            "except (BrokenPipeError, ConnectionResetError):\n"
+            "    pass\n"
             "s.close()\n")
+    log = ha.directory / act / "controller.log"
+    logged = log.read_text(errors="replace").count("peer channel:")
     pinger = start_ping(ha, "acme/db1", ha.vm("acme/db2").ip, 200)
     ha.exec(other(act), ["python3", "-c", junk, svc.mgmt_ip, str(hapair.PEER_PORT)])
+    if ha.tls_dir:  # dropped and logged by the active
+        wait_until(lambda: log.read_text(errors="replace").count("peer channel:") > logged, 5,
+                   "the active to log the dropped connection")
     sent, received, out = ping_result(pinger)
     assert sent == received, out[-300:]
     assert active_node(ha) == act and controller_view(ha, act)["term"] == term
     assert controller_view(ha, act)["standbys_connected"] == 1
+
+
+def test_a_hypervisor_certificate_gets_no_heartbeat_from_the_peer_port(ha: Lab) -> None:
+    """A valid certificate of the lab's CA that names a hypervisor, not a controller: the
+    active completes the handshake, then drops the connection (logged) without a heartbeat."""
+    if not ha.tls_dir:
+        pytest.skip("the lab runs --insecure")
+    act = active_node(ha)
+    hv = next(iter(ha.hypervisors))
+    log = ha.directory / act / "controller.log"
+    logged = log.read_text(errors="replace").count("is not a controller of this pair")
+    probe = ("import socket, ssl, sys\n"
+             "ctx = ssl.create_default_context(cafile=sys.argv[3])\n"
+             "ctx.check_hostname = False\n"
+             "ctx.load_cert_chain(sys.argv[4], sys.argv[5])\n"
+             "s = ctx.wrap_socket(socket.create_connection((sys.argv[1], int(sys.argv[2])), 2))\n"
+             "s.settimeout(2)\n"
+             "try:\n"
+             "    print(repr(s.recv(100)))\n"
+             "except (OSError, ssl.SSLError) as e:\n"
+             "    print('error', e)\n")
+    pki = ha.tls_dir
+    got = ha.exec(other(act), ["python3", "-c", probe, ha.service(act).mgmt_ip,
+                               str(hapair.PEER_PORT), str(pki / "ca.crt"),
+                               str(pki / f"{hv}.crt"), str(pki / f"{hv}.key")]).stdout
+    assert "hb " not in got, got
+    wait_until(lambda: log.read_text(errors="replace").count("is not a controller of this pair")
+               > logged, 5, "the active to log the refused certificate")
+    assert controller_view(ha, act)["standbys_connected"] == 1
+
+
+def test_etcd_answers_only_clients_with_a_certificate_of_the_lab_ca(ha: Lab) -> None:
+    """From a controller's namespace on the management overlay: plain HTTP and a TLS client
+    without a certificate get nothing from any member; the controller's certificate does."""
+    if not ha.tls_dir:
+        pytest.skip("the lab runs --insecure")
+    pki = ha.tls_dir
+    for m in hapair.etcd_cluster(ha).members:
+        health = f"{m.client_url}/health"
+        plain = ha.exec("ctl2", ["curl", "-s", "--max-time", "2",
+                                 health.replace("https://", "http://")], check=False)
+        bare = ha.exec("ctl2", ["curl", "-s", "--max-time", "2", "--cacert", str(pki / "ca.crt"),
+                                health], check=False)
+        ours = ha.exec("ctl2", ["curl", "-s", "--max-time", "2", "--cacert", str(pki / "ca.crt"),
+                                "--cert", str(pki / "ctl2.crt"), "--key", str(pki / "ctl2.key"),
+                                health], check=False)
+        assert '"health"' not in plain.stdout and '"health"' not in bare.stdout, m.name
+        assert bare.returncode != 0, m.name
+        assert '"health":"true"' in ours.stdout.replace(" ", ""), (m.name, ours.stdout)
 
 
 def bridge_ports(lab: Lab, name: str) -> list[str]:
@@ -335,7 +394,6 @@ def test_a_frozen_etcd_leader_stalls_writes_but_not_the_pair(ha: Lab) -> None:
     cluster = hapair.etcd_cluster(ha)
     leader = cluster.leader()
     assert leader is not None, "no etcd leader to freeze"
-    url = hapair.controllers(ha)[act].api_url
     pinger = start_ping(ha, "acme/db1", ha.vm("acme/db2").ip, 500)
     time.sleep(0.5)  # the stream is established before the fault (a measurement window)
     results: list[tuple[str, int, float]] = []
@@ -346,7 +404,7 @@ def test_a_frozen_etcd_leader_stalls_writes_but_not_the_pair(ha: Lab) -> None:
             name = f"frz{len(results)}"
             started = time.monotonic()
             try:
-                with ApiClient(url, timeout=20.0, token=datacenter.token_for(ha)) as a:
+                with api(ha, act, timeout=20.0) as a:
                     a.create_vm("acme", {"name": name, "network": "back"})  # placed: spread
                 status = 200
             except ApiError as e:
@@ -375,7 +433,8 @@ def test_a_frozen_etcd_leader_stalls_writes_but_not_the_pair(ha: Lab) -> None:
 def token_answer(lab: Lab, node: str, token: str) -> int:
     """The status `node` answers a request with `token` (GET /controller, a provider read)."""
     try:
-        with ApiClient(hapair.controllers(lab)[node].api_url, timeout=2.0, token=token) as a:
+        with ApiClient(hapair.controllers(lab)[node].api_url, timeout=2.0, token=token,
+                       ca=hapair.lab_ca(lab)) as a:
             a.controller()
     except ApiError as e:
         return e.status
@@ -419,7 +478,8 @@ def test_tokens_survive_a_failover_and_the_new_active_revokes_for_both(ha: Lab) 
     wait_until(lambda: controller_view(ha, new).get("role") == "active"
                and controller_view(ha, act).get("role") == "standby", 15, f"{new} to take over")
     assert answer(new, token) == 200 and answer(new, bootstrap) == 200
-    with ApiClient(hapair.controllers(ha)[new].api_url, timeout=2.0, token=bootstrap) as a:
+    with ApiClient(hapair.controllers(ha)[new].api_url, timeout=2.0, token=bootstrap,
+                   ca=hapair.lab_ca(ha)) as a:
         a.revoke_token(name)
     assert answer(new, token) == 401
     wait_until(lambda: answer(act, token) == 401, 5, f"{act} (now standby) to refuse it")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -102,6 +103,7 @@ class Hypervisor:
         self.tunnels: frozenset[TunnelPort] = frozenset()
         self.clients: list[FakeOvsdb] = []
         self.switch = FakeSwitch(datapath_id_for(name))
+        self.ssl_context: ssl.SSLContext | None = None  # connect over TLS with this identity
         self._switch_task: asyncio.Task[None] | None = None
 
     def snapshot(self) -> SwitchObservation:
@@ -134,7 +136,7 @@ class Hypervisor:
         # Like ovs-vswitchd: reconnect whenever the connection ends.
         while True:
             with contextlib.suppress(OSError):
-                await self.switch.connect(f"unix:{socket}")
+                await self.switch.connect(f"unix:{socket}", self.ssl_context)
             await asyncio.sleep(0.05)
 
     async def disconnect(self) -> None:

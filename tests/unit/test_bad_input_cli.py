@@ -62,7 +62,7 @@ def test_drain_refuses_a_non_positive_timeout_before_draining() -> None:
 
 
 @pytest.mark.parametrize(("target", "says"), [
-    ("ssl:0.0.0.0:6653", "SSL is not supported yet"),
+    ("ssl:0.0.0.0:6653", "ssl: needs TLS (--tls-dir)"),
     ("tcp:0.0.0.0:99999", "expected tcp:HOST:PORT"),
     ("garbage", "expected tcp:HOST:PORT"),
     ("unix:", "expected tcp:HOST:PORT"),

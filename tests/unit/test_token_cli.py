@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from hypetunnel.cli.context import CliState
 from hypetunnel.cli.main import app
 from hypetunnel.client import ApiClient
+from hypetunnel.pki import init_ca
 from tests.unit.policy_world import World
 
 API = "http://api.test"
@@ -93,7 +94,8 @@ def test_a_duplicate_name_is_refused_by_the_api_and_nothing_changes(world: World
 
 
 def seen_token(tmp_path: Path, args: list[str], **env: str | None) -> tuple[Any, str | None]:
-    """Run `hypetunnel ARGS tenant list` with the default client; the bearer token it sent."""
+    """Run `hypetunnel ARGS tenant list` with the default client; the bearer token it sent
+    (the CA it was given is appended to SEEN_CA)."""
     seen: list[str | None] = []
 
     def handler(req: httpx.Request) -> httpx.Response:
@@ -103,6 +105,7 @@ def seen_token(tmp_path: Path, args: list[str], **env: str | None) -> tuple[Any,
     real = ApiClient.__init__
 
     def patched(self: ApiClient, url: str, **kw: Any) -> None:
+        SEEN_CA.append(kw.get("ca"))
         real(self, url, **{**kw, "transport": httpx.MockTransport(handler)})
 
     with pytest.MonkeyPatch.context() as mp:
@@ -114,6 +117,9 @@ def seen_token(tmp_path: Path, args: list[str], **env: str | None) -> tuple[Any,
         r = CliRunner().invoke(app, [*args, "tenant", "list"], obj=CliState(cache=None),
                                env={**base, **env})
     return r, (seen[0] if seen else None)
+
+
+SEEN_CA: list[Path | None] = []
 
 
 def write_config(tmp_path: Path, text: str, mode: int = 0o600) -> None:
@@ -138,7 +144,8 @@ profiles:
 
 
 def test_token_sources_in_order(tmp_path: Path) -> None:
-    write_config(tmp_path, CONFIG)
+    ca = init_ca(tmp_path / "pki")  # the profile's CA file must be a CA to be loaded
+    write_config(tmp_path, CONFIG.replace("/etc/ca.crt", str(ca)))
     make_lab(tmp_path, "demo", "ht.lab.z")
     # The environment wins over everything.
     _, got = seen_token(tmp_path, ["--lab", "demo"], HYPETUNNEL_TOKEN="ht.env.w")
@@ -149,8 +156,10 @@ def test_token_sources_in_order(tmp_path: Path) -> None:
     # Otherwise the profile's: the default one, or the one asked for.
     _, got = seen_token(tmp_path, [])
     assert got == "Bearer ht.prod.x"
+    SEEN_CA.clear()
     _, got = seen_token(tmp_path, ["--profile", "acme"])
     assert got == "Bearer ht.acme.y"
+    assert [ca] == SEEN_CA  # with the profile's CA file
     _, got = seen_token(tmp_path, [], HYPETUNNEL_PROFILE="acme")
     assert got == "Bearer ht.acme.y"
 

@@ -73,6 +73,17 @@ def lab_api_url(name: str, root: Path | None = None) -> str | None:
     return url if isinstance(url, str) and url else None
 
 
+def lab_ca(name: str, root: Path | None = None) -> Path | None:
+    """The CA of lab NAME's PKI ("tls_dir" in its state), None when it runs plain
+    (`lab up --insecure`) or cannot be read (the command then fails on its own terms)."""
+    try:
+        state = json.loads(((root or labs_dir()) / name / LAB_STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    tls_dir = state.get("tls_dir") if isinstance(state, dict) else None
+    return Path(tls_dir) / "ca.crt" if isinstance(tls_dir, str) and tls_dir else None
+
+
 def resolve_api_url(api: str | None, lab: str | None, root: Path | None = None,
                     profile_api: str | None = None) -> str:
     """--api (or HYPETUNNEL_API) wins; then the named lab; then the profile's API; then the
@@ -116,7 +127,8 @@ class CliState:
     lab: str | None = None
     profile: str | None = None
     verbose: bool = False
-    client_factory: ClientFactory | None = None  # default: an ApiClient with `token`
+    client_factory: ClientFactory | None = None  # default: an ApiClient with token and CA
+    ca: Path | None = None  # --ca / HYPETUNNEL_CA (see `ca_file`)
     cache: ActiveCache | None = field(default_factory=lambda: ActiveCache(default_cache_path()))
     config_path: Path | None = None  # default: ~/.config/hypetunnel/config.yaml
     _url: str | None = None
@@ -155,11 +167,18 @@ class CliState:
         profile = self.selected_profile()
         return profile.token if profile is not None and url else None
 
-    def _make_client(self, url: str) -> ApiClient:
-        if self.client_factory is not None:
-            return self.client_factory(url)
+    @property
+    def ca_file(self) -> Path | None:
+        """The CA the API's HTTPS certificate is verified against, in the token's order:
+        --ca (HYPETUNNEL_CA); then, talking to a lab, that lab's CA (none when it runs
+        `--insecure`); then the profile's `ca_file`; else none (the system's CAs)."""
+        if self.ca is not None:
+            return self.ca
+        self.api_url  # noqa: B018 - resolves the lab the URL came from, if any
+        if self._lab_of_url is not None:
+            return lab_ca(self._lab_of_url)
         profile = self.selected_profile()
-        return ApiClient(url, token=self.token, ca_file=profile.ca_file if profile else None)
+        return Path(profile.ca_file).expanduser() if profile and profile.ca_file else None
 
     def forget_url(self) -> None:
         self._url = None
@@ -169,15 +188,22 @@ class CliState:
     def _urls(self) -> list[str]:
         return [u for u in self.api_url.split(",") if u]
 
+    def _factory(self) -> ClientFactory:
+        """The client factory: an ApiClient sending our token and verifying HTTPS against our
+        CA; an injected factory is kept as it is (it makes clients of its own)."""
+        if self.client_factory is not None:
+            return self.client_factory
+        return functools.partial(ApiClient, token=self.token, ca=self.ca_file)
+
     def client(self) -> ApiClient:
         urls = self._urls()
         if len(urls) == 1:
             self.say(f"using {urls[0]}")
-            return self._make_client(urls[0])
+            return self._factory()(urls[0])
         return self.client_pool().active()
 
     def client_pool(self) -> ClientPool:
-        return ClientPool(self._urls(), self._make_client, cache=self.cache, report=self.say)
+        return ClientPool(self._urls(), self._factory(), cache=self.cache, report=self.say)
 
     def say(self, message: str) -> None:
         """-v: who was asked and who answered, on stderr (stdout stays the command's)."""

@@ -19,7 +19,8 @@ def run(
     api: Annotated[str, typer.Option(
         help="REST API listen address HOST:PORT, or unix:/path.")] = "127.0.0.1:8650",
     openflow: Annotated[list[str], typer.Option(
-        help="OpenFlow listen target(s): tcp:HOST:PORT or unix:PATH.")] = ["tcp:0.0.0.0:6653"],  # noqa: B006
+        help="OpenFlow listen target(s): tcp:HOST:PORT or unix:PATH (with --tls-dir: "
+             "ssl:/pssl:HOST:PORT, TLS only).")] = ["tcp:0.0.0.0:6653"],  # noqa: B006
     switch_target: Annotated[list[str] | None, typer.Option(
         help="Controller target(s) switches are told to connect to (default: leave the "
              "targets enlistment set).")] = None,
@@ -33,6 +34,15 @@ def run(
         help="API requests per second per caller (token, else address); 0: unlimited.",
         min=0)] = 200.0,
     api_burst: Annotated[float, typer.Option(help="API burst per caller.", min=1)] = 400.0,
+    tls_dir: Annotated[Path | None, typer.Option(
+        help="PKI directory (`hypetunnel pki`): TLS with mutual authentication on every "
+             "control channel. Without it every channel is plain.")] = None,
+    tls_name: Annotated[str | None, typer.Option(
+        help="Our certificate's name in --tls-dir (default: --node, else 'controller').")
+    ] = None,
+    peer_name: Annotated[list[str] | None, typer.Option(
+        help="HA with --tls-dir: a controller of the pair (its certificate's CN), the only "
+             "peers the peer channel accepts; repeat for each.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the controller in the foreground until SIGTERM/SIGINT."""
@@ -44,11 +54,17 @@ def run(
     # inside the event loop, after the store and the API were already up.
     for target in openflow:
         try:
-            parse_target(target)
+            parse_target(target, tls=tls_dir is not None)
         except HypeTunnelError as e:
             print_errors([FieldError("--openflow", str(e))])
             raise typer.Exit(2) from e
+    if tls_name is not None and tls_dir is None:
+        print_errors([FieldError("--tls-name", "needs --tls-dir")])
+        raise typer.Exit(2)
     from hypetunnel.daemon import DaemonConfig, serve
+    from hypetunnel.pki import TlsConfig
+
+    tls = TlsConfig(tls_dir, tls_name or node or "controller") if tls_dir is not None else None
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -59,7 +75,8 @@ def run(
                                        switch_targets=list(switch_target) if switch_target
                                        else None,
                                        etcd=list(etcd) if etcd else None, node=node, peer=peer,
-                                       api_rate=api_rate, api_burst=api_burst)))
+                                       api_rate=api_rate, api_burst=api_burst,
+                                       tls=tls, peer_names=list(peer_name or []))))
     except HypeTunnelError as e:  # e.g. the port is taken: one line, not a traceback
         print_errors([FieldError("", str(e))])
         raise typer.Exit(1) from e

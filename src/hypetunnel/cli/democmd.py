@@ -105,7 +105,10 @@ def register(app: typer.Typer) -> None:
     def demo(keep: Annotated[bool, typer.Option(help="Leave the lab running.")] = False,
              file: Annotated[Path | None, typer.Option(help="Intent file (default: bundled "
                                                        "3-hypervisor example).")] = None,
-             name: Annotated[str, typer.Option(help="Lab name.")] = "demo") -> None:
+             name: Annotated[str, typer.Option(help="Lab name.")] = "demo",
+             insecure: Annotated[bool, typer.Option(
+                 "--insecure", help="Plain control channels (no TLS): a comparison run.")
+             ] = False) -> None:
         """Build the example datacenter, prove it with real packets, show the overlay."""
         from hypetunnel.lab import datacenter
 
@@ -115,8 +118,9 @@ def register(app: typer.Typer) -> None:
             with console.status("building the lab") as status:
                 # A kept lab gets the compute agent, as `lab up` does: the README's next steps
                 # (vm create ...) rely on it to plug new VMs.
-                lab = datacenter.up(path, name, agent=keep, progress=lambda m: (
-                    status.update(m), console.print(f"  {m}", highlight=False)))
+                lab = datacenter.up(path, name, agent=keep, insecure=insecure,
+                                    progress=lambda m: (status.update(m),
+                                                        console.print(f"  {m}", highlight=False)))
             with datacenter.api_for(lab) as api:
                 ok = show_verify(lab, api)
                 show_wire(lab)

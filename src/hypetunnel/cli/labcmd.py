@@ -40,7 +40,10 @@ def up(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
        name: NameOpt = "lab",
        ha: Annotated[bool, typer.Option("--ha", help="A primary/secondary controller pair and a "
                                         "3-member etcd cluster on the management overlay.")
-                     ] = False) -> None:
+                     ] = False,
+       insecure: Annotated[bool, typer.Option(
+           "--insecure", help="Plain control channels (no TLS, no certificates): for a "
+                              "comparison run.")] = False) -> None:
     """Build hypervisors and VMs from FILE, start the controller, apply, wait until converged."""
     from hypetunnel.lab import datacenter
 
@@ -50,7 +53,8 @@ def up(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
                 status.update(m)
                 console.print(f"  {m}", highlight=False)
 
-            lab = datacenter.up(file, name, ha=ha, agent=True, progress=progress)
+            lab = datacenter.up(file, name, ha=ha, agent=True, progress=progress,
+                                insecure=insecure)
     except HypeTunnelError as e:
         _fail(e)
     console.print(f"[green]lab {name} is up[/green]: {len(lab.hypervisors)} hypervisors, "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -13,6 +14,7 @@ from hypetunnel.cli import (
     fabric,
     labcmd,
     mobility,
+    pkicmd,
     resources,
     tokencmd,
 )
@@ -46,6 +48,13 @@ def main(
         typer.Option("--profile", envvar="HYPETUNNEL_PROFILE",
                      help="profile of ~/.config/hypetunnel/config.yaml (API URL, token, CA)"),
     ] = None,
+    ca: Annotated[
+        Path | None,
+        typer.Option("--ca", envvar="HYPETUNNEL_CA", dir_okay=False,
+                     help="CA file the API's HTTPS certificate is verified against "
+                          "(default: the lab's CA when the API is a lab's, else the "
+                          "profile's ca_file)"),
+    ] = None,
     verbose: Annotated[
         bool,
         typer.Option("--verbose", "-v",
@@ -57,6 +66,7 @@ def main(
     st.api = api
     st.lab = lab
     st.profile = profile
+    st.ca = ca
     st.verbose = verbose
     st.forget_url()
 
@@ -71,6 +81,7 @@ app.add_typer(labcmd.app, name="lab")
 app.add_typer(controllercmd.app, name="controller")
 auditcmd.register(app)
 app.add_typer(tokencmd.app, name="token")
+app.add_typer(pkicmd.app, name="pki")
 
 # The lead's democmd adds `demo`/`verify` through register(app) once it exists.
 _register_demo = getattr(democmd, "register", None)

@@ -2,11 +2,18 @@
 
 Every failure leaves as a ClientError: HTTP 4xx/5xx as ApiError carrying the {path, reason}
 list of the response body, transport failures as ApiUnreachable naming the URL.
+
+HTTPS: with `ca` the server's certificate must be signed by that CA (an https:// URL is also
+checked against the host it names, as usual). Over a unix socket (`unix:/path`) a CA means HTTPS
+through the socket, verified against the CA but not against a host name: there is none, the
+socket's path (and its file permissions) is the address.
 """
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -23,6 +30,26 @@ DEFAULT_TIMEOUT = httpx.Timeout(15.0, connect=2.0)
 Timeout = float | httpx.Timeout
 
 
+def ca_context(ca: Path, *, check_hostname: bool = True) -> ssl.SSLContext:
+    """A TLS client context that trusts exactly the CA in file `ca`."""
+    try:
+        ctx = ssl.create_default_context(cafile=str(ca))
+    except (OSError, ssl.SSLError) as e:
+        raise ClientError([FieldError("ca", f"cannot load the CA file {ca}: {e}")]) from e
+    ctx.check_hostname = check_hostname
+    return ctx
+
+
+def _tls_failure(e: httpx.ConnectError) -> bool:
+    """The connection was made but TLS failed (untrusted certificate, plain HTTP server...)."""
+    cause: BaseException | None = e
+    while cause is not None:
+        if isinstance(cause, ssl.SSLError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return "SSL" in str(e)
+
+
 class ApiClient:
     def __init__(
         self,
@@ -32,22 +59,24 @@ class ApiClient:
         timeout: Timeout = DEFAULT_TIMEOUT,
         http: httpx.Client | None = None,
         token: str | None = None,
-        ca_file: str | None = None,
+        ca: Path | None = None,
     ) -> None:
         """`transport` or a whole `http` client (e.g. starlette's TestClient) may be injected.
-        `token`: sent as `Authorization: Bearer` with every request; `ca_file`: the CA that
-        signed an HTTPS API's certificate."""
+        `token`: sent as `Authorization: Bearer` with every request; `ca`: the CA file the
+        API's certificate is verified against (see the module doc)."""
         self.base_url = base_url.rstrip("/")
         self.token = token
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._owns_http = http is None  # an injected client belongs to whoever made it
         http_base = self.base_url
-        if self.base_url.startswith("unix:"):  # an API served on a unix socket (the HA lab's)
-            transport = transport or httpx.HTTPTransport(uds=self.base_url.removeprefix("unix:"))
-            http_base = "http://hypetunnel"
+        unix = self.base_url.startswith("unix:")
+        verify = ca_context(ca, check_hostname=not unix) if ca is not None else True
+        if unix:  # an API served on a unix socket (the HA lab's)
+            transport = transport or httpx.HTTPTransport(
+                uds=self.base_url.removeprefix("unix:"), verify=verify)
+            http_base = "https://hypetunnel" if ca is not None else "http://hypetunnel"
         self._http = http or httpx.Client(
-            base_url=http_base, transport=transport, timeout=timeout,
-            verify=ca_file if ca_file else True,
+            base_url=http_base, transport=transport, timeout=timeout, verify=verify
         )
 
     def close(self) -> None:
@@ -72,6 +101,10 @@ class ApiClient:
                 response = self._http.request(method, url, json=body, headers=self._headers,
                                               timeout=timeout)
         except httpx.ConnectError as e:
+            if _tls_failure(e):
+                raise ApiUnreachable(
+                    self.base_url, f"TLS with the HypeTunnel API at {self.base_url} failed: "
+                    f"{e} (is its CA given, with --ca or HYPETUNNEL_CA?)") from e
             raise ApiUnreachable(
                 self.base_url,
                 f"cannot reach the HypeTunnel API at {self.base_url} (is the controller "

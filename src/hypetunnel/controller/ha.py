@@ -11,6 +11,10 @@ Detection: the standby keeps a TCP connection to the active's peer port, on whic
 sends a heartbeat every `heartbeat_interval`. A killed process closes its sockets, so a kill is
 seen at once (no timer); a hung or partitioned active is declared lost after
 `heartbeat_timeout` without a heartbeat (long enough not to fire on a busy machine).
+
+With `HaConfig.tls` the channel is mutual TLS between the pair's controllers (peertls.py): the
+active drops (and logs) a connection that fails the handshake or whose certificate is not a
+controller's; a standby that cannot authenticate the active treats it as unreachable.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from hypetunnel.aio import cancel_and_wait
+from hypetunnel.controller.peertls import PeerTls
 from hypetunnel.errors import Conflict, HypeTunnelError
 from hypetunnel.store.base import Store, StoreSnapshot
 
@@ -59,6 +64,7 @@ class HaConfig:
     # it sends nothing until a fresh read of the term tells it where it stands. (None: half
     # the heartbeat timeout.)
     lease: float | None = None
+    tls: PeerTls | None = None  # None: the peer channel is plain TCP
 
     @property
     def lease_s(self) -> float:
@@ -86,8 +92,7 @@ class Election:
     # -- public ------------------------------------------------------------------------------
     async def run(self) -> None:
         host, _, port = self.config.peer_listen.rpartition(":")
-        self._server = await asyncio.start_server(self._serve_follower, host or "0.0.0.0",
-                                                  int(port))
+        self._server = await asyncio.start_server(self._accept, host or "0.0.0.0", int(port))
         if int(port) == 0:  # an ephemeral port (tests): advertise the one we got
             bound = self._server.sockets[0].getsockname()[1]
             self.config.peer_listen = f"{host}:{bound}"
@@ -168,11 +173,36 @@ class Election:
                     self._followers.discard(w)
             await asyncio.sleep(self.config.heartbeat_interval)
 
-    async def _serve_follower(self, reader: asyncio.StreamReader,
-                              writer: asyncio.StreamWriter) -> None:
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.role is not Role.ACTIVE:
             writer.close()  # we are nobody's leader: the caller will look again
             return
+        tls = self.config.tls
+        if tls is not None:
+            peer = writer.get_extra_info("peername")
+            try:
+                # Bounded: a peer that connects and says nothing must not hold a task forever.
+                async with asyncio.timeout(self.config.heartbeat_timeout):
+                    await writer.start_tls(tls.server)
+            except TimeoutError:
+                log.warning("peer channel: no TLS handshake from %s within %.2fs, dropped", peer,
+                            self.config.heartbeat_timeout)
+                writer.close()
+                return
+            except OSError as e:  # ssl.SSLError is an OSError
+                log.warning("peer channel: TLS handshake with %s failed, dropped: %s", peer,
+                            str(e) or type(e).__name__)
+                writer.close()
+                return
+            why = tls.refusal(writer.get_extra_info("ssl_object"))
+            if why is not None:
+                log.warning("peer channel: %s dropped: %s", peer, why)
+                writer.close()
+                return
+        await self._serve_follower(reader, writer)
+
+    async def _serve_follower(self, reader: asyncio.StreamReader,
+                              writer: asyncio.StreamWriter) -> None:
         self._followers.add(writer)
         try:
             # Followers send nothing: discard whatever comes (bounded reads), until EOF.
@@ -209,11 +239,11 @@ class Election:
         started = time.monotonic()
         try:
             async with asyncio.timeout(timeout):
-                reader, writer = await asyncio.open_connection(host, int(port))
+                reader, writer = await self._connect(host, int(port), leader.get("node"))
         except (OSError, TimeoutError, ValueError) as e:
             log.warning("active %s unreachable at %s after %.2fs (%s): claiming term %d",
                         leader.get("node"), leader["peer"], time.monotonic() - started,
-                        type(e).__name__, term + 1)
+                        str(e) or type(e).__name__, term + 1)
             await self._claim(term)
             return
         try:
@@ -227,6 +257,9 @@ class Election:
                 except ValueError:  # a line longer than the stream limit: not a heartbeat
                     log.warning("oversized line from %s ignored", leader.get("node"))
                     continue
+                except OSError as e:  # a reset, or a broken TLS record: the channel is gone
+                    log.warning("the connection to active %s failed: %s", leader.get("node"), e)
+                    break
                 if not line:
                     log.warning("lost the connection to active %s", leader.get("node"))
                     break
@@ -244,6 +277,20 @@ class Election:
         finally:
             writer.close()
         await self._claim(term)
+
+    async def _connect(self, host: str, port: int, expected: Any
+                       ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """The standby's connection to the active's peer port, authenticated under TLS."""
+        tls = self.config.tls
+        if tls is None:
+            return await asyncio.open_connection(host, port)
+        reader, writer = await asyncio.open_connection(host, port, ssl=tls.client)
+        why = tls.refusal(writer.get_extra_info("ssl_object"),
+                          expected if isinstance(expected, str) else None)
+        if why is not None:
+            writer.close()
+            raise PeerRefused(f"not the active controller: {why}")
+        return reader, writer
 
     async def _claim(self, expected: int) -> None:
         info = {"peer": self.config.peer_listen, "api": self.config.api_url,
@@ -285,6 +332,10 @@ def parse_peer_line(line: bytes) -> tuple[str, int] | None:
     except (UnicodeDecodeError, ValueError):
         pass
     return None
+
+
+class PeerRefused(ConnectionError):
+    """The peer at the active's address did not prove to be that controller."""
 
 
 class NotActive(Conflict):

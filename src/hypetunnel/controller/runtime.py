@@ -38,6 +38,7 @@ from hypetunnel.controller.session import SwitchSession
 from hypetunnel.controller.sessions import RETIRE_TIMEOUT, SwitchSessions
 from hypetunnel.controller.tasks import TaskSet
 from hypetunnel.model.intent import Intent
+from hypetunnel.pki import TlsConfig, server_context
 from hypetunnel.southbound.observation import SwitchObservation
 from hypetunnel.southbound.openflow.server import OpenFlowServer
 from hypetunnel.store.base import Store
@@ -53,7 +54,10 @@ class Controller:
                  startup_grace: float = 15.0, ha: HaConfig | None = None,
                  ovsdb_factory: OvsdbFactory = real_ovsdb,
                  retire_timeout: float = RETIRE_TIMEOUT,
-                 store_probe_interval: float = 1.0) -> None:
+                 store_probe_interval: float = 1.0,
+                 tls: TlsConfig | None = None) -> None:
+        """tls: our identity; then OpenFlow listens TLS-only and binds each switch to the
+        hypervisor its certificate names (None: plain, switches known by datapath id)."""
         self.openflow_listen = openflow_listen
         self.bridge = bridge
         self.startup_grace = startup_grace
@@ -69,11 +73,13 @@ class Controller:
             on_retired=self._retired, bridge=bridge,
             # Empty: the switches keep the controller targets enlistment gave them.
             switch_targets=switch_targets or [], ovsdb_factory=ovsdb_factory,
-            retire_timeout=retire_timeout)
+            retire_timeout=retire_timeout, authenticated=tls is not None)
         self.mobility = Mobility(self.service, self)
         self.loop_lag = LoopLag()
         self.store_probe = StoreProbe(store, interval=store_probe_interval)
-        self._of_server = OpenFlowServer(self.switches.accept)
+        self._of_server = OpenFlowServer(
+            self.switches.accept,
+            ssl_context=server_context(tls.identity) if tls is not None else None)
         self._tasks = TaskSet()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None

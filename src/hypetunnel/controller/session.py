@@ -290,6 +290,13 @@ class SwitchSession:
         log.info("%s: OpenFlow connected from %s", self.hypervisor, channel.peer)
         return True
 
+    def live_channel(self) -> SwitchChannel | None:
+        """The connection serving (or being attached as) this switch, if still open."""
+        for channel in (self.channel, self._attaching):
+            if channel is not None and channel.is_ready():
+                return channel
+        return None
+
     def detach(self, channel: SwitchChannel) -> None:
         """The connection closed."""
         if self._attaching is channel:

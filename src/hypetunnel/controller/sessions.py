@@ -21,6 +21,9 @@ from hypetunnel.southbound.openflow.channel import SwitchChannel
 log = logging.getLogger(__name__)
 
 RETIRE_TIMEOUT = 30.0  # how long a retiring hypervisor may take to let itself be cleaned
+# A second connection claims a switch whose channel is up: how long the old one has to prove
+# it is alive (answer an echo) before the newcomer may take over.
+LIVENESS_PROBE = 1.0
 
 
 class SwitchSessions:
@@ -30,10 +33,12 @@ class SwitchSessions:
                  on_retired: Callable[[str], None],
                  bridge: str = "br-int", switch_targets: list[str] | None = None,
                  ovsdb_factory: OvsdbFactory = real_ovsdb,
-                 retire_timeout: float = RETIRE_TIMEOUT) -> None:
+                 retire_timeout: float = RETIRE_TIMEOUT, authenticated: bool = False) -> None:
         """may_program: whether switches may be touched now (active, startup over);
         role: the OpenFlow role request for a new connection, None without HA;
-        on_retired: a hypervisor is gone for good (its reports must no longer count)."""
+        on_retired: a hypervisor is gone for good (its reports must no longer count);
+        authenticated: connections carry a certificate identity (TLS), and a switch is
+        served only if that identity is the hypervisor its datapath id belongs to."""
         self._events = events
         self._desired = desired
         self._may_program = may_program
@@ -43,6 +48,8 @@ class SwitchSessions:
         self._switch_targets = switch_targets or []
         self._factory = ovsdb_factory
         self._retire_timeout = retire_timeout
+        self._authenticated = authenticated
+        self.impostors = 0  # connections dropped for claiming another switch's datapath id
         self._sessions: dict[str, SwitchSession] = {}
         self._retiring: dict[str, SwitchSession] = {}
         self._refused: set[int | None] = set()  # datapath ids refused since they last served
@@ -133,12 +140,35 @@ class SwitchSessions:
             await channel.close()
             return
         self._refused.discard(channel.datapath_id)
+        if not await self._may_bind(st, channel):
+            self.impostors += 1
+            await channel.close()
+            return
         try:
             if not await st.attach(channel, self._role()):
                 return
             await channel.wait_closed()
         finally:
             st.detach(channel)
+
+    async def _may_bind(self, st: SwitchSession, channel: SwitchChannel) -> bool:
+        """May this connection become st's channel? With TLS only if its certificate names
+        st's hypervisor. Unauthenticated, a newcomer never silently replaces a channel that
+        still answers (only one whose switch is gone, as after a reconnection)."""
+        if self._authenticated:
+            if channel.identity == st.hypervisor:
+                return True
+            log.warning("switch %s with certificate CN=%s claims datapath id %016x of "
+                        "hypervisor %s: dropped", channel.peer, channel.identity,
+                        st.datapath_id, st.hypervisor)
+            return False
+        current = st.live_channel()
+        if current is None or current is channel or not await current.alive(LIVENESS_PROBE):
+            return True
+        log.warning("switch %s claims datapath id %016x of hypervisor %s, whose connection "
+                    "from %s still answers: dropped", channel.peer, st.datapath_id,
+                    st.hypervisor, current.peer)
+        return False
 
     # -- roles -----------------------------------------------------------------------------------
     async def take_all(self, term: int) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from hypetunnel.lab.topology import Lab
+from hypetunnel.model.intent import MANAGEMENT_VNI
 
 _VXLAN = re.compile(r"VXLAN.*?vni (\d+)")
 _GENEVE = re.compile(r"Geneve.*?vni (0x[0-9a-f]+|\d+)")
@@ -28,8 +29,14 @@ def parse(line: str) -> Encapsulated | None:
     return None
 
 
-def capture(lab: Lab, action: Callable[[], object], bpf: str = "udp port 4789 or "
-            "udp port 6081 or ip proto 47", interface: str | None = None,
+# Tenant tunnels only: the management overlay's VXLAN (udp[12:4] holds VNI<<8) carries the
+# controllers' own OpenFlow, OVSDB and etcd traffic, which would pass for tenant frames.
+TENANT_TUNNELS = (f"(udp port 4789 and udp[12:4] != {MANAGEMENT_VNI << 8:#x}) or "
+                  "udp port 6081 or ip proto 47")
+
+
+def capture(lab: Lab, action: Callable[[], object], bpf: str = TENANT_TUNNELS,
+            interface: str | None = None,
             netns: str | None = None, min_packets: int = 1,
             timeout: float = 10.0) -> list[str]:
     """Run tcpdump (on the underlay bridge by default) while `action` runs; return its lines."""

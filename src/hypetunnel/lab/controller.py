@@ -16,8 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
+from hypetunnel.client import ApiClient, ClientError
 from hypetunnel.client.config import find_token
 from hypetunnel.lab.proc import LabError, pid_alive, wait_until
 
@@ -53,6 +52,8 @@ class LabController:
     directory: Path  # <lab dir>/controller, or <lab dir>/<node> in an HA lab
     netns: str | None = None  # HA lab: the controller's own namespace on the management overlay
     extra_args: tuple[str, ...] = ()  # e.g. --etcd URL --node ctl1 --peer IP:PORT
+    openflow_listen: str | None = None  # default: the unix socket (TLS: pssl:0.0.0.0:6653)
+    ca: Path | None = None  # with --tls-dir: the CA its HTTPS API is verified against
 
     @property
     def _record(self) -> Path:
@@ -91,7 +92,8 @@ class LabController:
         log = open(self.directory / "controller.log", "ab")  # noqa: SIM115 - child keeps it
         argv = [sys.executable, "-m", "hypetunnel", "controller", "run",
                 "--state-dir", str(self.directory), "--api", listen,
-                "--openflow", openflow or self.openflow_target, *self.extra_args]
+                "--openflow", openflow or self.openflow_listen or self.openflow_target,
+                *self.extra_args]
         if self.netns is not None:
             argv = ["ip", "netns", "exec", self.netns, *argv]
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
@@ -99,7 +101,7 @@ class LabController:
         log.close()
         self._record.write_text(json.dumps({"pid": proc.pid, "api_url": url,
                                             "api_port": None if self.netns else port}))
-        wait_until(lambda: self._healthy(url) or proc.poll() is not None, 30,
+        wait_until(lambda: self._healthy(url, self.ca) or proc.poll() is not None, 30,
                    f"the controller API on {url}")
         if proc.poll() is not None:
             tail = (self.directory / "controller.log").read_text()[-2000:]
@@ -107,14 +109,12 @@ class LabController:
         return url
 
     @staticmethod
-    def _healthy(url: str) -> bool:
+    def _healthy(url: str, ca: Path | None = None) -> bool:
         try:
-            if url.startswith("unix:"):
-                transport = httpx.HTTPTransport(uds=url.removeprefix("unix:"))
-                with httpx.Client(transport=transport, timeout=0.5) as c:
-                    return c.get("http://hypetunnel/api/v1/healthz").status_code == 200
-            return httpx.get(f"{url}/api/v1/healthz", timeout=0.5).status_code == 200
-        except httpx.HTTPError:
+            with ApiClient(url, timeout=0.5, ca=ca) as api:
+                api.healthz()
+                return True
+        except ClientError:
             return False
 
     def stop(self, sig: int = signal.SIGTERM) -> None:

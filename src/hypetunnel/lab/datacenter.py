@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from hypetunnel.client import ApiClient
-from hypetunnel.lab import diagnose
+from hypetunnel.client.http import DEFAULT_TIMEOUT, Timeout
+from hypetunnel.lab import diagnose, hapair
 from hypetunnel.lab.announce import announce
 from hypetunnel.lab.controller import TOKEN_WAIT, LabController, lab_token
+from hypetunnel.lab.pki import SINGLE_CONTROLLER, ensure_lab_pki
 from hypetunnel.lab.proc import LabError
 from hypetunnel.lab.state import STATE_FILE
 from hypetunnel.lab.topology import Lab
@@ -32,17 +34,31 @@ Progress = Callable[[str], None]
 
 
 def lab_controller(lab: Lab) -> LabController:
-    return LabController(lab.directory / "controller")
+    """The lab's single controller: in its own namespace on the management overlay (OVS
+    speaks TLS over TCP only), TLS-only unless the lab is `--insecure`. A lab built without
+    that namespace (by hand, or an older lab) has it in the root namespace on unix sockets."""
+    svc = lab.services.get(SINGLE_CONTROLLER)
+    if svc is None:
+        return LabController(lab.directory / "controller")
+    scheme = "pssl" if lab.tls_dir else "tcp"
+    return LabController(lab.directory / "controller", netns=svc.netns,
+                         extra_args=tuple(hapair.tls_args(lab, SINGLE_CONTROLLER)),
+                         openflow_listen=f"{scheme}:0.0.0.0:{hapair.OPENFLOW_PORT}",
+                         ca=hapair.lab_ca(lab))
 
 
 def api_for(lab: Lab) -> ApiClient:
     """The API of the lab's (active) controller."""
-    from hypetunnel.lab import hapair
-
     urls = [u for u in (lab.api_url or "").split(",") if u]
     if len(urls) > 1:
         return hapair.active_api(lab)
-    return ApiClient(urls[0] if urls else lab_controller(lab).api_url, token=token_for(lab))
+    return client(lab, urls[0] if urls else lab_controller(lab).api_url)
+
+
+def client(lab: Lab, url: str, timeout: Timeout = DEFAULT_TIMEOUT) -> ApiClient:
+    """A client of one of the lab's controllers at `url`: it sends the lab's bootstrap admin
+    token and verifies HTTPS against the lab's CA (none when the lab runs `--insecure`)."""
+    return ApiClient(url, timeout=timeout, token=token_for(lab), ca=hapair.lab_ca(lab))
 
 
 def token_for(lab: Lab) -> str | None:
@@ -65,43 +81,41 @@ def warm_underlay(lab: Lab) -> None:
                 h.ovs.appctl("tnl/neigh/set", "br-phy", o.underlay_ip, macs[o.name])
 
 
-def switch_target(ctl: LabController, ovs_dir: Path) -> str:
-    """ovs-vswitchd only connects to unix sockets inside its own run directory (a guard against
-    being pointed at arbitrary sockets), so each hypervisor gets a link to the controller's."""
-    link = ovs_dir / "controller.sock"
-    link.unlink(missing_ok=True)
-    link.symlink_to(ctl.openflow_target.removeprefix("unix:"))
-    return f"unix:{link}"
+def ovsdb_endpoint(lab: Lab, name: str, ha: bool = False) -> str | None:
+    """How the controller reaches a hypervisor's OVSDB: over the management overlay (TLS
+    unless the lab is `--insecure`); a controller in the root namespace through the socket."""
+    hv = lab.hypervisor(name)
+    if lab.tls_dir is not None:
+        return hv.ovsdb_ssl
+    return hv.ovsdb_tcp if ha or SINGLE_CONTROLLER in lab.services else hv.ovsdb
 
 
 def enlisted(intent: Intent, lab: Lab, ha: bool = False) -> Intent:
-    """The intent with each hypervisor's management facts filled in from the lab. An HA pair
-    reaches OVSDB over the management overlay; a single lab controller through the socket."""
+    """The intent with each hypervisor's management facts filled in from the lab."""
     hvs = [h.model_copy(update={"underlay_ip": lab.hypervisor(h.name).underlay_ip,
-                                "ovsdb": (lab.hypervisor(h.name).ovsdb_tcp if ha
-                                          else lab.hypervisor(h.name).ovsdb),
+                                "ovsdb": ovsdb_endpoint(lab, h.name, ha),
                                 "datapath_type": lab.hypervisor(h.name).datapath_type})
            for h in intent.hypervisors]
     return intent.model_copy(update={"hypervisors": hvs})
 
 
 def up(file: Path, name: str, progress: Progress = lambda _: None,
-       timeout: float = 60.0, ha: bool = False, agent: bool = False) -> Lab:
+       timeout: float = 60.0, ha: bool = False, agent: bool = False,
+       insecure: bool = False) -> Lab:
     """Build the lab. With `agent`, a background compute agent keeps the VMs in line with the
     intent afterwards (plugs created VMs, carries out moves and restarts); without it, callers
-    run sync_vms() themselves."""
-    from hypetunnel.lab import hapair
-
+    run sync_vms() themselves. Every control channel runs TLS with the lab's PKI unless
+    `insecure` (a comparison run: the same layout over plain TCP)."""
     intent = load_intent_file(file)
     lab = Lab(name, underlay_mtu=intent.fabric.underlay_mtu)
     try:
-        ctl = lab_controller(lab)
+        if not insecure:
+            progress("pki: a CA and a certificate per hypervisor and controller")
+            lab.use_tls(ensure_lab_pki(lab))
         lab.create_underlay()
         for h in intent.hypervisors:
             progress(f"hypervisor {h.name}: namespace, Open vSwitch, underlay, management")
-            hv = lab.add_hypervisor(h.name, str(h.underlay_ip) if h.underlay_ip else None)
-            if not ha:
-                lab.set_controllers(h.name, [switch_target(ctl, Path(hv.ovs_dir))])
+            lab.add_hypervisor(h.name, str(h.underlay_ip) if h.underlay_ip else None)
         progress("underlay: every hypervisor resolves every other one")
         warm_underlay(lab)
         if ha:
@@ -109,14 +123,15 @@ def up(file: Path, name: str, progress: Progress = lambda _: None,
             for h in intent.hypervisors:
                 lab.set_controllers(h.name, hapair.switch_targets(lab))
         else:
-            progress("controller: starting")
-            url = ctl.start()
+            progress(f"controller: starting on the management overlay"
+                     f"{'' if insecure else ' (TLS)'}")
+            url = start_controller(lab, intent)
         lab.set_api_url(url)
         progress(f"controller: API on {url}; applying {file}")
         with api_for(lab) as api:
             api.apply(enlisted(intent, lab, ha).model_dump(mode="json", exclude_none=True))
             sync_vms(lab, api, progress)
-            wait_converged(api, timeout, progress)
+            wait_converged(api, timeout, progress, lab=lab)
         if agent:
             start_agent(lab)
     except LabError as e:
@@ -127,6 +142,19 @@ def up(file: Path, name: str, progress: Progress = lambda _: None,
         down(name)
         raise
     return lab
+
+
+def start_controller(lab: Lab, intent: Intent) -> str:
+    """The single controller in a namespace beside the first hypervisor, on the management
+    overlay; every switch is pointed at it (`ssl:`, or `tcp:` when the lab is insecure)."""
+    svc = lab.add_service(SINGLE_CONTROLLER, intent.hypervisors[0].name)
+    if lab.tls_dir is not None:
+        ensure_lab_pki(lab)  # its certificate names its management address now
+    url = lab_controller(lab).start()
+    target = f"{'ssl' if lab.tls_dir else 'tcp'}:{svc.mgmt_ip}:{hapair.OPENFLOW_PORT}"
+    for h in intent.hypervisors:
+        lab.set_controllers(h.name, [target])
+    return url
 
 
 def sync_vms(lab: Lab, api: ApiClient, progress: Progress = lambda _: None,
@@ -254,16 +282,29 @@ def _stamp(path: Path) -> int:
         return 0
 
 
-def wait_converged(api: ApiClient, timeout: float, progress: Progress = lambda _: None) -> dict:
+def wait_converged(api: ApiClient, timeout: float, progress: Progress = lambda _: None,
+                   lab: Lab | None = None) -> dict:
+    """Until the controller says every switch holds its desired state. With `lab` (a pair),
+    follow a hand-over: a standby never converges anything, ask the active instead."""
     deadline = time.monotonic() + timeout
     status: dict = {}
-    while time.monotonic() < deadline:
-        status = api.status()
-        vms = status.get("vms", {})
-        if status.get("converged") and vms.get("bound") == vms.get("total"):
-            progress("converged: every switch has exactly its desired flows and tunnels")
-            return status
-        time.sleep(0.1)
+    followed: list[ApiClient] = []
+    try:
+        while time.monotonic() < deadline:
+            status = api.status()
+            if lab is not None and status.get("controller", {}).get("role") == "standby":
+                api = api_for(lab)
+                followed.append(api)
+                progress(f"the pair handed over: asking {status['controller'].get('leader')}")
+                continue
+            vms = status.get("vms", {})
+            if status.get("converged") and vms.get("bound") == vms.get("total"):
+                progress("converged: every switch has exactly its desired flows and tunnels")
+                return status
+            time.sleep(0.1)
+    finally:
+        for client in followed:
+            client.close()
     raise LabError(f"not converged after {timeout}s: {status}")
 
 

@@ -15,6 +15,12 @@ Tuning (a lab on a loaded 2-core machine, all members on one host or one virtual
 - --auto-compaction (revision, keep 1000): bounds history in long runs; the quota stays default.
 - watch progress every 1 s: an idle watch stream then still proves the member is alive (the
   store's watcher moves to another member after 3.5 s of silence).
+
+TLS (a member with `tls`, an Identity: CA, its certificate, its key): clients and peers alike
+must present a certificate signed by the CA (--client-cert-auth, --peer-client-cert-auth), the
+member serves both with its own certificate, and every URL is https, so plain HTTP gets nothing.
+A member's certificate carries an IP SAN for its address: etcd members verify each other's
+address against it, and it serves as both server and client certificate (peers dial each other).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import httpx
 
 from hypetunnel.lab.netns import pid_alive
 from hypetunnel.lab.proc import LabError, run, wait_until
+from hypetunnel.pki import Identity, client_context, init_ca, issue, list_certificates
 
 TUNING = [
     "--heartbeat-interval", "50", "--election-timeout", "500", "--pre-vote",
@@ -73,6 +80,7 @@ class EtcdMember:
     client_url: str
     peer_url: str
     netns: str | None = None
+    tls: Identity | None = None
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -98,7 +106,7 @@ class EtcdMember:
                "--listen-peer-urls", self.peer_url,
                "--initial-advertise-peer-urls", self.peer_url,
                "--initial-cluster", initial_cluster, "--initial-cluster-state", "new",
-               "--initial-cluster-token", token, *TUNING]
+               "--initial-cluster-token", token, *TUNING, *self._tls_flags()]
         if self.netns:  # `ip netns exec` execs etcd, so the pid we get is etcd's
             cmd = ["ip", "netns", "exec", self.netns, *cmd]
         with open(self.log_file, "ab") as log:
@@ -108,6 +116,18 @@ class EtcdMember:
         self.record.write_text(json.dumps({
             "pid": pid, "start_time": _start_time(pid), "name": self.name,
             "client_url": self.client_url, "peer_url": self.peer_url, "netns": self.netns}))
+
+    def _tls_flags(self) -> list[str]:
+        if self.tls is None:
+            return []
+        for url in (self.client_url, self.peer_url):
+            if not url.startswith("https://"):
+                raise LabError(f"etcd member {self.name}: {url} must be https:// with TLS")
+        ca, cert, key = str(self.tls.ca), str(self.tls.cert), str(self.tls.key)
+        return ["--cert-file", cert, "--key-file", key, "--trusted-ca-file", ca,
+                "--client-cert-auth",
+                "--peer-cert-file", cert, "--peer-key-file", key, "--peer-trusted-ca-file", ca,
+                "--peer-client-cert-auth"]
 
     def pid(self) -> int | None:
         """The recorded pid if that process is still our etcd (alive, same start time)."""
@@ -129,14 +149,18 @@ class EtcdMember:
         url = f"{self.client_url}{path}"
         if self.netns:
             cmd = ["curl", "-sf", "--max-time", "1", url]
+            if self.tls is not None:  # the member's own certificate: it is the CA's too
+                cmd += ["--cacert", str(self.tls.ca), "--cert", str(self.tls.cert),
+                        "--key", str(self.tls.key)]
             if body is not None:
                 cmd += ["-X", "POST", "-d", json.dumps(body)]
             cp = run(cmd, netns=self.netns, check=False)
             text = cp.stdout if cp.returncode == 0 else ""
         else:
+            verify = client_context(self.tls) if self.tls is not None else True
             try:
-                reply = (httpx.get(url, timeout=1.0) if body is None
-                         else httpx.post(url, json=body, timeout=1.0))
+                reply = (httpx.get(url, timeout=1.0, verify=verify) if body is None
+                         else httpx.post(url, json=body, timeout=1.0, verify=verify))
                 text = reply.text if reply.status_code == 200 else ""
             except httpx.HTTPError:
                 return {}
@@ -215,12 +239,20 @@ class EtcdCluster:
         self.token = token or f"hypetunnel-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
     @classmethod
-    def local(cls, directory: Path, size: int = 3, name_prefix: str = "etcd") -> EtcdCluster:
-        """A cluster on 127.0.0.1 with free ports, one subdirectory per member."""
+    def local(cls, directory: Path, size: int = 3, name_prefix: str = "etcd",
+              pki: Path | None = None) -> EtcdCluster:
+        """A cluster on 127.0.0.1 with free ports, one subdirectory per member. With `pki` (a
+        PKI directory; its CA is made if missing) the cluster runs TLS, each member with a
+        certificate of its own name issued there."""
         ports = free_ports(2 * size)
-        members = [EtcdMember(f"{name_prefix}{i}", directory / f"{name_prefix}{i}",
-                              f"http://127.0.0.1:{ports[2 * i]}",
-                              f"http://127.0.0.1:{ports[2 * i + 1]}") for i in range(size)]
+        scheme = "https" if pki is not None else "http"
+        members = []
+        for i in range(size):
+            name = f"{name_prefix}{i}"
+            members.append(EtcdMember(
+                name, directory / name, f"{scheme}://127.0.0.1:{ports[2 * i]}",
+                f"{scheme}://127.0.0.1:{ports[2 * i + 1]}",
+                tls=member_identity(pki, name, "127.0.0.1") if pki is not None else None))
         return cls(members)
 
     @property
@@ -317,6 +349,20 @@ class EtcdCluster:
             yield self
         finally:
             self.destroy()
+
+
+def member_identity(pki: Path, name: str, ip: str) -> Identity:
+    """The certificate of etcd member `name` at `ip` (CN=name, IP SAN ip), issued in the PKI
+    directory unless it is there already with that address."""
+    init_ca(pki)
+    identity = Identity.in_directory(pki, name)
+    if not (identity.cert.is_file() and _has_ip_san(pki, name, ip)):
+        issue(pki, name, ips=[ip])
+    return identity
+
+
+def _has_ip_san(pki: Path, name: str, ip: str) -> bool:
+    return any(c.name == name and f"IP:{ip}" in c.sans for c in list_certificates(pki))
 
 
 def stop_recorded(directory: Path) -> int:

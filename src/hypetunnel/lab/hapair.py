@@ -4,15 +4,22 @@ overlay, as a provider would run them on real hypervisors.
 ctl1 and ctl2 live in their own namespaces attached to the management bridges of the first two
 hypervisors; an etcd member sits beside each, and a witness member on a third hypervisor (the
 first one again in a 2-hypervisor lab), so losing any one node keeps quorum.
+
+With the lab's PKI (the default; `--insecure` has none) etcd runs client and peer TLS with a
+certificate per member (CN=etcd1..3, an IP SAN for its management address), and each controller
+uses its own certificate (CN=ctl1/ctl2) towards etcd, on the peer channel and for its HTTPS API.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
+from pathlib import Path
 
 from hypetunnel.client import ActiveCache, ApiClient, ClientPool
 from hypetunnel.lab.controller import TOKEN_WAIT, LabController, lab_token
-from hypetunnel.lab.etcd import EtcdCluster, EtcdMember
+from hypetunnel.lab.etcd import EtcdCluster, EtcdMember, member_identity
+from hypetunnel.lab.pki import ensure_lab_pki
 from hypetunnel.lab.proc import LabError, wait_until
 from hypetunnel.lab.topology import Lab
 
@@ -20,12 +27,21 @@ NODES = ("ctl1", "ctl2")
 OPENFLOW_PORT, PEER_PORT, ETCD_CLIENT, ETCD_PEER = 6653, 6654, 2379, 2380
 
 
+def lab_ca(lab: Lab) -> Path | None:
+    """The CA every lab client verifies the controllers' HTTPS API against (None: plain)."""
+    return lab.tls_dir / "ca.crt" if lab.tls_dir else None
+
+
 def etcd_cluster(lab: Lab) -> EtcdCluster:
+    pki = lab.tls_dir
+    scheme = "https" if pki else "http"
     members = []
     for name in ("etcd1", "etcd2", "etcd3"):
         svc = lab.service(name)
-        members.append(EtcdMember(name, lab.directory / name, f"http://{svc.mgmt_ip}:{ETCD_CLIENT}",
-                                  f"http://{svc.mgmt_ip}:{ETCD_PEER}", netns=svc.netns))
+        members.append(EtcdMember(
+            name, lab.directory / name, f"{scheme}://{svc.mgmt_ip}:{ETCD_CLIENT}",
+            f"{scheme}://{svc.mgmt_ip}:{ETCD_PEER}", netns=svc.netns,
+            tls=member_identity(pki, name, svc.mgmt_ip) if pki else None))
     return EtcdCluster(members, token=f"hypetunnel-{lab.name}")
 
 
@@ -37,13 +53,27 @@ def controllers(lab: Lab) -> dict[str, LabController]:
         args: list[str] = []
         for url in cluster.endpoints:
             args += ["--etcd", url]
-        args += ["--node", node, "--peer", f"{svc.mgmt_ip}:{PEER_PORT}"]
-        out[node] = LabController(lab.directory / node, netns=svc.netns, extra_args=tuple(args))
+        args += ["--node", node, "--peer", f"{svc.mgmt_ip}:{PEER_PORT}", *tls_args(lab, node)]
+        if lab.tls_dir:  # only the pair's controllers may be on the peer channel
+            args += [a for n in NODES for a in ("--peer-name", n)]
+        out[node] = LabController(lab.directory / node, netns=svc.netns, extra_args=tuple(args),
+                                  openflow_listen=f"{_listen(lab)}:0.0.0.0:{OPENFLOW_PORT}",
+                                  ca=lab_ca(lab))
     return out
 
 
 def switch_targets(lab: Lab) -> list[str]:
-    return [f"tcp:{lab.service(n).mgmt_ip}:{OPENFLOW_PORT}" for n in NODES]
+    scheme = "ssl" if lab.tls_dir else "tcp"
+    return [f"{scheme}:{lab.service(n).mgmt_ip}:{OPENFLOW_PORT}" for n in NODES]
+
+
+def tls_args(lab: Lab, name: str) -> list[str]:
+    """A lab controller's TLS options: its identity in the lab's PKI (none: plain)."""
+    return ["--tls-dir", str(lab.tls_dir), "--tls-name", name] if lab.tls_dir else []
+
+
+def _listen(lab: Lab) -> str:
+    return "pssl" if lab.tls_dir else "tcp"
 
 
 def place_services(lab: Lab) -> None:
@@ -59,26 +89,28 @@ def place_services(lab: Lab) -> None:
 def start(lab: Lab, progress: Callable[[str], None]) -> str:
     """Start etcd and both controllers; return the comma-separated API URLs (active first)."""
     place_services(lab)
+    if lab.tls_dir:  # the controllers' certificates name their management addresses
+        ensure_lab_pki(lab)
     progress("etcd: 3 members on the management overlay")
     etcd_cluster(lab).start()
     ctls = controllers(lab)
     urls = []
     for node, ctl in ctls.items():
         progress(f"controller {node}: starting in {ctl.netns}")
-        urls.append(ctl.start(openflow=f"tcp:0.0.0.0:{OPENFLOW_PORT}"))
+        urls.append(ctl.start())
         if node == NODES[0]:  # the primary first, so who is active is predictable
             # The active one writes the bootstrap token; the standby finds it in the store.
             lab_token(lab.directory, wait=TOKEN_WAIT)
-            wait_until(lambda u=urls[0]: role(u, lab_token(lab.directory)) == "active", 30,
-                       f"{node} to become active")
-    wait_until(lambda: role(urls[1], lab_token(lab.directory)) == "standby", 30,
-               "ctl2 to become standby")
+            wait_until(lambda u=urls[0], ca=ctl.ca: role(u, ca, lab_token(lab.directory))
+                       == "active", 30, f"{node} to become active")
+    wait_until(lambda: role(urls[1], ctls[NODES[1]].ca, lab_token(lab.directory)) == "standby",
+               30, "ctl2 to become standby")
     return ",".join(urls)
 
 
-def role(url: str, token: str | None) -> str | None:
+def role(url: str, ca: Path | None, token: str | None) -> str | None:
     try:
-        with ApiClient(url, timeout=1.0, token=token) as api:
+        with ApiClient(url, timeout=1.0, ca=ca, token=token) as api:
             return str(api.controller().get("role"))
     except Exception:
         return None
@@ -86,5 +118,6 @@ def role(url: str, token: str | None) -> str | None:
 
 def active_api(lab: Lab) -> ApiClient:
     urls = [u for u in (lab.api_url or "").split(",") if u]
-    return ClientPool(urls, cache=ActiveCache(lab.directory / "active-controller.json"),
-                      token=lab_token(lab.directory, wait=TOKEN_WAIT)).active()
+    return ClientPool(urls, functools.partial(ApiClient, ca=lab_ca(lab),
+                                              token=lab_token(lab.directory, wait=TOKEN_WAIT)),
+                      cache=ActiveCache(lab.directory / "active-controller.json")).active()

@@ -25,6 +25,7 @@ from hypetunnel.lab.netns import (
     underlay_netns,
     veth_between,
 )
+from hypetunnel.lab.pki import configure_ovs
 from hypetunnel.lab.proc import run
 from hypetunnel.lab.state import LabHypervisor, LabState
 
@@ -71,6 +72,8 @@ def build_hypervisor(state: LabState, hv: LabHypervisor) -> None:
               "--", "set", "Interface", HV_UPLINK, f"mtu_request={mtu}",
               "--", "set", "Interface", PHYS_BRIDGE, f"mtu_request={mtu}")
     configure_endpoint(state, hv)
+    if state.tls_dir:  # before any remote or controller needs it
+        configure_ovs(hv, Path(state.tls_dir))
     ovs.vsctl("--may-exist", "add-br", INTEGRATION_BRIDGE,
               "--", "set", "Bridge", INTEGRATION_BRIDGE, f"datapath_type={dp}",
               "fail_mode=secure", "protocols=OpenFlow13", "other_config:disable-in-band=true")

@@ -109,7 +109,7 @@ def enlist(state: LabState, hv: LabHypervisor) -> None:
                  "other_config:disable-in-band=true",
                  "--", "set", "Interface", MGMT_BRIDGE, f"mtu_request={mgmt_mtu(state)}")
     _configure_address(state, hv)
-    _listen_ovsdb(hv)
+    _listen_ovsdb(hv, secure=state.tls_dir is not None)
     peers = [p for p in members(state) if p.name != hv.name and _running(p)]
     warm_neighbours(hv, peers)
     program_all(state)
@@ -119,7 +119,7 @@ def restore(state: LabState, hv: LabHypervisor) -> None:
     """After an ovs-vswitchd/ovsdb-server restart: the br-mgmt tap (and its address), the
     runtime OVSDB remote, the tunnel neighbour cache and every flow died with the daemons."""
     _configure_address(state, hv)
-    _listen_ovsdb(hv)
+    _listen_ovsdb(hv, secure=state.tls_dir is not None)
     warm_neighbours(hv, [p for p in members(state) if p.name != hv.name and _running(p)])
     program(state, hv)
 
@@ -131,13 +131,17 @@ def _configure_address(state: LabState, hv: LabHypervisor) -> None:
     tx_offload_off(hv.netns, MGMT_BRIDGE)
 
 
-def _listen_ovsdb(hv: LabHypervisor) -> None:
+def _listen_ovsdb(hv: LabHypervisor, secure: bool = False) -> None:
     """ovsdb-server was started with a unix socket only; the TCP remote is added at runtime
     (not persistent: restore() adds it again). The address must exist before: the daemon binds
-    it at once."""
-    remote = f"ptcp:{OVSDB_TCP_PORT}:{hv.mgmt_ip}"
+    it at once. secure: TLS only (pssl, the SSL table's certificate) and no plain remote."""
+    remote = f"{'pssl' if secure else 'ptcp'}:{OVSDB_TCP_PORT}:{hv.mgmt_ip}"
     ctl = ["ovs-appctl", "-t", f"{hv.ovs_dir}/ovsdb-server.ctl"]
-    if remote not in run([*ctl, "ovsdb-server/list-remotes"]).stdout.split():
+    remotes = run([*ctl, "ovsdb-server/list-remotes"]).stdout.split()
+    for other in remotes:
+        if other.endswith(f":{OVSDB_TCP_PORT}:{hv.mgmt_ip}") and other != remote:
+            run([*ctl, "ovsdb-server/remove-remote", other])
+    if remote not in remotes:
         run([*ctl, "ovsdb-server/add-remote", remote])
     wait_until(lambda: _listening(hv.netns, OVSDB_TCP_PORT), 10,
                f"ovsdb-server of {hv.name} to listen on {remote}")

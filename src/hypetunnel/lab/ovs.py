@@ -57,7 +57,12 @@ class OvsInstance:
         db = d / "conf.db"
         if not db.exists():
             run(["ovsdb-tool", "create", str(db), str(SCHEMA)])
-        run(["ovsdb-server", str(db), f"--remote=punix:{self.db_sock}",
+        # Key, certificate and CA come from the SSL table (`ovs-vsctl set-ssl`), as ovs-ctl
+        # does: a `pssl:` remote works once it is set, and rotated files are read again.
+        ssl_table = [f"--{opt}=db:Open_vSwitch,SSL,{col}" for opt, col in (
+            ("private-key", "private_key"), ("certificate", "certificate"),
+            ("ca-cert", "ca_cert"))]
+        run(["ovsdb-server", str(db), f"--remote=punix:{self.db_sock}", *ssl_table,
              f"--pidfile={d}/ovsdb-server.pid", f"--unixctl={d}/ovsdb-server.ctl",
              f"--log-file={d}/ovsdb-server.log", "--detach", "--no-chdir"],
             netns=self.netns, env=self._env())

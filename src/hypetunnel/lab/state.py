@@ -49,6 +49,12 @@ class LabHypervisor:
         return self.ovs.endpoint
 
     @property
+    def ovsdb_ssl(self) -> str | None:
+        """OVSDB over TLS on the management overlay ("ssl:<mgmt ip>:6640") when the lab runs
+        with TLS (the plain remote is not listening then)."""
+        return f"ssl:{self.mgmt_ip}:{OVSDB_TCP_PORT}" if self.mgmt_ip else None
+
+    @property
     def ovsdb_tcp(self) -> str | None:
         """OVSDB over the management overlay ("tcp:<mgmt ip>:6640"), for a controller that
         lives in another namespace; None without a management overlay."""
@@ -108,6 +114,8 @@ class LabState:
     mgmt_subnet: str = DEFAULT_MGMT_SUBNET
     next_service_index: int = 1
     services: dict[str, LabService] = field(default_factory=dict)
+    # The lab's PKI (lab/pki.py) when its control channels use TLS; None: all plain.
+    tls_dir: str | None = None
 
     @property
     def path(self) -> Path:

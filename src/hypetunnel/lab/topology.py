@@ -254,6 +254,16 @@ class Lab:
         return hv
 
     @property
+    def tls_dir(self) -> Path | None:
+        """The lab's PKI directory when its control channels run TLS (None: plain)."""
+        return Path(self._state.tls_dir) if self._state.tls_dir else None
+
+    def use_tls(self, directory: Path) -> None:
+        """Hypervisors added from now on get their certificate and TLS-only OVSDB."""
+        self._state.tls_dir = str(directory)
+        self._state.save()
+
+    @property
     def api_url(self) -> str | None:
         """The lab controller's REST API (comma-separated for a controller pair)."""
         return self._state.api_url

@@ -2,7 +2,10 @@
 controller's election and fencing primitives.
 
 It talks to etcd's JSON gRPC-gateway (`/v3/kv/range`, `/v3/kv/txn`, `/v3/watch`) with httpx, so no
-gRPC stack is needed. Layout under the prefix (default "/hypetunnel/"):
+gRPC stack is needed. With a TLS context (`tls=`, the controller's client context: it presents the
+controller's certificate and verifies the members against the CA) every endpoint must be https.
+
+Layout under the prefix (default "/hypetunnel/"):
 
     <prefix><logical key>     one JSON document per key, exactly the SQLite store's keys
     <prefix>meta/revision     the store's own revision (0 when absent, +1 per non-empty commit)
@@ -25,6 +28,7 @@ import base64
 import contextlib
 import json
 import logging
+import ssl
 import threading
 import time
 import uuid
@@ -74,6 +78,19 @@ def prefix_end(prefix: str) -> bytes:
     return raw[:-1] + bytes([raw[-1] + 1]) if raw else b"\0"
 
 
+def check_schemes(endpoints: list[str], tls: ssl.SSLContext | None) -> None:
+    """With TLS every endpoint is https: one plain member would carry the store (and the
+    election) in clear text and take any client."""
+    for endpoint in endpoints:
+        scheme = endpoint.partition("://")[0]
+        if scheme not in ("http", "https") or "://" not in endpoint:
+            raise ValueError(f"etcd endpoint {endpoint!r}: expected http://HOST:PORT or "
+                             "https://HOST:PORT")
+        if tls is not None and scheme != "https":
+            raise ValueError(f"etcd endpoint {endpoint!r}: TLS is configured, so it must be "
+                             "https://")
+
+
 class _Gateway:
     """POSTs to the first etcd member that answers; sticks to the last one that did.
 
@@ -89,14 +106,18 @@ class _Gateway:
 
     HEADERS = {"Grpc-Metadata-hasleader": "true"}  # gRPC metadata through the gateway
 
-    def __init__(self, endpoints: list[str], timeout: float, attempt_timeout: float) -> None:
+    def __init__(self, endpoints: list[str], timeout: float, attempt_timeout: float,
+                 tls: ssl.SSLContext | None = None) -> None:
         if not endpoints:
             raise ValueError("EtcdStore needs at least one endpoint")
         self.endpoints = [e.rstrip("/") for e in endpoints]
+        check_schemes(self.endpoints, tls)
         self.timeout = timeout
         self.attempt_timeout = min(attempt_timeout, timeout)
         self._preferred = 0
-        self._http = httpx.Client(timeout=timeout, headers=self.HEADERS)
+        # verify=True (httpx's default) only matters for an https endpoint without our context.
+        self.verify: ssl.SSLContext | bool = tls if tls is not None else True
+        self._http = httpx.Client(timeout=timeout, headers=self.HEADERS, verify=self.verify)
         self._budget = threading.local()  # .deadline of the operation this thread is in
 
     def order(self) -> list[str]:
@@ -168,15 +189,17 @@ class _Gateway:
 class EtcdStore:
     def __init__(self, endpoints: list[str], prefix: str = "/hypetunnel/",
                  timeout: float = 2.0, *, attempt_timeout: float = 0.25,
+                 tls: ssl.SSLContext | None = None,
                  _gateway: _Gateway | None = None, _fence: int | None = None) -> None:
         """timeout: budget of one operation across every member (then StoreUnavailable);
-        attempt_timeout: limit of one request to one member before trying the next."""
+        attempt_timeout: limit of one request to one member before trying the next;
+        tls: the client context every request (and the watch) uses, see the module doc."""
         if not prefix:
             raise ValueError("the etcd prefix must not be empty")
         self.prefix = prefix
         self.audit_prefix = prefix.rstrip("/") + "-audit/"
         self.fence = _fence
-        self._gw = _gateway or _Gateway(endpoints, timeout, attempt_timeout)
+        self._gw = _gateway or _Gateway(endpoints, timeout, attempt_timeout, tls)
         self._owner = _gateway is None  # views share (and must not close) their parent's client
         self._revision_hint = 0
 
@@ -457,7 +480,7 @@ class _Watcher:
         with self._lock:
             if self._stop.is_set():
                 return
-            self._client = httpx.Client(timeout=timeout)
+            self._client = httpx.Client(timeout=timeout, verify=self.store._gw.verify)
         try:
             # "hasleader" makes a member that lost its raft leader (a partitioned minority) cancel
             # the stream, so we move to a member that still sees the changes.

@@ -66,6 +66,9 @@ class SwitchChannel:
         self.on_port_status = on_port_status
         self.state = ChannelState.HANDSHAKE
         self.datapath_id: int | None = None
+        # Who the switch proved to be: its certificate's common name (TLS), None when plain.
+        self.identity: str | None = None
+        self.certificate_serial: int | None = None  # which certificate (rotation shows here)
         peer = writer.get_extra_info("peername")
         if isinstance(peer, tuple):
             self.peer = f"{peer[0]}:{peer[1]}"
@@ -85,7 +88,8 @@ class SwitchChannel:
 
     def __repr__(self) -> str:
         dpid = f"{self.datapath_id:016x}" if self.datapath_id is not None else "?"
-        return f"<SwitchChannel dpid={dpid} peer={self.peer} {self.state.value}>"
+        who = f" cn={self.identity}" if self.identity else ""
+        return f"<SwitchChannel dpid={dpid}{who} peer={self.peer} {self.state.value}>"
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -105,7 +109,9 @@ class SwitchChannel:
         self.datapath_id = reply.datapath_id
         self.state = ChannelState.READY
         self._tasks.append(asyncio.create_task(self._echo_loop(), name=f"of-echo {self.peer}"))
-        log.info("switch %016x connected from %s", self.datapath_id, self.peer)
+        proof = (f" (certificate CN={self.identity} serial {self.certificate_serial:x})"
+                 if self.identity and self.certificate_serial is not None else "")
+        log.info("switch %016x connected from %s%s", self.datapath_id, self.peer, proof)
 
     async def close(self) -> None:
         self._close("closed by controller")
@@ -356,3 +362,18 @@ class SwitchChannel:
 
     def is_ready(self) -> bool:
         return self.state is ChannelState.READY
+
+    async def alive(self, timeout: float) -> bool:
+        """Does the switch still answer on this connection (an echo within timeout)?"""
+        if not self.is_ready():
+            return False
+        xid, req = self._register()
+        try:
+            self._write([codec.echo_bytes(ofp.OFPT_ECHO_REQUEST, xid)])
+            async with asyncio.timeout(timeout):
+                await req.future
+            return True
+        except (TimeoutError, SouthboundError):
+            return False
+        finally:
+            self._pending.pop(xid, None)

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import ssl
 import struct
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from os_ken.ofproto import ofproto_v1_3 as ofp
 
@@ -73,13 +75,17 @@ class FakeSwitch:
         """FlowMods received, plain or inside bundles."""
         return self.received["flow_mod"]
 
-    async def connect(self, target: str) -> None:
-        """Connect to a controller ("tcp:HOST:PORT" / "unix:/path") and serve until EOF."""
-        kind, where, port = parse_target(target)
+    async def connect(self, target: str, ssl_context: ssl.SSLContext | None = None) -> None:
+        """Connect to a controller ("tcp:HOST:PORT" / "unix:/path", over TLS with a client
+        context) and serve until EOF."""
+        kind, where, port = parse_target(target, tls=ssl_context is not None)
+        tls: dict[str, Any] = {}
+        if ssl_context is not None:
+            tls = {"ssl": ssl_context, "server_hostname": "controller"}
         if kind == "unix":
-            reader, writer = await asyncio.open_unix_connection(where)
+            reader, writer = await asyncio.open_unix_connection(where, **tls)
         else:
-            reader, writer = await asyncio.open_connection(where, port)
+            reader, writer = await asyncio.open_connection(where, port, **tls)
         await self.run(reader, writer)
 
     async def run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -122,6 +128,7 @@ class FakeSwitch:
         if msg_type == ofp.OFPT_FLOW_MOD:
             return self._guard(xid, buf, lambda: self._flow_mod(buf))
         if msg_type == ofp.OFPT_MULTIPART_REQUEST:
+            self.received["multipart"] += 1
             return self._multipart(xid, buf)
         if msg_type == ofp.OFPT_EXPERIMENTER:
             return self._experimenter(xid, buf)

@@ -1,5 +1,11 @@
 """Passive OpenFlow listener: switches connect to us (`ovs-vsctl set-controller br-int ...`).
 
+With a TLS context every listener speaks TLS only (OVS's `ssl:` targets; the `pssl:` of our
+listen targets): a switch must present a certificate our CA signed, and its common name — the
+hypervisor it is — is carried on the channel (`SwitchChannel.identity`) for whoever binds
+connections to hypervisors. There is no plain listener then: a plain TCP client gets its
+connection closed after a failed handshake, before any OpenFlow byte.
+
 Each accepted connection is handshaken into a SwitchChannel and handed to `on_switch` in a
 supervised task: its exceptions are logged, never lost, and a handler that fails closes its
 channel. A handler that returns normally leaves the channel open (it may have handed it on).
@@ -11,12 +17,14 @@ import asyncio
 import contextlib
 import logging
 import os
+import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from hypetunnel.aio import reap
 from hypetunnel.errors import SouthboundError
+from hypetunnel.pki import certificate_serial, peer_common_name
 from hypetunnel.southbound.openflow.channel import SwitchChannel
 
 log = logging.getLogger(__name__)
@@ -27,27 +35,36 @@ BACKLOG = 4096
 OnSwitch = Callable[[SwitchChannel], Awaitable[None]]
 
 
-def parse_target(target: str) -> tuple[str, str, int]:
-    """"tcp:HOST:PORT" -> ("tcp", host, port); "unix:/path" -> ("unix", path, 0). Port 0 asks
-    for any free port (tests). Anything else raises SouthboundError saying what is accepted."""
+def parse_target(target: str, tls: bool = False) -> tuple[str, str, int]:
+    """"tcp:HOST:PORT" -> ("tcp", host, port); "unix:/path" -> ("unix", path, 0); with `tls`
+    also "ssl:"/"pssl:HOST:PORT" -> ("tcp", host, port) (the TLS is the listener's). Port 0
+    asks for any free port (tests). Anything else raises SouthboundError saying what is
+    accepted."""
     kind, _, rest = target.partition(":")
     if kind == "unix" and rest:
         return "unix", rest, 0
-    if kind == "tcp":
+    if kind in ("ssl", "pssl") and not tls:
+        raise SouthboundError(f"OpenFlow listen target {target!r}: {kind}: needs TLS "
+                              "(--tls-dir); without it use tcp:HOST:PORT or unix:PATH")
+    if kind in ("tcp", "ssl", "pssl"):
         host, _, port = rest.rpartition(":")
         if host and port.isdigit() and int(port) <= 65535:
             return "tcp", host.strip("[]"), int(port)
-    if kind in ("ssl", "pssl"):
-        raise SouthboundError(f"OpenFlow listen target {target!r}: SSL is not supported yet; "
-                              "use tcp:HOST:PORT or unix:PATH")
+    also = ", ssl:HOST:PORT, pssl:HOST:PORT" if tls else ""
     raise SouthboundError(f"bad OpenFlow listen target {target!r}: "
-                          "expected tcp:HOST:PORT (port 0-65535) or unix:PATH")
+                          f"expected tcp:HOST:PORT (port 0-65535){also} or unix:PATH")
 
 
 class OpenFlowServer:
     def __init__(self, on_switch: OnSwitch, *, echo_interval: float = 1.0,
-                 echo_timeout: float = 3.0, channel_options: dict[str, Any] | None = None) -> None:
+                 echo_timeout: float = 3.0, channel_options: dict[str, Any] | None = None,
+                 ssl_context: ssl.SSLContext | None = None,
+                 handshake_timeout: float = 10.0) -> None:
+        """ssl_context: a server context that requires client certificates (pki), or None
+        for plain listeners."""
         self.on_switch = on_switch
+        self.ssl_context = ssl_context
+        self.handshake_timeout = handshake_timeout
         self._channel_options = {"echo_interval": echo_interval, "echo_timeout": echo_timeout,
                                  **(channel_options or {})}
         self._servers: list[asyncio.Server] = []
@@ -57,28 +74,32 @@ class OpenFlowServer:
 
     async def listen(self, target: str) -> str:
         """Start listening; returns the printable address (tcp port resolved if 0 was asked)."""
-        kind, where, port = parse_target(target)
+        kind, where, port = parse_target(target, tls=self.ssl_context is not None)
+        tls: dict[str, Any] = {}
+        if self.ssl_context is not None:
+            tls = {"ssl": self.ssl_context, "ssl_handshake_timeout": self.handshake_timeout}
         try:
             if kind == "unix":
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(where)  # a stale socket from a crashed run would block bind
                 server = await asyncio.start_unix_server(self._accept, path=where,
-                                                         backlog=BACKLOG)
+                                                         backlog=BACKLOG, **tls)
                 self._unix_paths.append(Path(where))
             else:
                 server = await asyncio.start_server(self._accept, host=where, port=port,
-                                                    backlog=BACKLOG)
+                                                    backlog=BACKLOG, **tls)
         except OSError as e:
             raise SouthboundError(f"cannot listen on {target}: {e}") from e
         self._servers.append(server)
         return self._describe(server)
 
-    @staticmethod
-    def _describe(server: asyncio.Server) -> str:
+    def _describe(self, server: asyncio.Server) -> str:
         out = []
+        tcp = "pssl" if self.ssl_context is not None else "tcp"
         for sock in server.sockets:
             name = sock.getsockname()
-            out.append(f"tcp:{name[0]}:{name[1]}" if isinstance(name, tuple) else f"unix:{name}")
+            out.append(f"{tcp}:{name[0]}:{name[1]}" if isinstance(name, tuple)
+                       else f"unix:{name}")
         return ",".join(out)
 
     @property
@@ -87,6 +108,16 @@ class OpenFlowServer:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         channel = SwitchChannel(reader, writer, **self._channel_options)
+        if self.ssl_context is not None:
+            # The handshake already required a certificate of our CA; its CN says who it is.
+            tls = writer.get_extra_info("ssl_object")
+            channel.identity = peer_common_name(tls)
+            channel.certificate_serial = certificate_serial(tls)
+            if not channel.identity:
+                log.warning("rejected OpenFlow connection from %s: its certificate names no "
+                            "common name", channel.peer)
+                writer.close()
+                return
         try:
             await channel.handshake()
         except SouthboundError as e:
