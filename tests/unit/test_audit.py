@@ -396,3 +396,17 @@ def test_a_hung_audit_read_is_503_and_never_blocks_the_loop() -> None:
             assert answers == {"audit": 503}
     finally:
         release.set()
+
+
+def test_a_new_tokens_secret_never_reaches_the_audit_log(loaded: Ctx) -> None:
+    """POST /tokens answers with the only copy of the secret; its change row records who
+    made which token, not the secret (the store keeps only its hash)."""
+    r = loaded.client.post(f"{API}/tokens", json={"name": "ops", "role": "operator"},
+                           headers=loaded.admin())
+    assert r.status_code == 201, r.text
+    secret = r.json()["token"].split(".")[2]
+    [row] = loaded.entries()[:1]
+    assert (row["kind"], row["who"], row["route"]) == ("change", "alice", "/api/v1/tokens")
+    assert row["keys"]["put"] == ["token/ops"]
+    assert "(secret, not recorded)" in row["answer"] and '"name": "ops"' in row["answer"]
+    assert secret not in json.dumps(loaded.store.audit_range(0, None, 1000))
