@@ -419,7 +419,7 @@ def bench_large(rounds: int, hypervisors: int, vms: int, samples: int) -> str:
         lab, phases = lab_up(file, name, timeout=300)
         rss = ovs_rss_mb(lab)
         ctl = datacenter.lab_controller(lab)
-        with port_clock() as clock, ApiClient(ctl.api_url, ca=ctl.ca, timeout=60) as api:
+        with port_clock() as clock, datacenter.client(lab, ctl.api_url, timeout=60) as api:
             st = api.status()
             flows = [s["flows"] for s in st["switches"]]
             tunnels = [s["tunnels"] for s in st["switches"]]

@@ -38,7 +38,8 @@ from hypetunnel.model.intent import network_mtu
 def view(lab, node):  # type: ignore[no-untyped-def]
     try:
         ctl = hapair.controllers(lab)[node]
-        with hapair.ApiClient(ctl.api_url, timeout=2.0, ca=ctl.ca) as a:
+        with hapair.ApiClient(ctl.api_url, timeout=2.0, ca=ctl.ca,
+                              token=hapair.lab_token(lab.directory)) as a:
             return a.status()
     except Exception:
         return {}

@@ -39,7 +39,6 @@ from convergence import large_intent  # noqa: E402
 from flow_rate import realistic_flows  # noqa: E402
 
 from hypetunnel.cli.democmd import bundled_example  # noqa: E402
-from hypetunnel.client import ApiClient  # noqa: E402
 from hypetunnel.lab import datacenter  # noqa: E402
 from hypetunnel.lab.ovs import OvsInstance  # noqa: E402
 from hypetunnel.pki import Identity, init_ca, issue, server_context  # noqa: E402
@@ -128,7 +127,7 @@ def convergence(hypervisors: int, restarts: int, mode: str) -> tuple[float, list
             ctl.stop()
             ctl.start()
             start = time.monotonic()
-            with ApiClient(ctl.api_url, ca=ctl.ca) as api:
+            with datacenter.client(lab, ctl.api_url) as api:
                 datacenter.wait_converged(api, 120)
             took.append(time.monotonic() - start)
         return up_s, took

@@ -21,6 +21,7 @@ import hypetunnel.southbound.ovsdb.client  # noqa: F401
 from hypetunnel.api.app import create_app
 from hypetunnel.api.guards import Guards
 from hypetunnel.api.ratelimit import RateLimit
+from hypetunnel.api.tokens_bootstrap import ensure_bootstrap_token
 from hypetunnel.controller.ha import HaConfig
 from hypetunnel.controller.peertls import PeerTls
 from hypetunnel.controller.runtime import Controller
@@ -94,6 +95,8 @@ async def serve(config: DaemonConfig) -> None:
     # standby records the writes it refuses too.
     app = create_app(controller.service, controller, guards=config.guards(),
                      audit_store=store if isinstance(store, AuditStore) else None)
+    # The first admin token, once this controller may write and none exists in the store.
+    bootstrap = asyncio.create_task(ensure_bootstrap_token(app.state.tokens, config.state_dir))
     # HTTPS with our certificate; clients authenticate with tokens, not certificates.
     cert, key = ((str(config.tls.identity.cert), str(config.tls.identity.key)) if config.tls
                  else (None, None))
@@ -113,6 +116,7 @@ async def serve(config: DaemonConfig) -> None:
     try:
         await server.serve()
     finally:
+        bootstrap.cancel()
         await controller.stop()
         trail = app.state.audit
         if trail is not None:  # the audit rows still queued (answers, requests, refusals)

@@ -19,6 +19,7 @@ import re
 import secrets
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -566,7 +567,13 @@ def test_console_script_serves_healthz_and_exits_on_sigterm(tmp_path: Path) -> N
         wait_until(healthy, 30, "the controller API", interval=0.05)
         assert sock.is_socket()
         assert (state / "store.db").exists()
-        status = httpx.get(f"{url}/status", timeout=5).json()
+        # The first start wrote the bootstrap admin token: owner-only, and it opens the API.
+        token_file = state / "admin.token"
+        wait_until(token_file.exists, 10, "the bootstrap admin token", interval=0.05)
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        auth = {"Authorization": f"Bearer {token_file.read_text().strip()}"}
+        assert httpx.get(f"{url}/status", timeout=5).status_code == 401
+        status = httpx.get(f"{url}/status", timeout=5, headers=auth).json()
         assert status["switches"] == [] and status["controller"]["role"] == "active"
 
         proc.send_signal(signal.SIGTERM)

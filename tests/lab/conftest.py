@@ -33,7 +33,8 @@ def fabric() -> Iterator[LabFabric]:
     try:
         lab = datacenter.up(bundled_example(), name, timeout=90)
         ctl = datacenter.lab_controller(lab)
-        with ApiClient(ctl.api_url, ca=ctl.ca) as api:  # HTTPS checked with the lab's CA
+        # The lab's bootstrap token; HTTPS checked with the lab's CA.
+        with datacenter.client(lab, ctl.api_url) as api:
             yield LabFabric(lab, api, ctl)
     finally:
         datacenter.down(name)

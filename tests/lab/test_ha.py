@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -38,8 +39,8 @@ def ha(request: pytest.FixtureRequest) -> Iterator[Lab]:
 
 
 def api(lab: Lab, node: str, timeout: float = 2.0) -> ApiClient:
-    ctl = hapair.controllers(lab)[node]
-    return ApiClient(ctl.api_url, timeout=timeout, ca=ctl.ca)  # HTTPS verified with the lab's CA
+    """`node`'s API with the lab's bootstrap token, HTTPS verified with the lab's CA."""
+    return datacenter.client(lab, hapair.controllers(lab)[node].api_url, timeout=timeout)
 
 
 def controller_view(lab: Lab, node: str) -> dict[str, Any]:
@@ -427,3 +428,58 @@ def test_a_frozen_etcd_leader_stalls_writes_but_not_the_pair(ha: Lab) -> None:
             a.delete_vm("acme", n)
         datacenter.sync_vms(ha, a)
         datacenter.wait_converged(a, 30)
+
+
+def token_answer(lab: Lab, node: str, token: str) -> int:
+    """The status `node` answers a request with `token` (GET /controller, a provider read)."""
+    try:
+        with ApiClient(hapair.controllers(lab)[node].api_url, timeout=2.0, token=token,
+                       ca=hapair.lab_ca(lab)) as a:
+            a.controller()
+    except ApiError as e:
+        return e.status
+    return 200
+
+
+def test_tokens_hold_on_both_controllers_and_a_revocation_reaches_the_standby_within_1_s(
+        ha: Lab) -> None:
+    act = active_node(ha)
+    sby = other(act)
+    name = f"ha-ops-{os.getpid() % 100000}"
+    answer = functools.partial(token_answer, ha)
+    # The bootstrap token, written by whichever controller was active first, opens both.
+    bootstrap = datacenter.token_for(ha)
+    assert bootstrap and answer(act, bootstrap) == 200 and answer(sby, bootstrap) == 200
+    with api(ha, act) as a:
+        token = a.create_token(name, "operator")["token"]
+    wait_until(lambda: answer(sby, token) == 200, 5, "the standby to accept the new token")
+    assert answer(act, token) == 200
+    with api(ha, act) as a:
+        a.revoke_token(name)
+    revoked = time.monotonic()
+    assert answer(act, token) == 401
+    wait_until(lambda: answer(sby, token) == 401, 5, "the standby to refuse the revoked token",
+               interval=0.02)
+    took = time.monotonic() - revoked
+    print(f"revocation refused by the standby after {took * 1000:.0f} ms")
+    assert took < 1.0, f"the standby accepted a revoked token for {took:.2f} s"
+
+
+def test_tokens_survive_a_failover_and_the_new_active_revokes_for_both(ha: Lab) -> None:
+    act = active_node(ha)
+    new = other(act)
+    name = f"ha-fo-{os.getpid() % 100000}"
+    answer = functools.partial(token_answer, ha)
+    bootstrap = datacenter.token_for(ha)
+    assert bootstrap
+    with api(ha, act) as a:
+        token = a.create_token(name, "operator")["token"]
+        a.failover()
+    wait_until(lambda: controller_view(ha, new).get("role") == "active"
+               and controller_view(ha, act).get("role") == "standby", 15, f"{new} to take over")
+    assert answer(new, token) == 200 and answer(new, bootstrap) == 200
+    with ApiClient(hapair.controllers(ha)[new].api_url, timeout=2.0, token=bootstrap,
+                   ca=hapair.lab_ca(ha)) as a:
+        a.revoke_token(name)
+    assert answer(new, token) == 401
+    wait_until(lambda: answer(act, token) == 401, 5, f"{act} (now standby) to refuse it")

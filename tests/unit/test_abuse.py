@@ -11,13 +11,16 @@ import pytest
 from fastapi.testclient import TestClient
 
 from hypetunnel.api.app import create_app
+from hypetunnel.api.audit import AuditMiddleware
 from hypetunnel.api.guards import Guards
 from hypetunnel.api.limits import MIB, BodyLimitMiddleware, BodyLimits
 from hypetunnel.api.params import NAME_PATTERN
-from hypetunnel.api.ratelimit import RateLimit, TokenBuckets
+from hypetunnel.api.policy import authorize, unruled_routes
+from hypetunnel.api.ratelimit import RateLimit, RateLimitMiddleware, TokenBuckets
 from hypetunnel.controller.service import FabricService
 from hypetunnel.store.memory import MemoryStore
-from tests.unit.test_audit import FakeAuth, example, with_fake_auth
+from tests.unit.auth_helpers import admin_client, bearer, mint
+from tests.unit.test_audit import UNKNOWN_TOKEN, example
 
 API = "/api/v1"
 
@@ -31,8 +34,8 @@ class Clock:
 
 
 def client(guards: Guards | None = None) -> TestClient:
-    service = FabricService(MemoryStore())
-    return TestClient(with_fake_auth(create_app(service, guards=guards)))
+    """A client of the real app sending an admin token (requests may override it)."""
+    return admin_client(create_app(FabricService(MemoryStore()), guards=guards))
 
 
 @pytest.fixture
@@ -55,6 +58,26 @@ def test_a_2_mib_body_is_413_with_a_clear_error_and_stores_nothing(api: TestClie
     assert "over 1 MiB" in reason(r) and "/api/v1/apply takes up to 16 MiB" in reason(r)
     assert len(r.text) < 500
     assert api.get(f"{API}/intent").json() == before
+
+
+@pytest.mark.parametrize("token", [None, UNKNOWN_TOKEN])
+def test_a_2_mib_body_is_413_before_the_token_is_looked_at(token: str | None) -> None:
+    """The body limit wraps the auth layer: an oversized body is refused for its size, without
+    the token being checked, and its audit row names no principal nor any auth failure."""
+    app = create_app(FabricService(MemoryStore()))
+    checked: list[str | None] = []
+    verify = app.state.tokens.verify
+    app.state.tokens.verify = lambda t: checked.append(t) or verify(t)
+    with TestClient(app) as c:
+        headers = {"content-type": "application/json", **(bearer(token) if token else {})}
+        r = c.post(f"{API}/tenants", content=b"x" * (2 * MIB), headers=headers)
+        assert r.status_code == 413 and "over 1 MiB" in reason(r)
+        assert checked == []
+        assert app.state.audit.flush()
+        [row] = app.state.audit.store.audit_range(0, None, 10)
+    assert (row["kind"], row["status"], row["who"], row["role"]) == ("request", 413,
+                                                                    "anonymous", None)
+    assert "auth_failure" not in row
 
 
 def test_a_chunked_body_is_cut_off_as_it_passes_the_limit(api: TestClient) -> None:
@@ -118,14 +141,16 @@ def limited(clock: Clock, **kw: Any) -> TestClient:
 def test_a_caller_over_its_rate_gets_429_with_retry_after_then_recovers() -> None:
     clock = Clock()
     with limited(clock) as c:
-        token = {"Authorization": "Bearer t1"}
+        token = bearer(mint(c.app, "t1", "operator"))  # type: ignore[arg-type]
         assert [c.get(f"{API}/tenants", headers=token).status_code for _ in range(3)] == [200] * 3
         r = c.get(f"{API}/tenants", headers=token)
         assert r.status_code == 429 and r.headers["Retry-After"] == "1"
         assert "over 2 requests/s" in reason(r)
-        # Another token has a bucket of its own; so has a caller without one (its address).
-        assert c.get(f"{API}/tenants", headers={"Authorization": "Bearer t2"}).status_code == 200
-        assert c.get(f"{API}/tenants").status_code == 200
+        # Another token has a bucket of its own; so has a caller without one (its address):
+        # the auth layer, not the limit, answers it.
+        other = bearer(mint(c.app, "t2", "operator"))  # type: ignore[arg-type]
+        assert c.get(f"{API}/tenants", headers=other).status_code == 200
+        assert c.get(f"{API}/tenants", headers={"Authorization": ""}).status_code == 401
         assert c.get(f"{API}/healthz", headers=token).status_code == 200  # never limited
         clock.now += 0.5  # one token back at 2/s
         assert c.get(f"{API}/tenants", headers=token).status_code == 200
@@ -142,10 +167,11 @@ def test_made_up_tokens_exhaust_the_addresss_budget_of_401s() -> None:
         codes = [c.get(f"{API}/tenants", headers={"Authorization": f"Bearer bad{i}"}).status_code
                  for i in range(7)]
         assert codes == [401] * 5 + [429] * 2
-        r = c.get(f"{API}/tenants", headers={"Authorization": "Bearer good"})
+        good = bearer(mint(c.app, "good", "operator"))  # type: ignore[arg-type]
+        r = c.get(f"{API}/tenants", headers=good)
         assert r.status_code == 429 and "invalid credentials" in reason(r)
         clock.now += 1.0
-        assert c.get(f"{API}/tenants", headers={"Authorization": "Bearer good"}).status_code == 200
+        assert c.get(f"{API}/tenants", headers=good).status_code == 200
 
 
 def test_the_bucket_table_is_bounded() -> None:
@@ -191,8 +217,16 @@ def test_errors_clip_values_they_quote(api: TestClient) -> None:
         assert len(r.text) < 1000 and "characters, clipped" in r.text
 
 
-def test_fake_auth_is_innermost() -> None:
-    """The guards wrap everything create_app installed, the (fake) auth layer included."""
-    app = create_app(FabricService(MemoryStore()))
-    with_fake_auth(app)
-    assert app.user_middleware[-1].cls is FakeAuth
+def test_the_guards_wrap_everything_and_auth_is_the_apps_dependency() -> None:
+    """Outermost first: the rate limit, the audit, the body limit; then the app, whose every
+    route depends on `authorize` (the first dependency), so a refusal of the auth layer passes
+    through the audit on its way out, and an oversized body never reaches the auth layer."""
+    app = create_app(FabricService(MemoryStore()), guards=Guards(rate=RateLimit()))
+    assert [m.cls for m in app.user_middleware] == [RateLimitMiddleware, AuditMiddleware,
+                                                    BodyLimitMiddleware]
+    assert app.router.dependencies[0].dependency is authorize
+    # The audit route came in with the guards, before create_app checked every route's rule.
+    assert "get" in app.openapi()["paths"][f"{API}/audit"] and unruled_routes(app) == []
+    with admin_client(app) as c:  # the audit route is ruled like every other one
+        assert c.get(f"{API}/audit").status_code == 200
+        assert c.get(f"{API}/audit", headers={"Authorization": ""}).status_code == 401

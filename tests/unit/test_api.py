@@ -14,6 +14,7 @@ from hypetunnel.api.app import RuntimeView, create_app
 from hypetunnel.controller.service import FabricService
 from hypetunnel.model.intent import Intent
 from hypetunnel.store.memory import MemoryStore
+from tests.unit.auth_helpers import authorized, separate_tokens
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "three-hypervisors.yaml"
 API = "/api/v1"
@@ -36,7 +37,8 @@ class Ctx:
         self.store = MemoryStore()
         self.changes: list[tuple[Intent, Intent]] = []
         self.service = FabricService(self.store, on_change=lambda o, n: self.changes.append((o, n)))
-        self.client = TestClient(create_app(self.service, FakeRuntime()))
+        self.client = authorized(TestClient(create_app(self.service, FakeRuntime(),
+                                                       tokens=separate_tokens())))
 
     def unchanged(self, before: Any) -> bool:
         return bool(self.store.load() == before)
@@ -261,7 +263,7 @@ def test_status_and_overlay(loaded: Ctx) -> None:
 
 def test_without_runtime() -> None:
     service = FabricService(MemoryStore())
-    with TestClient(create_app(service)) as c:
+    with authorized(TestClient(create_app(service, tokens=separate_tokens()))) as c:
         status = c.get(f"{API}/status").json()
         assert status["revision"] == 0 and status["converged"] is False
         assert status["switches"] == []

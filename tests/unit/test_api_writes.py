@@ -15,6 +15,7 @@ import pytest
 from hypetunnel.api.app import create_app
 from hypetunnel.controller.service import FabricService
 from hypetunnel.store.memory import MemoryStore
+from tests.unit.auth_helpers import bearer, mint, separate_tokens
 
 API = "/api/v1"
 
@@ -49,8 +50,9 @@ def store() -> Iterator[HangingStore]:
 async def _client(store: HangingStore, timeout: float) -> tuple[httpx.AsyncClient, list[int]]:
     changes: list[int] = []
     service = FabricService(store, on_change=lambda _o, _n: changes.append(threading.get_ident()))
-    app = create_app(service, write_timeout=timeout)
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t"), changes
+    app = create_app(service, write_timeout=timeout, tokens=separate_tokens())
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t",
+                             headers=bearer(mint(app))), changes
 
 
 def test_writes_run_in_a_worker_thread(store: HangingStore) -> None:

@@ -5,18 +5,14 @@ retention, stores."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from starlette.middleware import Middleware
-from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hypetunnel.api.app import create_app
 from hypetunnel.api.audit_trail import AuditTrail, Retention
@@ -35,50 +31,10 @@ from hypetunnel.store.base import StaleRevision, Store
 from hypetunnel.store.etcd import EtcdStore, prefix_end
 from hypetunnel.store.memory import MemoryStore
 from hypetunnel.store.sqlite import SqliteStore
+from tests.unit.auth_helpers import authorized, bearer, mint, separate_tokens
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "three-hypervisors.yaml"
 API = "/api/v1"
-
-
-@dataclass(frozen=True)
-class FakePrincipal:  # the auth layer's Principal, duck-typed
-    name: str
-    role: str
-    tenant: str | None = None
-
-
-class FakeAuth:
-    """A stand-in for the auth layer, innermost like a dependency: `X-Test-Principal:
-    name,role[,tenant]` authenticates; `Authorization: Bearer bad[REASON]` is a 401 (REASON,
-    default unknown); a
-    tenant-reader's write is a 403 with the principal set."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = dict(scope.get("headers", []))
-        state = scope.setdefault("state", {})
-        token = headers.get(b"authorization", b"")
-        if token.startswith(b"Bearer bad"):
-            state["auth_failure"] = token.removeprefix(b"Bearer bad").decode() or "unknown"
-            await JSONResponse({"detail": {"errors": [{"path": "", "reason": "unknown token"}]}},
-                               status_code=401)(scope, receive, send)
-            return
-        who = headers.get(b"x-test-principal")
-        if who:
-            name, role, *tenant = who.decode().split(",")
-            state["principal"] = FakePrincipal(name, role, tenant[0] if tenant else None)
-            if role == "tenant-reader" and scope["method"] != "GET":
-                await JSONResponse({"detail": {"errors": [{"path": "", "reason": "read-only"}]}},
-                                   status_code=403)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-
-def with_fake_auth(app: FastAPI) -> FastAPI:
-    app.user_middleware.append(Middleware(FakeAuth))  # appended = innermost
-    return app
 
 
 def example() -> dict[str, Any]:
@@ -86,25 +42,43 @@ def example() -> dict[str, Any]:
     return doc
 
 
-def admin(name: str = "alice") -> dict[str, str]:
-    return {"X-Test-Principal": f"{name},admin"}
-
-
-def tenant_admin(tenant: str, name: str = "tom") -> dict[str, str]:
-    return {"X-Test-Principal": f"{name},tenant-admin,{tenant}"}
+UNKNOWN_TOKEN = "ht.nosuch." + "A" * 43  # well-formed, but no such token: a 401 "unknown"
+# The callers of these tests: token name -> (role, tenant). Minted through the app's own
+# registry (not through the API: no audit rows of their own), the tenants' once they exist.
+CALLERS: dict[str, tuple[str, str | None]] = {
+    "alice": ("admin", None),
+    "tom": ("tenant-admin", "acme"),
+    "gus": ("tenant-admin", "globex"),
+    "rita": ("tenant-reader", "acme"),
+}
 
 
 class Ctx:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.service = FabricService(store)
-        self.app = with_fake_auth(create_app(self.service, guards=Guards(node="ctl-test")))
+        self.app = create_app(self.service, guards=Guards(node="ctl-test"))
         self.client = TestClient(self.app)
         self.trail: AuditTrail = self.app.state.audit
+        self.tokens = {"alice": mint(self.app, "alice")}
+
+    def mint_tenant_tokens(self) -> None:
+        self.tokens.update({name: mint(self.app, name, role, tenant)
+                            for name, (role, tenant) in CALLERS.items() if tenant is not None})
+
+    def as_(self, name: str) -> dict[str, str]:
+        """The headers of a request made with the token named `name` (CALLERS)."""
+        return bearer(self.tokens[name])
+
+    def admin(self) -> dict[str, str]:
+        return self.as_("alice")
+
+    def tenant_admin(self, tenant: str) -> dict[str, str]:
+        return self.as_({"acme": "tom", "globex": "gus"}[tenant])
 
     def entries(self, headers: dict[str, str] | None = None, **query: Any) -> list[Any]:
         assert self.trail.flush()
-        r = self.client.get(f"{API}/audit", params=query, headers=headers or admin())
+        r = self.client.get(f"{API}/audit", params=query, headers=headers or self.admin())
         assert r.status_code == 200, r.text
         entries: list[Any] = r.json()
         return entries
@@ -123,13 +97,14 @@ def ctx(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ctx]:
 
 @pytest.fixture
 def loaded(ctx: Ctx) -> Ctx:
-    r = ctx.client.post(f"{API}/apply", json={"intent": example()}, headers=admin())
+    r = ctx.client.post(f"{API}/apply", json={"intent": example()}, headers=ctx.admin())
     assert r.status_code == 200, r.text
+    ctx.mint_tenant_tokens()
     return ctx
 
 
 def test_a_write_leaves_a_change_row_with_who_what_result_and_where(loaded: Ctx) -> None:
-    r = loaded.client.delete(f"{API}/tenants/acme/vms/web1", headers=tenant_admin("acme"))
+    r = loaded.client.delete(f"{API}/tenants/acme/vms/web1", headers=loaded.tenant_admin("acme"))
     assert r.status_code == 200, r.text
     newest, applied = loaded.entries()[:2]
     assert newest["kind"] == "change"
@@ -148,8 +123,8 @@ def test_a_write_leaves_a_change_row_with_who_what_result_and_where(loaded: Ctx)
 
 def test_audit_rows_never_show_in_the_intent_nor_move_the_revision(loaded: Ctx) -> None:
     before = loaded.store.load()
-    loaded.client.post(f"{API}/tenants", json={"name": "bad_name"}, headers=admin())  # 422
-    loaded.client.delete(f"{API}/tenants/acme", headers={"Authorization": "Bearer bad"})
+    loaded.client.post(f"{API}/tenants", json={"name": "bad_name"}, headers=loaded.admin())  # 422
+    loaded.client.delete(f"{API}/tenants/acme", headers=bearer(UNKNOWN_TOKEN))
     loaded.trail.close_window()
     assert len(loaded.entries()) == 3  # apply, the bad request, the refusal
     assert loaded.store.load() == before
@@ -158,10 +133,10 @@ def test_audit_rows_never_show_in_the_intent_nor_move_the_revision(loaded: Ctx) 
 
 def test_a_write_that_commits_nothing_is_a_request_row_with_its_errors(loaded: Ctx) -> None:
     r = loaded.client.post(f"{API}/tenants/acme/vms", json={"name": "web9", "network": "nope"},
-                           headers=admin())
+                           headers=loaded.admin())
     assert r.status_code == 422
     dry = loaded.client.post(f"{API}/apply", json={"intent": {}, "dry_run": True},
-                             headers=admin())
+                             headers=loaded.admin())
     assert dry.status_code == 200
     dry_row, bad = loaded.entries()[:2]
     assert bad["kind"] == "request" and bad["status"] == 422
@@ -170,30 +145,56 @@ def test_a_write_that_commits_nothing_is_a_request_row_with_its_errors(loaded: C
     assert dry_row["plan"]["counts"]["removed"] > 10  # what it would have removed
 
 
-def test_refusals_are_recorded_and_coalesced(loaded: Ctx) -> None:
+def test_refusals_are_recorded_with_their_reason_and_coalesced(loaded: Ctx) -> None:
     for _ in range(300):
-        r = loaded.client.delete(f"{API}/tenants/acme", headers={"Authorization": "Bearer bad"})
+        r = loaded.client.delete(f"{API}/tenants/acme", headers=bearer(UNKNOWN_TOKEN))
         assert r.status_code == 401
+    assert loaded.client.delete(f"{API}/tenants/acme").status_code == 401  # no token at all
     r = loaded.client.post(f"{API}/tenants/acme/vms", json={"name": "x1", "network": "front"},
-                           headers={"X-Test-Principal": "rita,tenant-reader,acme"})
-    assert r.status_code == 403
+                           headers=loaded.as_("rita"))
+    assert r.status_code == 403  # a tenant-reader may not write: the real policy said so
     loaded.trail.close_window()
     refusals = [e for e in loaded.entries() if e["kind"] == "refusal"]
-    assert len(refusals) == 2  # 300 bad tokens from one client on one route: one row
-    forbidden, unknown = refusals
+    assert len(refusals) == 3  # 300 unknown tokens from one client on one route: one row
+    forbidden, missing, unknown = refusals
     assert (unknown["status"], unknown["who"], unknown["auth_failure"]) == (401, "anonymous",
                                                                           "unknown")
+    assert unknown["role"] is None
     assert unknown["count"] == 300 and unknown["route"] == "/api/v1/tenants/{tenant}"
+    assert (missing["status"], missing["auth_failure"], missing["count"]) == (401, "missing", 1)
+    # A 403 is recorded under the real token's name and role (its principal was set).
     assert (forbidden["status"], forbidden["who"], forbidden["role"]) == (403, "rita",
                                                                          "tenant-reader")
-    assert forbidden["tenant"] == "acme"
+    assert forbidden["tenant"] == "acme" and "auth_failure" not in forbidden
+    assert forbidden["route"] == "/api/v1/tenants/{tenant}/vms"
+
+
+def test_a_refused_token_of_each_kind_is_recorded_with_its_reason(
+        loaded: Ctx, monkeypatch: pytest.MonkeyPatch) -> None:
+    tokens = loaded.app.state.tokens
+    expired = tokens.create("stale", "operator", None, 1)[1]
+    revoked = tokens.create("fired", "operator")[1]
+    tokens.revoke("fired")
+    later = time.time() + 3600
+    monkeypatch.setattr(tokens, "clock", lambda: later)  # "stale" lived for one second
+    sent = {"missing": {}, "malformed": {"Authorization": "Bearer not-a-token"},
+            "unknown": bearer(UNKNOWN_TOKEN), "expired": bearer(expired),
+            "revoked": bearer(revoked)}
+    for headers in sent.values():
+        assert loaded.client.delete(f"{API}/tenants/globex", headers=headers).status_code == 401
+    loaded.trail.close_window()
+    got = {e["auth_failure"]: e for e in loaded.entries() if e["kind"] == "refusal"}
+    assert set(got) == set(sent)
+    assert all((e["status"], e["who"], e["method"], e["route"]) ==
+               (401, "anonymous", "DELETE", "/api/v1/tenants/{tenant}") for e in got.values())
 
 
 def test_many_kinds_of_refusal_in_one_window_are_bounded(loaded: Ctx) -> None:
     groups = loaded.trail.refusal_groups
-    for i in range(groups * 5):  # each with another reason: another group
+    for i in range(groups * 5):  # each from another address: another group
+        caller = TestClient(loaded.app, client=(f"192.0.2.{i + 1}", 50000))
         for path in (f"{API}/tenants/t{i}", f"{API}/tenants/t{i}/vms/v{i}"):
-            loaded.client.delete(path, headers={"Authorization": f"Bearer bad{i}"})
+            assert caller.delete(path, headers=bearer(UNKNOWN_TOKEN)).status_code == 401
     loaded.trail.close_window()
     refusals = [e for e in loaded.entries(limit=1000) if e["kind"] == "refusal"]
     assert len(refusals) == groups + 1
@@ -202,24 +203,24 @@ def test_many_kinds_of_refusal_in_one_window_are_bounded(loaded: Ctx) -> None:
 
 
 def test_a_tenant_sees_only_its_own_tenants_entries(loaded: Ctx) -> None:
-    loaded.client.delete(f"{API}/tenants/acme/vms/web1", headers=tenant_admin("acme"))
-    loaded.client.delete(f"{API}/tenants/globex/vms/web1", headers=tenant_admin("globex", "gus"))
-    acme = loaded.entries(tenant_admin("acme"))
+    loaded.client.delete(f"{API}/tenants/acme/vms/web1", headers=loaded.tenant_admin("acme"))
+    loaded.client.delete(f"{API}/tenants/globex/vms/web1", headers=loaded.tenant_admin("globex"))
+    acme = loaded.entries(loaded.tenant_admin("acme"))
     assert [e["params"] for e in acme] == [{"tenant": "acme", "vm": "web1"}]
     assert "node" not in acme[0] and "client" not in acme[0]  # provider facts stay hidden
-    assert loaded.entries(tenant_admin("acme"), tenant="globex") == []
-    assert [e["who"] for e in loaded.entries(admin(), tenant="globex")] == ["gus"]
-    assert len(loaded.entries(admin())) == 3  # the provider sees all, the apply included
+    assert loaded.entries(loaded.tenant_admin("acme"), tenant="globex") == []
+    assert [e["who"] for e in loaded.entries(loaded.admin(), tenant="globex")] == ["gus"]
+    assert len(loaded.entries(loaded.admin())) == 3  # the provider sees all, the apply included
 
 
 def test_since_and_limit_filter_and_bad_queries_are_422(loaded: Ctx) -> None:
-    loaded.client.delete(f"{API}/tenants/acme/vms/web1", headers=admin())
+    loaded.client.delete(f"{API}/tenants/acme/vms/web1", headers=loaded.admin())
     assert len(loaded.entries(limit=1)) == 1
     assert len(loaded.entries(since=3600)) == 2
-    future = loaded.client.get(f"{API}/audit", params={"since": 0.000001}, headers=admin())
+    future = loaded.client.get(f"{API}/audit", params={"since": 0.000001}, headers=loaded.admin())
     assert future.status_code == 200
     for bad in ({"limit": 0}, {"limit": 5000}, {"since": -1}, {"tenant": "Bad!" * 100}):
-        r = loaded.client.get(f"{API}/audit", params=bad, headers=admin())
+        r = loaded.client.get(f"{API}/audit", params=bad, headers=loaded.admin())
         assert r.status_code == 422, bad
         assert len(r.text) < 600
 
@@ -310,7 +311,7 @@ def test_a_full_queue_drops_and_counts_rather_than_block() -> None:
 def test_large_values_are_clipped_in_rows(loaded: Ctx) -> None:
     huge = "a" * 5000
     loaded.client.post(f"{API}/tenants", json={"name": "ok1", "networks": [
-        {"name": "n", "cidr": huge}]}, headers=admin())
+        {"name": "n", "cidr": huge}]}, headers=loaded.admin())
     [row] = loaded.entries()[:1]
     assert len(json.dumps(row)) < 2000
 
@@ -327,8 +328,8 @@ def test_an_admins_apply_touching_one_tenant_is_visible_to_it(loaded: Ctx) -> No
     doc = example()
     doc["tenants"][0]["vms"] = doc["tenants"][0]["vms"][1:]
     assert loaded.client.post(f"{API}/apply", json={"intent": doc},
-                              headers=admin()).status_code == 200
-    [row] = loaded.entries(tenant_admin(doc["tenants"][0]["name"]))
+                              headers=loaded.admin()).status_code == 200
+    [row] = loaded.entries(loaded.tenant_admin(doc["tenants"][0]["name"]))
     assert row["route"] == "/api/v1/apply" and row["who"] == "alice"
 
 
@@ -344,7 +345,6 @@ def test_the_etcd_audit_prefix_is_outside_what_load_and_the_watch_read() -> None
 
 def test_a_write_that_lands_after_its_503_is_recorded_as_such() -> None:
     import threading
-    import time
 
     release = threading.Event()
 
@@ -354,9 +354,9 @@ def test_a_write_that_lands_after_its_503_is_recorded_as_such() -> None:
             return super().commit(*args, **kwargs)
 
     store = Hung()
-    app = create_app(FabricService(store), write_timeout=0.2)
+    app = create_app(FabricService(store), write_timeout=0.2, tokens=separate_tokens())
     trail: AuditTrail = app.state.audit
-    with TestClient(app) as c:
+    with authorized(TestClient(app)) as c:
         r = c.post(f"{API}/tenants", json={"name": "late"})
         assert r.status_code == 503
         release.set()
@@ -384,7 +384,7 @@ def test_a_hung_audit_read_is_503_and_never_blocks_the_loop() -> None:
 
     app = create_app(FabricService(Hung()), guards=Guards(audit_read_timeout=0.5))
     try:
-        with TestClient(app) as c:
+        with authorized(TestClient(app)) as c:
             answers: dict[str, int] = {}
             reader = threading.Thread(
                 target=lambda: answers.update(audit=c.get(f"{API}/audit").status_code))
@@ -396,3 +396,17 @@ def test_a_hung_audit_read_is_503_and_never_blocks_the_loop() -> None:
             assert answers == {"audit": 503}
     finally:
         release.set()
+
+
+def test_a_new_tokens_secret_never_reaches_the_audit_log(loaded: Ctx) -> None:
+    """POST /tokens answers with the only copy of the secret; its change row records who
+    made which token, not the secret (the store keeps only its hash)."""
+    r = loaded.client.post(f"{API}/tokens", json={"name": "ops", "role": "operator"},
+                           headers=loaded.admin())
+    assert r.status_code == 201, r.text
+    secret = r.json()["token"].split(".")[2]
+    [row] = loaded.entries()[:1]
+    assert (row["kind"], row["who"], row["route"]) == ("change", "alice", "/api/v1/tokens")
+    assert row["keys"]["put"] == ["token/ops"]
+    assert "(secret, not recorded)" in row["answer"] and '"name": "ops"' in row["answer"]
+    assert secret not in json.dumps(loaded.store.audit_range(0, None, 1000))

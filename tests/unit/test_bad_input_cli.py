@@ -20,6 +20,7 @@ from hypetunnel.errors import NotFound
 from hypetunnel.model.intent import Intent
 from hypetunnel.southbound.openflow.server import parse_target
 from hypetunnel.store.memory import MemoryStore
+from tests.unit.auth_helpers import authorized
 from tests.unit.fabric_fixture import Fabric
 from tests.unit.test_compiler_forwarding import INTENT
 
@@ -109,7 +110,7 @@ def test_trace_through_the_api_answers_404_naming_the_vm(fabric: Fabric) -> None
             return trace(fabric.topology, fabric.compiler, src, dst, kind)
 
     service = FabricService(MemoryStore())
-    with TestClient(create_app(service, Runtime())) as c:  # type: ignore[arg-type]
+    with authorized(TestClient(create_app(service, Runtime()))) as c:  # type: ignore[arg-type]
         r = c.get("/api/v1/trace", params={"src": "acme/web1", "dst": "acme/ghost"})
     assert r.status_code == 404
     [e] = r.json()["detail"]["errors"]

@@ -489,9 +489,10 @@ def real_api() -> Any:
 
     from hypetunnel.controller.service import FabricService
     from hypetunnel.store.memory import MemoryStore
+    from tests.unit.auth_helpers import authorized
 
     service = FabricService(MemoryStore())
-    with TestClient(app_mod.create_app(service), base_url=API) as http:
+    with authorized(TestClient(app_mod.create_app(service), base_url=API)) as http:
         yield lambda url: ApiClient(url, http=http)
 
 

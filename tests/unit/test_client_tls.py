@@ -37,14 +37,14 @@ def test_the_lab_ca_is_used_for_a_lab_api(tmp_path: Path, monkeypatch: pytest.Mo
     explicit = tmp_path / "mine.crt"
     assert _ca_of(CliState(lab="one", ca=explicit)._factory()) == explicit
     # An explicit API is nobody's lab: no CA is guessed for it.
-    assert CliState(api="https://10.0.0.1:8650")._factory() is ApiClient
+    assert _ca_of(CliState(api="https://10.0.0.1:8650")._factory()) is None
 
 
 def test_an_insecure_lab_has_no_ca_and_injected_factories_are_kept(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HYPETUNNEL_LAB_DIR", str(tmp_path))
     _lab(tmp_path, "plain", tls=False)
-    assert CliState()._factory() is ApiClient
+    assert _ca_of(CliState()._factory()) is None
 
     def injected(url: str) -> ApiClient:
         return ApiClient(url)
@@ -73,3 +73,13 @@ def test_the_ca_option_and_variable_reach_the_cli_state(tmp_path: Path,
     CliRunner().invoke(app, ["--api", "http://127.0.0.1:1", "--ca", str(tmp_path / "opt.crt"),
                              "status"], obj=state)
     assert seen == [tmp_path / "env.crt", tmp_path / "opt.crt"]
+
+
+def test_a_lab_client_gets_both_the_labs_token_and_its_ca(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HYPETUNNEL_LAB_DIR", str(tmp_path))
+    ca = _lab(tmp_path, "both", tls=True)
+    (tmp_path / "both" / "controller").mkdir()
+    (tmp_path / "both" / "controller" / "admin.token").write_text("ht.admin.z\n")
+    keywords = getattr(CliState(lab="both")._factory(), "keywords", {})
+    assert keywords == {"token": "ht.admin.z", "ca": ca}

@@ -30,6 +30,7 @@ from hypetunnel.api.app import create_app
 from hypetunnel.controller.service import FabricService
 from hypetunnel.model.intent import Intent
 from hypetunnel.store.memory import MemoryStore
+from tests.unit.auth_helpers import mint
 from tests.unit.contract_hooks import REFUSED_BY, REQUEST_VALIDATION
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,18 +54,23 @@ def contract_app() -> Any:
         return response
 
     app.add_exception_handler(RequestValidationError, marked)
+    # An admin token for schemathesis: every route but the health probes needs one. A long
+    # name, so that generated token names never revoke it.
+    app.state.contract_token = mint(app, name="zz-contract-admin-9f3c7a1e5b2d")
     return app
 
 
 @contextmanager
-def serving() -> Iterator[str]:
-    """The contract app on uvicorn in a thread of this process; yields its base URL."""
+def serving() -> Iterator[tuple[str, str]]:
+    """The contract app on uvicorn in a thread of this process; yields its base URL and an
+    admin token."""
     # IPPROTO_TCP spelled out: asyncio sets TCP_NODELAY only on sockets that say so, and
     # without it every keep-alive answer waits ~40 ms for a delayed ACK (Nagle).
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(contract_app(), log_level="critical",
+    app = contract_app()
+    server = uvicorn.Server(uvicorn.Config(app, log_level="critical",
                                            lifespan="off"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -74,7 +80,7 @@ def serving() -> Iterator[str]:
             assert time.monotonic() < deadline, "uvicorn did not start"
             assert thread.is_alive(), "uvicorn stopped"
             time.sleep(0.02)
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", app.state.contract_token
     finally:
         server.should_exit = True
         thread.join(10)
@@ -93,13 +99,15 @@ def test_schemathesis_finds_no_contract_failure(tmp_path: Path) -> None:
     # trip CPython 3.11's thread-unsafe ast.parse (hypothesis describes its lambdas with it).
     with serving() as first, serving() as second, ExitStack() as procs:
         runs = []
-        for url, phases in ((first, "coverage"), (second, "examples,fuzzing,stateful")):
+        for (url, token), phases in ((first, "coverage"),
+                                     (second, "examples,fuzzing,stateful")):
             work = tmp_path / phases.replace(",", "-")
             work.mkdir()
             runs.append(procs.enter_context(subprocess.Popen(
                 [st, "--config-file", str(CONFIG), "run", f"{url}/openapi.json",
                  "--checks", "all", "--phases", phases, "--seed", str(SEED),
                  "--max-examples", str(MAX_EXAMPLES), "--workers", "1", "--no-color",
+                 "--header", f"Authorization: Bearer {token}",
                  # /readyz answers 503 by design while not ready, and this app has no
                  # runtime; tests/unit/test_health.py covers it.
                  "--exclude-path", "/api/v1/readyz"],

@@ -13,12 +13,14 @@ from fastapi import APIRouter, Depends, FastAPI
 
 from hypetunnel import __version__
 from hypetunnel.api import guards as request_guards
-from hypetunnel.api.bodies import IntegralJsonRoute, strict_json_body
+from hypetunnel.api.auth import install_auth_handlers
+from hypetunnel.api.bodies import strict_json_body
 from hypetunnel.api.errors import ERROR_RESPONSES, install_error_handlers
 from hypetunnel.api.health import health_router
 from hypetunnel.api.mobility import mobility_router
 from hypetunnel.api.openapi import DocumentedApp
 from hypetunnel.api.params import HypervisorName, NetworkName, TenantName, VmName
+from hypetunnel.api.policy import PolicyRoute, authorize, check_routes, document_security
 from hypetunnel.api.schemas import (
     ApplyRequest,
     HypervisorBody,
@@ -26,6 +28,8 @@ from hypetunnel.api.schemas import (
     PlanOut,
     VmOut,
 )
+from hypetunnel.api.tokens import TokenRegistry
+from hypetunnel.api.tokens_api import tokens_router
 from hypetunnel.api.writes import DEFAULT_WRITE_TIMEOUT, WriteRunner
 from hypetunnel.controller.service import FabricService, ObjectNotFound
 from hypetunnel.errors import FieldError, IntentInvalid, NotFound
@@ -63,20 +67,25 @@ def _bindings(runtime: RuntimeView | None) -> dict[str, str]:
 def create_app(service: FabricService, runtime: RuntimeView | None = None, *,
                write_timeout: float = DEFAULT_WRITE_TIMEOUT,
                guards: request_guards.Guards | None = None,
-               audit_store: AuditStore | None = None) -> FastAPI:
+               audit_store: AuditStore | None = None,
+               tokens: TokenRegistry | None = None) -> FastAPI:
     """`write_timeout`: the bound of one write (then 503), see api/writes.py. `guards`: body
     and rate limits, audit (api/guards.py); `audit_store`: where the audit log is (default
-    the service's store; the daemon passes its unfenced store)."""
+    the service's store; the daemon passes its unfenced store). `tokens`: who may call
+    (api/policy.py); by default the tokens stored beside the service's intent."""
     app = DocumentedApp(
         title="HypeTunnel",
         version=__version__,
         description="Per-tenant overlay networks on Open vSwitch hypervisors.",
         responses=ERROR_RESPONSES,
-        dependencies=[Depends(strict_json_body)],
+        # Authorization first: without a token, nothing about the request is looked at.
+        dependencies=[Depends(authorize), Depends(strict_json_body)],
     )
     install_error_handlers(app)
+    install_auth_handlers(app)
+    tokens = tokens or TokenRegistry(service)
     write = WriteRunner(write_timeout).run
-    api = APIRouter(prefix=API_PREFIX, route_class=IntegralJsonRoute)
+    api = APIRouter(prefix=API_PREFIX, route_class=PolicyRoute)
 
     def tenant_of(name: str) -> Tenant:
         t = service.intent.tenant(name)
@@ -237,8 +246,13 @@ def create_app(service: FabricService, runtime: RuntimeView | None = None, *,
     app.include_router(api)
     app.include_router(mobility_router(runtime), prefix=API_PREFIX)
     app.include_router(health_router(runtime), prefix=API_PREFIX)
+    app.include_router(tokens_router(tokens, write), prefix=API_PREFIX)
     app.state.service = service
     app.state.runtime = runtime
-    # Last: the guards wrap everything added before them (see api/guards.py).
+    app.state.tokens = tokens
+    # Last: the guards wrap everything added before them (see api/guards.py); the audit
+    # route they add is ruled like every other one.
     request_guards.install(app, audit_store or service.store, guards, prefix=API_PREFIX)
+    document_security(app)
+    check_routes(app)  # a route without a policy rule would be open to every token
     return app

@@ -18,9 +18,11 @@ import json
 import time
 from typing import Any
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hypetunnel.api.audit_trail import AuditTrail
+from hypetunnel.api.policy import route_template
 from hypetunnel.store.audit import CURRENT, AuditRow, PendingAudit, row_key
 
 READS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -42,9 +44,9 @@ def _route(scope: Scope) -> tuple[str | None, dict[str, Any]]:
     """(route template, path parameters): the router's, or matched here against the OpenAPI
     paths when the request was answered before routing (an auth middleware's 401), so
     refusals group by route whatever the made-up path."""
-    route = scope.get("route")
-    if route is not None:
-        return getattr(route, "path", None), dict(scope.get("path_params") or {})
+    if scope.get("route") is not None:
+        # The policy's reading of the template: with the prefix of an included router.
+        return route_template(Request(scope)) or None, dict(scope.get("path_params") or {})
     openapi = getattr(scope.get("app"), "openapi", None)
     paths: dict[str, Any] = openapi().get("paths", {}) if callable(openapi) else {}
     got = str(scope.get("path", "")).strip("/").split("/")
@@ -97,6 +99,21 @@ def _plan(body: dict[str, Any]) -> dict[str, Any] | None:
     return out
 
 
+# Answer fields never copied into a row: POST /tokens answers with the new token's secret,
+# and the audit log must not be a second place to read it from (the store keeps only hashes).
+SECRET_FIELDS = frozenset({"token"})
+
+
+def redacted(x: Any) -> Any:
+    """`x` with the value of every SECRET_FIELDS key, at any depth, replaced."""
+    if isinstance(x, dict):
+        return {k: "(secret, not recorded)" if k in SECRET_FIELDS else redacted(v)
+                for k, v in x.items()}
+    if isinstance(x, list):
+        return [redacted(v) for v in x]
+    return x
+
+
 def outcome(status: int, raw: bytes, complete: bool) -> dict[str, Any]:
     """What the answer says, briefly: the plan of a write, the errors of a failure."""
     out: dict[str, Any] = {"status": status}
@@ -117,7 +134,7 @@ def outcome(status: int, raw: bytes, complete: bool) -> dict[str, Any]:
     if plan is not None:
         out["plan"] = plan
     elif body is not None:
-        out["answer"] = clip(json.dumps(body, sort_keys=True), 500)
+        out["answer"] = clip(json.dumps(redacted(body), sort_keys=True), 500)
     return out
 
 

@@ -3,6 +3,7 @@
 /readyz asks the runtime why it is not ready (store unreachable, role unknown, event loop late,
 intent not applied yet, switches not synced) and answers 503 with those reasons, in the
 project's error shape, so a load balancer, the lab or an operator sees what is missing.
+Both are public (api/policy.py): a probe carries no token, and neither answer holds data.
 """
 
 from __future__ import annotations

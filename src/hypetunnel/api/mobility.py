@@ -7,8 +7,8 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict
 
-from hypetunnel.api.bodies import IntegralJsonRoute
 from hypetunnel.api.params import HypervisorName, TenantName, VmName
+from hypetunnel.api.policy import PolicyRoute
 from hypetunnel.errors import NotFound
 
 
@@ -19,7 +19,7 @@ class MoveBody(BaseModel):
 
 
 def mobility_router(runtime: Any) -> APIRouter:
-    api = APIRouter(route_class=IntegralJsonRoute)
+    api = APIRouter(route_class=PolicyRoute)
 
     def need(name: str) -> Any:
         fn = getattr(runtime, name, None)

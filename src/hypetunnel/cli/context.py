@@ -1,8 +1,9 @@
 """What every CLI command shares: which API to talk to, how to build its client, how errors end.
 
 The API URL is resolved lazily, on the first command that needs it, so `hypetunnel lab ...`
-works even when no lab (or several) exist. Tests inject a client factory through the click
-context object (`CliRunner().invoke(app, args, obj=CliState(client_factory=...))`).
+works even when no lab (or several) exist. So is the token (see `CliState.token`). Tests
+inject a client factory through the click context object
+(`CliRunner().invoke(app, args, obj=CliState(client_factory=...))`).
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from rich.console import Console
 from rich.text import Text
 
 from hypetunnel.client import ActiveCache, ApiClient, ClientError, ClientPool, default_cache_path
+from hypetunnel.client.config import Profile, default_config_path, select_profile
 from hypetunnel.client.pool import ClientFactory
 from hypetunnel.errors import FieldError, IntentInvalid
+from hypetunnel.lab.controller import lab_token as lab_dir_token
 
 DEFAULT_API_URL = "http://127.0.0.1:8650"
 DEFAULT_LABS_DIR = Path("/run/hypetunnel/labs")
@@ -81,34 +84,39 @@ def lab_ca(name: str, root: Path | None = None) -> Path | None:
     return Path(tls_dir) / "ca.crt" if isinstance(tls_dir, str) and tls_dir else None
 
 
-def resolve_lab(api: str | None, lab: str | None, root: Path | None = None) -> str | None:
-    """The lab whose API resolve_api_url picks, None when it is not a lab's."""
-    if api:
-        return None
-    if lab:
-        return lab
-    names = lab_names(root)
-    return names[0] if len(names) == 1 else None
+def resolve_api_url(api: str | None, lab: str | None, root: Path | None = None,
+                    profile_api: str | None = None) -> str:
+    """--api (or HYPETUNNEL_API) wins; then the named lab; then the profile's API; then the
+    only lab; else the default."""
+    return resolve_target(api, lab, root, profile_api)[0]
 
 
-def resolve_api_url(api: str | None, lab: str | None, root: Path | None = None) -> str:
-    """--api (or HYPETUNNEL_API) wins; then the named lab; then the only lab; else the default."""
+def resolve_target(api: str | None, lab: str | None, root: Path | None = None,
+                   profile_api: str | None = None) -> tuple[str, str | None]:
+    """(API URL, the lab it belongs to, if it came from a lab), in resolve_api_url's order."""
     if api:
-        return api.rstrip("/")
+        return api.rstrip("/"), None
     if lab:
         url = lab_api_url(lab, root)
         if url is None:
             raise CliError([FieldError("", f"lab {lab!r} has no API URL (is its controller up?)")])
-        return url.rstrip("/")
+        return url.rstrip("/"), lab
+    if profile_api:
+        return profile_api.rstrip("/"), None
     names = lab_names(root)
     if len(names) == 1:
         url = lab_api_url(names[0], root)
         if url:
-            return url.rstrip("/")
+            return url.rstrip("/"), names[0]
     elif len(names) > 1:
         warn(f"{len(names)} labs exist ({', '.join(names)}); using {DEFAULT_API_URL}: "
              "pick one with --lab NAME")
-    return DEFAULT_API_URL
+    return DEFAULT_API_URL, None
+
+
+def lab_token(name: str, root: Path | None = None) -> str | None:
+    """The bootstrap admin token of lab NAME's controller(s), read from their state dirs."""
+    return lab_dir_token((root or labs_dir()) / name)
 
 
 @dataclass
@@ -117,33 +125,75 @@ class CliState:
 
     api: str | None = None
     lab: str | None = None
+    profile: str | None = None
     verbose: bool = False
-    client_factory: ClientFactory = field(default=ApiClient)
-    ca: Path | None = None  # --ca / HYPETUNNEL_CA; else the lab's CA when the API is a lab's
+    client_factory: ClientFactory | None = None  # default: an ApiClient with token and CA
+    ca: Path | None = None  # --ca / HYPETUNNEL_CA (see `ca_file`)
     cache: ActiveCache | None = field(default_factory=lambda: ActiveCache(default_cache_path()))
+    config_path: Path | None = None  # default: ~/.config/hypetunnel/config.yaml
     _url: str | None = None
+    _lab_of_url: str | None = None
+    _profile: Profile | None = None
+    _profile_read: bool = False
+
+    def selected_profile(self) -> Profile | None:
+        """--profile (HYPETUNNEL_PROFILE), else the config file's default profile, else none."""
+        if not self._profile_read:
+            self._profile = select_profile(self.config_path or default_config_path(),
+                                           self.profile)
+            self._profile_read = True
+        return self._profile
 
     @property
     def api_url(self) -> str:
         if self._url is None:
-            self._url = resolve_api_url(self.api, self.lab)
+            profile = self.selected_profile()
+            self._url, self._lab_of_url = resolve_target(
+                self.api, self.lab, profile_api=profile.api if profile else None)
         return self._url
+
+    @property
+    def token(self) -> str | None:
+        """HYPETUNNEL_TOKEN wins; then, talking to a lab, that lab's bootstrap admin token
+        (so the lab needs no setup); then the profile's token; else none (the API says 401)."""
+        env = os.environ.get("HYPETUNNEL_TOKEN")
+        if env:
+            return env.strip()
+        url = self.api_url  # resolves the lab the URL came from, if any
+        if self._lab_of_url is not None:
+            found = lab_token(self._lab_of_url)
+            if found:
+                return found
+        profile = self.selected_profile()
+        return profile.token if profile is not None and url else None
+
+    @property
+    def ca_file(self) -> Path | None:
+        """The CA the API's HTTPS certificate is verified against, in the token's order:
+        --ca (HYPETUNNEL_CA); then, talking to a lab, that lab's CA (none when it runs
+        `--insecure`); then the profile's `ca_file`; else none (the system's CAs)."""
+        if self.ca is not None:
+            return self.ca
+        self.api_url  # noqa: B018 - resolves the lab the URL came from, if any
+        if self._lab_of_url is not None:
+            return lab_ca(self._lab_of_url)
+        profile = self.selected_profile()
+        return Path(profile.ca_file).expanduser() if profile and profile.ca_file else None
 
     def forget_url(self) -> None:
         self._url = None
+        self._lab_of_url = None
+        self._profile_read = False
 
     def _urls(self) -> list[str]:
         return [u for u in self.api_url.split(",") if u]
 
     def _factory(self) -> ClientFactory:
-        """The client factory, verifying HTTPS against our CA (an injected factory is kept)."""
-        ca = self.ca
-        if ca is None:
-            lab = resolve_lab(self.api, self.lab)
-            ca = lab_ca(lab) if lab else None
-        if ca is None or self.client_factory is not ApiClient:
+        """The client factory: an ApiClient sending our token and verifying HTTPS against our
+        CA; an injected factory is kept as it is (it makes clients of its own)."""
+        if self.client_factory is not None:
             return self.client_factory
-        return functools.partial(ApiClient, ca=ca)
+        return functools.partial(ApiClient, token=self.token, ca=self.ca_file)
 
     def client(self) -> ApiClient:
         urls = self._urls()

@@ -109,11 +109,12 @@ def trace(ctx: typer.Context,
         return
     console = out()
     console.print(f"{data['kind']} frame {src} -> {dst}: {data['frame']}", highlight=False)
-    for t in data["tunnels"]:
+    for t in data.get("tunnels", []):  # a tenant token's trace has no tunnels nor hypervisors
         console.print(f"  tunnel {t['from']} -> {t['to']} VNI/key {t['vni']}", highlight=False)
     for d in data["deliveries"]:
-        console.print(f"  delivered to {d['vm']} on {d['hypervisor']} via "
-                      f"{' -> '.join(d['hops'])}", highlight=False)
+        where = (f" on {d['hypervisor']} via {' -> '.join(d.get('hops', []))}"
+                 if "hypervisor" in d else "")
+        console.print(f"  delivered to {d['vm']}{where}", highlight=False)
         if data["kind"] == "arp":
             console.print(f"    answer: {d['frame']}", highlight=False)
     if not data["deliveries"]:

@@ -16,6 +16,7 @@ from hypetunnel.cli import (
     mobility,
     pkicmd,
     resources,
+    tokencmd,
 )
 from hypetunnel.cli.context import CliState
 
@@ -42,11 +43,17 @@ def main(
         str | None,
         typer.Option("--lab", envvar="HYPETUNNEL_LAB", help="use the API of the lab NAME"),
     ] = None,
+    profile: Annotated[
+        str | None,
+        typer.Option("--profile", envvar="HYPETUNNEL_PROFILE",
+                     help="profile of ~/.config/hypetunnel/config.yaml (API URL, token, CA)"),
+    ] = None,
     ca: Annotated[
         Path | None,
         typer.Option("--ca", envvar="HYPETUNNEL_CA", dir_okay=False,
                      help="CA file the API's HTTPS certificate is verified against "
-                          "(default: the lab's CA, when the API is a lab's)"),
+                          "(default: the lab's CA when the API is a lab's, else the "
+                          "profile's ca_file)"),
     ] = None,
     verbose: Annotated[
         bool,
@@ -58,6 +65,7 @@ def main(
     st = ctx.ensure_object(CliState)
     st.api = api
     st.lab = lab
+    st.profile = profile
     st.ca = ca
     st.verbose = verbose
     st.forget_url()
@@ -72,6 +80,7 @@ mobility.register(app)  # also adds `vm move` and `hypervisor drain|undrain`
 app.add_typer(labcmd.app, name="lab")
 app.add_typer(controllercmd.app, name="controller")
 auditcmd.register(app)
+app.add_typer(tokencmd.app, name="token")
 app.add_typer(pkicmd.app, name="pki")
 
 # The lead's democmd adds `demo`/`verify` through register(app) once it exists.

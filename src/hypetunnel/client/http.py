@@ -58,11 +58,15 @@ class ApiClient:
         transport: httpx.BaseTransport | None = None,
         timeout: Timeout = DEFAULT_TIMEOUT,
         http: httpx.Client | None = None,
+        token: str | None = None,
         ca: Path | None = None,
     ) -> None:
-        """`transport` or a whole `http` client (e.g. starlette's TestClient) may be injected;
-        `ca`: the CA file the API's certificate is verified against (see the module doc)."""
+        """`transport` or a whole `http` client (e.g. starlette's TestClient) may be injected.
+        `token`: sent as `Authorization: Bearer` with every request; `ca`: the CA file the
+        API's certificate is verified against (see the module doc)."""
         self.base_url = base_url.rstrip("/")
+        self.token = token
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._owns_http = http is None  # an injected client belongs to whoever made it
         http_base = self.base_url
         unix = self.base_url.startswith("unix:")
@@ -92,9 +96,10 @@ class ApiClient:
         url = f"{API_PREFIX}{path}"
         try:
             if timeout is None:
-                response = self._http.request(method, url, json=body)
+                response = self._http.request(method, url, json=body, headers=self._headers)
             else:
-                response = self._http.request(method, url, json=body, timeout=timeout)
+                response = self._http.request(method, url, json=body, headers=self._headers,
+                                              timeout=timeout)
         except httpx.ConnectError as e:
             if _tls_failure(e):
                 raise ApiUnreachable(
@@ -221,3 +226,19 @@ class ApiClient:
 
     def delete_vm(self, tenant: str, name: str) -> JSON:
         return self._object("DELETE", f"/tenants/{self._seg(tenant)}/vms/{self._seg(name)}")
+
+    def create_token(self, name: str, role: str, tenant: str | None = None,
+                     expires_in: int | None = None) -> JSON:
+        """The answer's `token` is the only copy of the secret."""
+        body: dict[str, Any] = {"name": name, "role": role}
+        if tenant is not None:
+            body["tenant"] = tenant
+        if expires_in is not None:
+            body["expires_in"] = expires_in
+        return self._object("POST", "/tokens", body)
+
+    def list_tokens(self) -> Any:
+        return self._request("GET", "/tokens")
+
+    def revoke_token(self, name: str) -> JSON:
+        return self._object("DELETE", f"/tokens/{self._seg(name)}")

@@ -92,11 +92,14 @@ def _ask_all(urls: list[str], ask: Callable[[str], T], done: Callable[[Answers[T
 class ClientPool:
     """The APIs of a controller pair: writes go to the active one, status comes from all."""
 
-    def __init__(self, urls: list[str], factory: ClientFactory = ApiClient, *,
+    def __init__(self, urls: list[str], factory: ClientFactory | None = None, *,
                  cache: ActiveCache | None = None, report: Report | None = None,
-                 deadline: float = PROBE_DEADLINE, patience: float = PROBE_PATIENCE) -> None:
+                 deadline: float = PROBE_DEADLINE, patience: float = PROBE_PATIENCE,
+                 token: str | None = None) -> None:
+        """`token`: for the default factory (an ApiClient per member sending it); a given
+        factory makes clients with their own token."""
         self.urls = urls
-        self.factory = factory
+        self.factory: ClientFactory = factory or (lambda url: ApiClient(url, token=token))
         self.cache = cache
         self.report = report or (lambda _: None)
         self.deadline = deadline

@@ -17,7 +17,28 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hypetunnel.client import ApiClient, ClientError
+from hypetunnel.client.config import find_token
 from hypetunnel.lab.proc import LabError, pid_alive, wait_until
+
+TOKEN_WAIT = 30.0  # seconds: a fresh controller writes its bootstrap token right after start
+
+
+def lab_token(lab_dir: Path, wait: float = 0.0) -> str | None:
+    """The bootstrap admin token of the lab's controller(s): whichever of its controller
+    directories holds one (in a pair, the controller that was active first wrote it).
+    `wait`: seconds to wait for it to appear (a controller just started)."""
+    def look() -> str | None:
+        try:
+            dirs = sorted(p for p in lab_dir.iterdir() if p.is_dir())
+        except OSError:
+            return None
+        return find_token(dirs)
+
+    found = look()
+    if found is None and wait > 0:
+        wait_until(lambda: look() is not None, wait, f"a bootstrap token under {lab_dir}")
+        found = look()
+    return found
 
 
 def free_port() -> int:

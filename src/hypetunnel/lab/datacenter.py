@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from hypetunnel.client import ApiClient
+from hypetunnel.client.http import DEFAULT_TIMEOUT, Timeout
 from hypetunnel.lab import diagnose, hapair
 from hypetunnel.lab.announce import announce
-from hypetunnel.lab.controller import LabController
+from hypetunnel.lab.controller import TOKEN_WAIT, LabController, lab_token
 from hypetunnel.lab.pki import SINGLE_CONTROLLER, ensure_lab_pki
 from hypetunnel.lab.proc import LabError
 from hypetunnel.lab.state import STATE_FILE
@@ -51,7 +52,18 @@ def api_for(lab: Lab) -> ApiClient:
     urls = [u for u in (lab.api_url or "").split(",") if u]
     if len(urls) > 1:
         return hapair.active_api(lab)
-    return ApiClient(urls[0] if urls else lab_controller(lab).api_url, ca=hapair.lab_ca(lab))
+    return client(lab, urls[0] if urls else lab_controller(lab).api_url)
+
+
+def client(lab: Lab, url: str, timeout: Timeout = DEFAULT_TIMEOUT) -> ApiClient:
+    """A client of one of the lab's controllers at `url`: it sends the lab's bootstrap admin
+    token and verifies HTTPS against the lab's CA (none when the lab runs `--insecure`)."""
+    return ApiClient(url, timeout=timeout, token=token_for(lab), ca=hapair.lab_ca(lab))
+
+
+def token_for(lab: Lab) -> str | None:
+    """The lab's bootstrap admin token, waiting for a controller just started to write it."""
+    return lab_token(lab.directory, wait=TOKEN_WAIT)
 
 
 def warm_underlay(lab: Lab) -> None:

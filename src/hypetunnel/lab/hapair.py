@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hypetunnel.client import ActiveCache, ApiClient, ClientPool
-from hypetunnel.lab.controller import LabController
+from hypetunnel.lab.controller import TOKEN_WAIT, LabController, lab_token
 from hypetunnel.lab.etcd import EtcdCluster, EtcdMember, member_identity
 from hypetunnel.lab.pki import ensure_lab_pki
 from hypetunnel.lab.proc import LabError, wait_until
@@ -99,15 +99,18 @@ def start(lab: Lab, progress: Callable[[str], None]) -> str:
         progress(f"controller {node}: starting in {ctl.netns}")
         urls.append(ctl.start())
         if node == NODES[0]:  # the primary first, so who is active is predictable
-            wait_until(lambda u=urls[0], ca=ctl.ca: role(u, ca) == "active", 30,
-                       f"{node} to become active")
-    wait_until(lambda: role(urls[1], ctls[NODES[1]].ca) == "standby", 30, "ctl2 to become standby")
+            # The active one writes the bootstrap token; the standby finds it in the store.
+            lab_token(lab.directory, wait=TOKEN_WAIT)
+            wait_until(lambda u=urls[0], ca=ctl.ca: role(u, ca, lab_token(lab.directory))
+                       == "active", 30, f"{node} to become active")
+    wait_until(lambda: role(urls[1], ctls[NODES[1]].ca, lab_token(lab.directory)) == "standby",
+               30, "ctl2 to become standby")
     return ",".join(urls)
 
 
-def role(url: str, ca: Path | None = None) -> str | None:
+def role(url: str, ca: Path | None, token: str | None) -> str | None:
     try:
-        with ApiClient(url, timeout=1.0, ca=ca) as api:
+        with ApiClient(url, timeout=1.0, ca=ca, token=token) as api:
             return str(api.controller().get("role"))
     except Exception:
         return None
@@ -115,5 +118,6 @@ def role(url: str, ca: Path | None = None) -> str | None:
 
 def active_api(lab: Lab) -> ApiClient:
     urls = [u for u in (lab.api_url or "").split(",") if u]
-    return ClientPool(urls, functools.partial(ApiClient, ca=lab_ca(lab)),
+    return ClientPool(urls, functools.partial(ApiClient, ca=lab_ca(lab),
+                                              token=lab_token(lab.directory, wait=TOKEN_WAIT)),
                       cache=ActiveCache(lab.directory / "active-controller.json")).active()
