@@ -20,30 +20,13 @@ from hypetunnel.controller.runtime import Controller
 from hypetunnel.controller.session import OpenFlowState
 from hypetunnel.controller.switch import datapath_id_for
 from hypetunnel.model.intent import VM, Hypervisor, Intent, Network, Tenant
-from hypetunnel.pki import Identity, TlsConfig, client_context, init_ca, issue
+from hypetunnel.pki import Identity, TlsConfig, client_context, issue
 from hypetunnel.southbound.openflow import codec
 from hypetunnel.southbound.openflow.fakeswitch import FakeSwitch
 from hypetunnel.store.memory import MemoryStore
 from tests.unit.controller_fakes import Fabric, running, until
 
 pytestmark = pytest.mark.timeout(30)
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("pki")
-    init_ca(d)
-    for name in ("hv1", "hv2", "controller"):
-        issue(d, name)
-    return d
-
-
-@pytest.fixture(scope="module")
-def foreign(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("foreign")
-    init_ca(d, common_name="Another CA")
-    issue(d, "hv1")
-    return d
 
 
 @pytest.fixture
@@ -112,7 +95,7 @@ def test_over_tls_each_switch_is_its_certificate_and_an_impostor_gets_no_flow(
 
 
 def test_over_tls_a_plain_client_and_another_ca_get_nothing(
-        pki: Path, foreign: Path, socket: Path) -> None:
+        pki: Path, other_ca: Path, socket: Path) -> None:
     fabric = tls_fabric(pki)
 
     async def body() -> None:
@@ -133,7 +116,7 @@ def test_over_tls_a_plain_client_and_another_ca_get_nothing(
             stranger = FakeSwitch(datapath_id_for("hv1"))
             with pytest.raises((ssl.SSLError, ConnectionError)):
                 await serve_once(stranger, f"unix:{socket}",
-                                 client_context(Identity.in_directory(foreign, "hv1")))
+                                 client_context(Identity.in_directory(other_ca, "hv1")))
             assert stranger.flow_mods == 0
             assert ctl.switches["hv1"].channel is not None
             assert ctl.switches["hv1"].channel.identity == "hv1"

@@ -29,23 +29,6 @@ from hypetunnel.pki import (
 T = TypeVar("T")
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("pki")
-    init_ca(d)
-    for name in ("hv1", "hv2", "controller"):
-        issue(d, name)
-    return d
-
-
-@pytest.fixture(scope="module")
-def other_ca(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("other-pki")
-    init_ca(d, common_name="Someone else's CA")
-    issue(d, "hv1")
-    return d
-
-
 def _cert(path: Path) -> x509.Certificate:
     return x509.load_pem_x509_certificate(path.read_bytes())
 

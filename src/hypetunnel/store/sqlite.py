@@ -8,10 +8,11 @@ transaction; other rows never touch `kv` or the revision.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,38 +81,44 @@ class SqliteStore:
     ) -> int:
         encoded = [(key, json.dumps(value, sort_keys=True)) for key, value in puts.items()]
         removed = [(key,) for key in deletes]
+        with self._write("store"):
+            current = self._revision()
+            if expect_revision is not None and expect_revision != current:
+                raise StaleRevision(expect_revision, current)
+            if not encoded and not removed:
+                return current
+            new = current + 1
+            self._db.executemany("DELETE FROM kv WHERE key = ?", removed)
+            self._db.executemany(
+                "INSERT INTO kv (key, value, mod_revision) VALUES (?, ?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value, "
+                "mod_revision = excluded.mod_revision",
+                [(key, value, new) for key, value in encoded],
+            )
+            self._db.execute("UPDATE meta SET value = ? WHERE name = 'revision'", (new,))
+            audit = pending_change(new, puts, [key for (key,) in removed])
+            if audit is not None:
+                self._insert_audit([audit[1]])
+        if audit is not None:  # only once committed: a rolled-back change has no row
+            audit[0].committed(audit[1])
+        return new
+
+    @contextlib.contextmanager
+    def _write(self, what: str) -> Iterator[None]:
+        """One write transaction under the lock: committed when the block ends (also by a
+        return), rolled back if it raises; a database error is StoreUnavailable."""
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
-                    current = self._revision()
-                    if expect_revision is not None and expect_revision != current:
-                        raise StaleRevision(expect_revision, current)
-                    if not encoded and not removed:
-                        self._db.execute("COMMIT")
-                        return current
-                    new = current + 1
-                    self._db.executemany("DELETE FROM kv WHERE key = ?", removed)
-                    self._db.executemany(
-                        "INSERT INTO kv (key, value, mod_revision) VALUES (?, ?, ?) "
-                        "ON CONFLICT(key) DO UPDATE SET value = excluded.value, "
-                        "mod_revision = excluded.mod_revision",
-                        [(key, value, new) for key, value in encoded],
-                    )
-                    self._db.execute("UPDATE meta SET value = ? WHERE name = 'revision'", (new,))
-                    audit = pending_change(new, puts, [key for (key,) in removed])
-                    if audit is not None:
-                        self._insert_audit([audit[1]])
+                    yield
                     self._db.execute("COMMIT")
-                    if audit is not None:
-                        audit[0].committed(audit[1])
-                    return new
                 except BaseException:
                     if self._db.in_transaction:
                         self._db.execute("ROLLBACK")
                     raise
             except sqlite3.Error as exc:
-                raise StoreUnavailable(f"cannot write store {self.path}: {exc}") from exc
+                raise StoreUnavailable(f"cannot write the {what} {self.path}: {exc}") from exc
 
     # -- audit log (AuditStore) ------------------------------------------------------------------
     def _insert_audit(self, rows: Sequence[AuditRow]) -> None:
@@ -120,18 +127,8 @@ class SqliteStore:
             [(r.key, r.time, r.tenant, json.dumps(r.doc, sort_keys=True)) for r in rows])
 
     def audit_put(self, rows: Sequence[AuditRow]) -> None:
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    self._insert_audit(rows)
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    if self._db.in_transaction:
-                        self._db.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise StoreUnavailable(f"cannot write the audit log {self.path}: {exc}") from exc
+        with self._write("audit log"):
+            self._insert_audit(rows)
 
     def audit_range(self, since: float, tenant: str | None, limit: int) -> list[dict[str, Any]]:
         with self._lock:
