@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(openvswitch-switch iperf3 tcpdump ethtool iproute2 iputils-ping iputils-arping etcd-server
-              procps psmisc python3-venv python3-pip)
+              procps psmisc python3-venv python3-pip openssh-server)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -17,6 +17,8 @@ if ((${#missing[@]})); then
 fi
 # The lab runs its own Open vSwitch instances; the distribution's service is not needed.
 systemctl disable --now openvswitch-switch >/dev/null 2>&1 || true
+# The bare lab hosts run their own sshd (one per namespace); the machine's own is not needed.
+systemctl disable --now ssh >/dev/null 2>&1 || true
 
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
