@@ -156,3 +156,33 @@ def test_an_unreadable_token_record_is_ignored_not_fatal() -> None:
     w.service.put_records({f"{PREFIX}broken": {"name": "broken", "role": "root"}})
     assert w.request("admin", "GET", f"{P}/status").status_code == 200
     assert "broken" not in {t["name"] for t in w.request("admin", "GET", f"{P}/tokens").json()}
+
+
+def test_removing_a_tenant_revokes_its_tokens_in_the_same_commit() -> None:
+    w = World()
+    acme = w.token["tenant-admin"]
+    other = w.mint("t-globex", "tenant-reader", "globex")
+    revision = w.store.load().revision
+    r = w.request("admin", "DELETE", f"{P}/tenants/acme")
+    assert r.status_code == 200, r.text
+    snap = w.store.load()
+    assert snap.revision == revision + 1  # the removal and the revocations: one commit
+    assert snap.items[f"{PREFIX}t-acme-admin"]["revoked_at"] is not None
+    assert snap.items[f"{PREFIX}t-acme-reader"]["revoked_at"] is not None
+    assert snap.items[f"{PREFIX}t-globex"]["revoked_at"] is None
+    r = w.http.get(f"{P}/tenants/acme", headers={"Authorization": f"Bearer {acme}"})
+    assert r.status_code == 401 and "revoked" in r.text
+    assert w.http.get(f"{P}/tenants/globex",
+                      headers={"Authorization": f"Bearer {other}"}).status_code == 200
+
+
+def test_a_tenant_token_outlives_no_tenant_even_without_a_revocation() -> None:
+    """A record written before tenants' tokens were revoked with them (or by a controller that
+    did not yet do so) opens nothing while its tenant is gone."""
+    w = World()
+    acme = w.token["tenant-reader"]
+    w.tokens.service.commit_hooks.clear()  # as an older controller would have deleted it
+    assert w.request("admin", "DELETE", f"{P}/tenants/acme").status_code == 200
+    assert w.store.load().items[f"{PREFIX}t-acme-reader"]["revoked_at"] is None
+    r = w.http.get(f"{P}/status", headers={"Authorization": f"Bearer {acme}"})
+    assert r.status_code == 401 and "no longer exists" in r.text

@@ -45,11 +45,12 @@ _REASONS = {
     "unknown": "unknown token",
     "expired": "the token has expired",
     "revoked": "the token has been revoked",
+    "orphaned": "the token's tenant no longer exists",
 }
 
 
 class Unauthenticated(HypeTunnelError):
-    """401: no usable token (missing, malformed, unknown, expired or revoked)."""
+    """401: no usable token (missing, malformed, unknown, expired, revoked or orphaned)."""
 
     def __init__(self, failure: str) -> None:
         self.failure = failure

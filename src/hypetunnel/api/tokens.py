@@ -29,6 +29,7 @@ from typing import Any
 from hypetunnel.api.auth import TENANT_ROLES, Principal, Role
 from hypetunnel.controller.service import FabricService, ObjectConflict
 from hypetunnel.errors import FieldError, IntentInvalid, NotFound
+from hypetunnel.model.intent import Intent
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ class TokenRecord:
 class Rejected:
     """Why a presented token opens nothing (the 401's reason)."""
 
-    failure: str  # "missing" | "malformed" | "unknown" | "expired" | "revoked"
+    failure: str  # "missing" | "malformed" | "unknown" | "expired" | "revoked" | "orphaned"
 
 
 def check_new_token(name: object, role: object, tenant: object,
@@ -134,6 +135,7 @@ class TokenRegistry:
         self._records: dict[str, TokenRecord] = {}
         self._revision: int | None = None  # the service revision the records were read at
         self._write_lock = threading.Lock()
+        service.commit_hooks.append(self._revoke_removed_tenants)
 
     # -- reading ---------------------------------------------------------------------------------
     @property
@@ -174,6 +176,11 @@ class TokenRegistry:
         state = record.state(self.clock())
         if state != "valid":
             return Rejected(state)
+        # A tenant's tokens are revoked with the tenant (_revoke_removed_tenants), so a tenant
+        # created again under the same name (another customer, perhaps) inherits none. This
+        # check covers a record left valid by a controller that predates that rule.
+        if record.tenant is not None and self.service.intent.tenant(record.tenant) is None:
+            return Rejected("orphaned")
         return Principal(record.name, record.role, record.tenant)
 
     def has_admin(self) -> bool:
@@ -218,6 +225,25 @@ class TokenRegistry:
                                      record.created_at, record.expires_at, self.clock())
                 self._commit(record)
         return record
+
+    def _revoke_removed_tenants(self, old: Intent, new: Intent) -> dict[str, dict[str, Any]]:
+        """The service's commit hook: the still valid tokens of every tenant that `new`
+        removes, revoked in the same commit as the removal."""
+        removed = {t.name for t in old.tenants} - {t.name for t in new.tenants}
+        if not removed:
+            return {}
+        self.reload()  # blocking, but a commit hook already runs in the write thread
+        now = self.clock()
+        revoked = {}
+        for r in self._records.values():
+            if r.tenant in removed and r.revoked_at is None:
+                revoked[PREFIX + r.name] = TokenRecord(
+                    r.name, r.role, r.tenant, r.sha256, r.created_at, r.expires_at,
+                    now).to_doc()
+        if revoked:
+            log.info("revoking the tokens of removed tenant(s) %s: %s", ", ".join(sorted(removed)),
+                     ", ".join(sorted(k[len(PREFIX):] for k in revoked)))
+        return revoked
 
     def _commit(self, record: TokenRecord) -> None:
         self.service.put_records({PREFIX + record.name: record.to_doc()})

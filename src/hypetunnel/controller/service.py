@@ -24,6 +24,9 @@ from hypetunnel.store.codec import canonical, intent_changes, items_to_intent
 log = logging.getLogger(__name__)
 
 OnChange = Callable[[Intent, Intent], None]
+# Documents that must change in the same commit as an intent change (old, new): e.g. the tokens
+# of a removed tenant are revoked with it, never a moment later. Runs under the service lock.
+CommitHook = Callable[[Intent, Intent], Mapping[str, dict[str, Any]]]
 
 
 class ObjectNotFound(NotFound):
@@ -57,6 +60,7 @@ class FabricService:
     def __init__(self, store: Store, on_change: OnChange | None = None) -> None:
         self.store = store
         self.on_change = on_change
+        self.commit_hooks: list[CommitHook] = []
         self._lock = threading.RLock()
         self.intent: Intent = Intent()
         self.revision = 0
@@ -101,6 +105,8 @@ class FabricService:
                                            put_fabric=not self._fabric_stored)
             puts = {**puts, **(records or {})}
             if puts or deletes:
+                for hook in self.commit_hooks:
+                    puts = {**puts, **hook(self.intent, resolved)}
                 try:
                     revision = self.store.commit(puts, deletes, expect_revision=self.revision)
                 except Conflict:
