@@ -39,6 +39,7 @@ from hypetunnel.southbound.ovsdb.schema import (
     tune_session,
 )
 from hypetunnel.southbound.ovsdb.snapshot import build_observation
+from hypetunnel.southbound.ovsdb.tls import peer_mismatch
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,8 @@ class IdlWorker:
         self._synced = False
         self._seen_seqno = -1
         self._last_snapshot: SwitchObservation | None = None
+        self._checked_session = -1  # the session seqno whose server identity was checked
+        self.identity_problem: str | None = None  # why the server is not our hypervisor
 
     # ---- called from any thread -------------------------------------------------------------
 
@@ -199,6 +202,8 @@ class IdlWorker:
 
     def _after_run(self, idl: Idl) -> None:
         synced = bool(idl._session.is_connected()) and idl.state == Idl.IDL_S_MONITORING
+        if synced and not self._server_is_ours(idl):
+            synced = False  # neither its state nor our writes: it is another host
         if synced and idl.change_seqno != self._seen_seqno:
             self._seen_seqno = idl.change_seqno
             snap = build_observation(self.hypervisor, self.bridge,
@@ -210,6 +215,21 @@ class IdlWorker:
             self._synced = synced
             log.info("OVSDB %s %s", self._name, "synchronised" if synced else "disconnected")
             self._on_state(synced)
+
+    def _server_is_ours(self, idl: Idl) -> bool:
+        """Check the server's certificate once per connection (the session's seqno moves on
+        every connect and disconnect); on a mismatch reconnect, with the session's back-off,
+        until the address answers as our hypervisor."""
+        session = idl._session
+        if session.get_seqno() != self._checked_session:
+            self._checked_session = session.get_seqno()
+            problem = peer_mismatch(session, self.hypervisor)
+            if problem is not None and problem != self.identity_problem:
+                log.error("OVSDB %s: refused, the server %s", self._name, problem)
+            self.identity_problem = problem
+            if problem is not None:
+                idl.force_reconnect()
+        return self.identity_problem is None
 
     def _next_timer(self) -> float | None:
         """When to wake up for a deadline or a retry, even without any I/O.
