@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,12 @@ class FakeRuntime:
 
     def bindings(self) -> dict[str, str]:
         return {"acme/web1": "hv1"}
+
+    def moves(self) -> list[dict[str, Any]]:
+        """The move log is read from the store: never on the event loop's thread."""
+        with pytest.raises(RuntimeError):
+            asyncio.get_running_loop()
+        return [{"vm": "acme/web1", "seq": 1}, {"vm": "acme/db1", "seq": 1}]
 
 
 class Ctx:
@@ -363,3 +370,9 @@ def test_unknown_keys_list_the_keys_of_the_route_body(loaded: Ctx) -> None:
     assert r.status_code == 422 and errors(r)["hot"].startswith("unknown key (allowed: to, cold")
     r = loaded.client.put(f"{API}/hypervisors/hv1", json={"ip": "10.0.0.1"})
     assert r.status_code == 422 and errors(r)["ip"].startswith("unknown key (allowed: name, ")
+
+
+def test_the_move_log_is_read_off_the_event_loop(ctx: Ctx) -> None:
+    r = ctx.client.get(f"{API}/moves", params={"vm": "acme/db1"})
+    assert r.status_code == 200, r.text
+    assert r.json() == [{"vm": "acme/db1", "seq": 1}]

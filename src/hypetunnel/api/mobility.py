@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter
@@ -10,6 +11,12 @@ from pydantic import BaseModel, ConfigDict
 from hypetunnel.api.params import HypervisorName, TenantName, VmName
 from hypetunnel.api.policy import PolicyRoute
 from hypetunnel.errors import NotFound
+from hypetunnel.store.base import StoreUnavailable
+
+# The move log is read from the store (SQLite on disk, or etcd over HTTP): in a thread, so the
+# OpenFlow channels and heartbeats on the loop never wait for it, and within a bound, so a
+# store that stopped answering gives a 503 rather than a request that hangs.
+READ_TIMEOUT = 10.0
 
 
 class MoveBody(BaseModel):
@@ -44,6 +51,10 @@ def mobility_router(runtime: Any) -> APIRouter:
     @api.get("/moves")
     async def moves(vm: str | None = None) -> list[dict[str, Any]]:
         """Every move: VM, from, to, kind, start, end, measured interruption, result."""
-        return [m for m in need("moves")() if vm is None or m["vm"] == vm]
+        try:
+            records = await asyncio.wait_for(asyncio.to_thread(need("moves")), READ_TIMEOUT)
+        except TimeoutError as e:
+            raise StoreUnavailable(f"the store did not answer within {READ_TIMEOUT:g} s") from e
+        return [m for m in records if vm is None or m["vm"] == vm]
 
     return api
