@@ -5,13 +5,16 @@ from __future__ import annotations
 import os
 from importlib import resources
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from hypetunnel.errors import HypeTunnelError
+
+if TYPE_CHECKING:
+    from hypetunnel.lab.probe import ProbeResult
 
 console = Console()
 err = Console(stderr=True)
@@ -21,7 +24,7 @@ def bundled_example() -> Path:
     return Path(str(resources.files("hypetunnel") / "examples" / "three-hypervisors.yaml"))
 
 
-def matrix_table(results: list, network_of: dict[str, str]) -> Table:
+def matrix_table(results: list[ProbeResult], network_of: dict[str, str]) -> Table:
     vms = sorted(network_of)
     table = Table(title="connectivity / isolation (real pings; ✓ reaches, · isolated)",
                   caption="same-IP pairs (=) cannot be pinged: the kernel answers locally")
@@ -46,7 +49,7 @@ def matrix_table(results: list, network_of: dict[str, str]) -> Table:
     return table
 
 
-def overlay_table(overlay: dict) -> Table:
+def overlay_table(overlay: dict[str, Any]) -> Table:
     table = Table(title="overlay: tunnels, VNIs and flows per switch")
     for col in ("hypervisor", "tunnels (port -> remote, encapsulation)", "networks (VNI)",
                 "flows"):
@@ -79,7 +82,7 @@ def show_wire(lab) -> None:  # type: ignore[no-untyped-def]
     """Ping across hypervisors in each tenant while tcpdump watches the underlay."""
     from hypetunnel.lab.capture import capture, encapsulations
 
-    pairs: dict[str, tuple] = {}
+    pairs: dict[str, tuple[Any, Any]] = {}
     for v in lab.vms.values():
         for w in lab.vms.values():
             t = v.vm_id.split("/")[0]
@@ -118,9 +121,11 @@ def register(app: typer.Typer) -> None:
             with console.status("building the lab") as status:
                 # A kept lab gets the compute agent, as `lab up` does: the README's next steps
                 # (vm create ...) rely on it to plug new VMs.
-                lab = datacenter.up(path, name, agent=keep, insecure=insecure,
-                                    progress=lambda m: (status.update(m),
-                                                        console.print(f"  {m}", highlight=False)))
+                def progress(m: str) -> None:
+                    status.update(m)
+                    console.print(f"  {m}", highlight=False)
+
+                lab = datacenter.up(path, name, agent=keep, insecure=insecure, progress=progress)
             with datacenter.api_for(lab) as api:
                 ok = show_verify(lab, api)
                 show_wire(lab)

@@ -27,7 +27,7 @@ def _check_timeout(timeout: float) -> None:
                                               f"not {timeout:g}")])
 
 
-def _wait(ctx: typer.Context, recs: list[dict[str, Any]], timeout: float) -> list[dict]:
+def _wait(ctx: typer.Context, recs: list[dict[str, Any]], timeout: float) -> list[dict[str, Any]]:
     """Follow the move records until each has a result (the compute side moves the VMs)."""
     deadline = time.monotonic() + timeout
     keys = {(r["vm"], r["seq"]) for r in recs}

@@ -147,18 +147,17 @@ def diff(old: Intent, new: Intent, *, revision: int = 0, applied: bool = False) 
     """The plan that turns resolved intent `old` into resolved intent `new`."""
     plan = Plan(revision=revision, applied=applied)
     a, b = _Side.of(old), _Side.of(new)
-    jd = {"mode": "json"}
 
     if old.fabric != new.fabric:
         plan.changed.append(PlanItem("fabric", "fabric", _changes(
-            old.fabric.model_dump(**jd), new.fabric.model_dump(**jd))))
+            old.fabric.model_dump(mode="json"), new.fabric.model_dump(mode="json"))))
 
     for name, h in b.hypervisors.items():
         if name not in a.hypervisors:
             plan.added.append(PlanItem("hypervisor", name, _describe_hypervisor(h)))
         elif a.hypervisors[name] is not h and a.hypervisors[name] != h:
             plan.changed.append(PlanItem("hypervisor", name, _changes(
-                a.hypervisors[name].model_dump(**jd), h.model_dump(**jd))))
+                a.hypervisors[name].model_dump(mode="json"), h.model_dump(mode="json"))))
 
     for name, t in b.tenants.items():
         if name not in a.tenants:
@@ -173,14 +172,14 @@ def diff(old: Intent, new: Intent, *, revision: int = 0, applied: bool = False) 
             plan.added.append(PlanItem("network", key, _describe_network(n, t, new.fabric)))
         elif a.networks[key][0] is not n and a.networks[key][0] != n:
             plan.changed.append(PlanItem("network", key, _changes(
-                a.networks[key][0].model_dump(**jd), n.model_dump(**jd))))
+                a.networks[key][0].model_dump(mode="json"), n.model_dump(mode="json"))))
 
     for key, (v, t) in b.vms.items():
         if key not in a.vms:
             plan.added.append(PlanItem("vm", key, _describe_vm(v, b.vnis[t.name])))
         elif a.vms[key][0] is not v and a.vms[key][0] != v:
             plan.changed.append(PlanItem("vm", key, _changes(
-                a.vms[key][0].model_dump(**jd), v.model_dump(**jd))))
+                a.vms[key][0].model_dump(mode="json"), v.model_dump(mode="json"))))
 
     # Removals, innermost first: the order in which they are torn down.
     for key, (v, t) in a.vms.items():

@@ -162,7 +162,7 @@ def _oxm_piece(name: str, value: MatchValue) -> tuple[int, bytes]:
 @lru_cache(maxsize=CACHE_SIZE)
 def _action_piece(action: Action) -> bytes:
     if isinstance(action, SetField):
-        tlv = _oxm_piece(action.field, action.value)[1]  # type: ignore[arg-type]
+        tlv = _oxm_piece(action.field, action.value)[1]
         length = 4 + len(tlv) + (-(4 + len(tlv)) % 8)
         return _ACTION_HEADER.pack(ofp.OFPAT_SET_FIELD, length) + tlv + bytes(
             length - 4 - len(tlv))
@@ -319,7 +319,7 @@ _ERROR_CODE_PREFIX = {
 def _const_name(prefix: str, value: int) -> str:
     for name, v in vars(ofp).items():
         if name.startswith(prefix) and v == value:
-            return name
+            return str(name)
     return str(value)
 
 
@@ -327,9 +327,10 @@ def describe_error(msg: ofproto_parser.MsgBase | None) -> str:
     """"OFPET_BAD_MATCH/OFPBMC_BAD_PREREQ" from an os-ken error message."""
     if msg is None:
         return "unparseable OpenFlow error"
-    etype, code = getattr(msg, "type", -1), getattr(msg, "code", None)
+    etype: int = getattr(msg, "type", -1)
+    code: int | None = getattr(msg, "code", None)
     if code is None:  # experimenter error: exp_type carries the code
-        code = getattr(msg, "exp_type", -1)
+        code = int(getattr(msg, "exp_type", -1))
     prefix = _ERROR_CODE_PREFIX.get(etype)
     code_name = _const_name(prefix, code) if prefix else str(code)
     return f"{_const_name('OFPET_', etype)}/{code_name}"

@@ -79,7 +79,8 @@ class SchemaFetcher:
             if msg.id != self._request_id:
                 continue
             if msg.type == ovs.jsonrpc.Message.T_REPLY:
-                return msg.result
+                result: dict[str, Any] = msg.result  # the schema, a JSON object
+                return result
             if msg.type == ovs.jsonrpc.Message.T_ERROR:
                 raise SouthboundError(f"{self.endpoint}: get_schema failed: {msg.error}")
         return None

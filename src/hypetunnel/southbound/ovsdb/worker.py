@@ -138,6 +138,7 @@ class IdlWorker:
             fetcher = SchemaFetcher(self.endpoint)
             while not self._stopping:
                 if self._idl is None:
+                    assert fetcher is not None  # dropped only once the IDL exists
                     schema = fetcher.poll()
                     if schema is not None:
                         fetcher.close()
