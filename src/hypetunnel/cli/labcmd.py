@@ -43,10 +43,21 @@ def up(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
                      ] = False,
        insecure: Annotated[bool, typer.Option(
            "--insecure", help="Plain control channels (no TLS, no certificates): for a "
-                              "comparison run.")] = False) -> None:
-    """Build hypervisors and VMs from FILE, start the controller, apply, wait until converged."""
+                              "comparison run.")] = False,
+       bare: Annotated[bool, typer.Option(
+           "--bare", help="Bare hosts for Ansible instead: each an sshd on an out-of-band "
+                          "network and nothing else (FILE: an intent file or {hosts: "
+                          "[{name: hv1}, ...]}).")] = False) -> None:
+    """Build hypervisors and VMs from FILE, start the controller, apply, wait until converged
+    (with --bare: only the hosts, for `hypetunnel lab operator -- ansible-playbook ...`)."""
     from hypetunnel.lab import datacenter
 
+    if bare:
+        if ha or insecure:
+            _fail(ValueError("--bare: --ha and --insecure are for a lab-built fabric; with "
+                             "--bare the Ansible roles build it"))
+        _up_bare(file, name)
+        return
     try:
         with console.status("building the lab") as status:
             def progress(m: str) -> None:
@@ -60,6 +71,38 @@ def up(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
     console.print(f"[green]lab {name} is up[/green]: {len(lab.hypervisors)} hypervisors, "
                   f"{len(lab.vms)} VMs. Try `hypetunnel status`, `hypetunnel verify`, "
                   f"`hypetunnel lab exec {next(iter(lab.vms), 'VM')} -- ping ...`")
+
+
+def _up_bare(file: Path, name: str) -> None:
+    from hypetunnel.lab import bare
+
+    try:
+        lab = bare.up(file, name, progress=lambda m: console.print(f"  {m}", highlight=False))
+    except HypeTunnelError as e:
+        _fail(e)
+    console.print(f"[green]bare lab {name} is up[/green]: {len(lab.bare_hosts)} hosts, "
+                  "nothing configured", highlight=False)
+    print(bare.how_to_run(lab))
+
+
+@app.command("operator", context_settings={"allow_extra_args": True,
+                                            "ignore_unknown_options": True})
+def operator_(command: Annotated[list[str], typer.Argument(help="command to run, after --")],
+              name: NameOpt = "") -> None:
+    """Run a command in a bare lab's operator namespace, set up for Ansible (ANSIBLE_CONFIG:
+    inventory, ssh key, checked host keys; ANSIBLE_COLLECTIONS_PATH: this repository's)."""
+    from hypetunnel.lab import operator
+    from hypetunnel.lab.topology import Lab
+
+    try:
+        lab = Lab.load(name or default_name())
+        if not lab.bare_hosts:
+            raise ValueError(f"lab {lab.name} is not a bare lab (`lab up --bare`)")
+    except (HypeTunnelError, ValueError) as e:
+        _fail(e)
+    rc = subprocess.call(["ip", "netns", "exec", lab.operator_netns, *command],
+                         env=operator.environment(lab.state))
+    sys.exit(rc)
 
 
 @app.command("down")
