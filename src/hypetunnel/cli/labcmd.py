@@ -105,6 +105,59 @@ def operator_(command: Annotated[list[str], typer.Argument(help="command to run,
     sys.exit(rc)
 
 
+@app.command("attach")
+def attach_(name: NameOpt = "",
+            host: Annotated[list[str] | None, typer.Option(
+                "--host", help="Adopt only this bare host (repeatable; default: all).")] = None,
+            api: Annotated[str | None, typer.Option(
+                "--api", help="The controllers' API URL[,URL] (default: https://<mgmt ip>:8650 "
+                              "of the first two hosts).")] = None,
+            ca: Annotated[Path | None, typer.Option(
+                "--ca", help="CA of their HTTPS certificates (default: the controller role's "
+                             "<host root>/etc/hypetunnel/pki/ca.crt on the first host).")] = None,
+            token_file: Annotated[Path | None, typer.Option(
+                "--token-file", help="Their admin token (default: <host root>/var/lib/"
+                                     "hypetunnel/admin.token on the first host).")] = None,
+            no_api: Annotated[bool, typer.Option(
+                "--no-api", help="Only adopt the hosts' Open vSwitch; no controllers.")] = False,
+            agent: Annotated[bool, typer.Option(
+                help="Start the lab's compute agent (plugs VMs where the controller places "
+                     "them).")] = True) -> None:
+    """After Ansible configured a bare lab: take its hosts in as lab hypervisors and talk to
+    the controllers the roles deployed, so `lab sync`, `verify` and VM moves work on it."""
+    from hypetunnel.lab import attach, datacenter
+    from hypetunnel.lab.topology import Lab
+
+    try:
+        lab = Lab.load(name or default_name())
+        if not lab.bare_hosts:
+            raise ValueError(f"lab {lab.name} is not a bare lab (`lab up --bare`)")
+        urls = [u for u in (api or "").split(",") if u] or attach.default_api_urls(lab.state)
+        ca_file = ca or attach.default_ca(lab.state)
+        if not no_api:  # bad input: refused before anything is recorded
+            attach.parse_api_urls(urls)
+            if not ca_file.is_file():
+                raise ValueError(f"--ca: {ca_file} is not a file (has the controller role run?)")
+        adopted = lab.adopt_bare(host or None)
+        console.print(f"adopted {', '.join(h.name for h in adopted)}: Open vSwitch in "
+                      f"<host root>/var/run/openvswitch", highlight=False)
+        if len(lab.hypervisors) > 1:
+            datacenter.warm_underlay(lab)
+        if no_api:
+            return
+        lab.attach_api(urls, ca_file, token_file or attach.default_token_file(lab.state))
+        with datacenter.api_for(lab) as client:
+            role = client.controller().get("role")
+        console.print(f"API: {', '.join(urls)} (active: {role}) via {lab.api_url}",
+                      highlight=False)
+        if agent:
+            datacenter.stop_agent(lab)
+            datacenter.start_agent(lab)
+            console.print("compute agent started", highlight=False)
+    except (HypeTunnelError, ValueError) as e:
+        _fail(e)
+
+
 @app.command("down")
 def down(name: Annotated[str | None, typer.Argument()] = None) -> None:
     """Remove every namespace, process, link and file of the lab."""

@@ -25,7 +25,7 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
-from hypetunnel.lab import adoption, barehost
+from hypetunnel.lab import adoption, attach, barehost
 from hypetunnel.lab import hypervisor as hvmod
 from hypetunnel.lab import management as mgmt
 from hypetunnel.lab import vm as vmmod
@@ -305,6 +305,21 @@ class Lab:
             self._state.hypervisors[hv.name] = hv
         self._state.save()
         return adopted
+
+    def attach_api(self, urls: Sequence[str], ca: Path, token_file: Path) -> str:
+        """Use controllers the lab did not start (lab/attach.py): their API URLs, the CA
+        their HTTPS certificates chain to, and the file holding their admin token."""
+        return attach.attach_api(self._state, list(urls), ca, token_file)
+
+    @property
+    def api_ca(self) -> Path | None:
+        """The attached controllers' CA (None: the lab's own PKI, if any)."""
+        return Path(self._state.api_ca) if self._state.api_ca else None
+
+    @property
+    def api_token_file(self) -> Path | None:
+        """The attached controllers' admin token file (None: the lab's bootstrap token)."""
+        return Path(self._state.api_token_file) if self._state.api_token_file else None
 
     def _own_ovs(self, name: str) -> LabHypervisor:
         """A hypervisor whose Open vSwitch the lab built (not one adopted from the roles)."""
