@@ -13,12 +13,15 @@ from pathlib import Path
 import pytest
 import yaml
 
+from hypetunnel.client import ApiClient, ClientError
+from hypetunnel.errors import HypeTunnelError
 from hypetunnel.lab import barehost, datacenter, operator
 from hypetunnel.lab.adoption import ovs_rundir
 from hypetunnel.lab.netns import netns_exists, netns_list, netns_pids
-from hypetunnel.lab.proc import LabError, pid_alive, run
+from hypetunnel.lab.proc import LabError, pid_alive, run, wait_until
 from hypetunnel.lab.state import DEFAULT_ROOT, LabBareHost
 from hypetunnel.lab.topology import Lab
+from hypetunnel.pki import init_ca, issue
 
 pytestmark = pytest.mark.lab
 
@@ -203,7 +206,7 @@ def test_adopt_a_host_the_roles_configured_and_plug_a_vm(lab: Lab) -> None:
     (hv,) = lab.adopt_bare(["hv1"])
     assert hv.adopted and hv.ovs_dir == str(Path(h1.root) / "var/run/openvswitch")
     assert lab.hypervisor_alive("hv1") and hv.datapath_type == "netdev"
-    vm = lab.add_vm("acme/web1", "hv1", mac="02:00:00:00:b0:01", ip="10.9.0.1", prefixlen=24)
+    vm = lab.add_vm("acme/web1", "hv1", mac="02:00:00:00:b0:01", ip="10.9.0.10", prefixlen=24)
     iface = hv.ovs.vsctl("--columns=external_ids", "list", "Interface", vm.port)
     assert 'iface-id="acme/web1"' in iface, iface
     assert vm.port in hv.ovs.vsctl("list-ports", "br-int").split()
@@ -212,6 +215,89 @@ def test_adopt_a_host_the_roles_configured_and_plug_a_vm(lab: Lab) -> None:
         lab.restart_hypervisor("hv1")
     # Another process sees the adoption (the CLI, the compute agent).
     assert Lab.load(lab.name).hypervisor("hv1").adopted
+
+
+def start_role_controller(lab: Lab, pki: Path) -> subprocess.Popen[bytes]:
+    """A controller as the controller role runs it on hv1: in the host's namespace, HTTPS on
+    its management address (on br-mgmt's internal port, without the roles' tunnels), its
+    state and admin token under the host's root."""
+    h1 = lab.bare_hosts["hv1"]
+    init_ca(pki, common_name="bare test CA")
+    issue(pki, "ctl1", ips=[h1.mgmt_ip])
+    lab.hypervisor("hv1").ovs.vsctl("--may-exist", "add-br", "br-mgmt", "--", "set", "Bridge",
+                                    "br-mgmt", "datapath_type=netdev")
+    run(["ip", "-n", h1.netns, "addr", "replace", f"{h1.mgmt_ip}/24", "dev", "br-mgmt"])
+    run(["ip", "-n", h1.netns, "link", "set", "br-mgmt", "up"])
+    state_dir = Path(h1.root) / "var/lib/hypetunnel"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        ["ip", "netns", "exec", h1.netns, sys.executable, "-m", "hypetunnel", "controller",
+         "run", "--state-dir", str(state_dir), "--api", f"{h1.mgmt_ip}:8650",
+         "--openflow", f"pssl:{h1.mgmt_ip}:6653", "--tls-dir", str(pki), "--tls-name", "ctl1"],
+        stdout=(Path(h1.root) / "controller.log").open("ab"), stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def test_attach_reaches_the_roles_controller_and_plugs_where_it_places(
+        lab: Lab, tmp_path: Path) -> None:
+    h1 = lab.bare_hosts["hv1"]
+    pki = tmp_path / "pki"
+    ctl = start_role_controller(lab, pki)
+    try:
+        token_file = Path(h1.root) / "var/lib/hypetunnel/admin.token"
+        wait_until(lambda: token_file.exists() or ctl.poll() is not None, 30, "the token")
+        assert ctl.poll() is None
+        lab = Lab.load(lab.name)
+        lab.attach_api([f"https://{h1.mgmt_ip}:8650"], pki / "ca.crt", token_file)
+
+        def healthy() -> bool:
+            try:
+                with datacenter.api_for(Lab.load(lab.name)) as api:
+                    return api.controller().get("role") == "active"
+            except HypeTunnelError:
+                return False
+
+        wait_until(healthy, 30, "the controller's API through the forwarder")
+        # The CLI: `lab attach` with its default URLs (both inventory controllers: hv2 has
+        # none running, the pool finds hv1's active one) and token file.
+        cp = hypetunnel("lab", "attach", "--name", lab.name, "--host", "hv1", "--ca",
+                        str(pki / "ca.crt"), "--no-agent")
+        assert cp.returncode == 0 and "active" in cp.stdout + cp.stderr, cp.stderr
+        cp = hypetunnel("--lab", lab.name, "status")
+        assert cp.returncode == 0, cp.stdout + cp.stderr
+        # The token and TLS are end to end: a wrong token is refused by the controller.
+        lab = Lab.load(lab.name)
+        assert lab.state.api_targets == [f"https://{h.mgmt_ip}:8650"
+                                         for h in (h1, lab.bare_hosts["hv2"])]
+        url = (lab.api_url or "").split(",")[0]
+        real = token_file.read_text().strip()
+        wrong = real[:-1] + ("A" if real[-1] != "A" else "B")
+        with ApiClient(url, ca=pki / "ca.crt", token=wrong) as bad, \
+                pytest.raises(ClientError) as refused:
+            bad.get_intent()
+        assert "401" in str(refused.value) or "token" in str(refused.value), refused.value
+        with ApiClient(url, ca=pki / "ca.crt", token=real) as good:
+            assert "tenants" in good.get_intent()
+        intent = {"hypervisors": [{"name": "hv1", "underlay_ip": h1.underlay_ip,
+                                   "ovsdb": f"ssl:{h1.mgmt_ip}:6640"}],
+                  "tenants": [{"name": "acme", "networks": [{"name": "front",
+                                                             "cidr": "10.9.0.0/24"}],
+                               "vms": [{"name": "web1", "network": "front", "hypervisor": "hv1",
+                                        "ip": "10.9.0.10", "mac": "02:00:00:00:b0:01"},
+                                       {"name": "web2", "network": "front", "hypervisor": "hv1",
+                                        "ip": "10.9.0.11", "mac": "02:00:00:00:b0:02"}]}]}
+        with datacenter.api_for(lab) as api:
+            api.apply(intent)
+            datacenter.sync_vms(lab, api)
+        lab = Lab.load(lab.name)
+        assert sorted(lab.vms) == ["acme/web1", "acme/web2"]
+        hv = lab.hypervisor("hv1")
+        port = lab.vm("acme/web2").port
+        assert 'iface-id="acme/web2"' in hv.ovs.vsctl("--columns=external_ids", "list",
+                                                       "Interface", port)
+    finally:
+        ctl.kill()
+        ctl.wait(10)
 
 
 def test_lab_down_leaves_nothing(lab: Lab) -> None:
