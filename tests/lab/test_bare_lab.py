@@ -15,7 +15,7 @@ import yaml
 
 from hypetunnel.client import ApiClient, ClientError
 from hypetunnel.errors import HypeTunnelError
-from hypetunnel.lab import barehost, datacenter, operator
+from hypetunnel.lab import bare, barehost, datacenter, operator
 from hypetunnel.lab.adoption import ovs_rundir
 from hypetunnel.lab.netns import netns_exists, netns_list, netns_pids
 from hypetunnel.lab.proc import LabError, pid_alive, run, wait_until
@@ -316,3 +316,22 @@ def test_lab_down_leaves_nothing(lab: Lab) -> None:
     root_links = run(["ip", "-br", "link"]).stdout
     for h in st.bare_hosts.values():
         assert h.uplink not in root_links and h.oob_port not in root_links
+
+
+def test_destroy_after_a_crash_removes_a_bare_lab_without_its_state(tmp_path: Path) -> None:
+    """The state file lost (a crash while writing it, a wiped directory): the namespaces are
+    still found by the lab's prefix, and the sshd and whatever ran in them die with them."""
+    name = f"bare{os.getpid() % 100000}x"
+    hosts = tmp_path / "hosts.yaml"
+    hosts.write_text(yaml.safe_dump({"hosts": [{"name": "hv1"}]}))
+    try:
+        crashed = bare.up(hosts, name)
+        sshd_pid = barehost.host_sshd(crashed.bare_hosts["hv1"]).pid()
+        assert sshd_pid is not None and pid_alive(sshd_pid)
+        (crashed.directory / "state.json").unlink()
+        Lab.destroy(name)
+        assert not [n for n in netns_list() if n.startswith(f"ht-{name}-")]
+        assert not pid_alive(sshd_pid)
+        assert not crashed.directory.exists()
+    finally:
+        datacenter.down(name)
