@@ -23,7 +23,12 @@ from rich.console import Console
 from rich.text import Text
 
 from hypetunnel.client import ActiveCache, ApiClient, ClientError, ClientPool, default_cache_path
-from hypetunnel.client.config import Profile, default_config_path, select_profile
+from hypetunnel.client.config import (
+    Profile,
+    default_config_path,
+    read_token_file,
+    select_profile,
+)
 from hypetunnel.client.pool import ClientFactory
 from hypetunnel.errors import FieldError, IntentInvalid
 from hypetunnel.lab.controller import lab_token as lab_dir_token
@@ -74,13 +79,14 @@ def lab_api_url(name: str, root: Path | None = None) -> str | None:
 
 
 def lab_ca(name: str, root: Path | None = None) -> Path | None:
-    """The CA of lab NAME's PKI ("tls_dir" in its state), None when it runs plain
-    (`lab up --insecure`) or cannot be read (the command then fails on its own terms)."""
-    try:
-        state = json.loads(((root or labs_dir()) / name / LAB_STATE_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    tls_dir = state.get("tls_dir") if isinstance(state, dict) else None
+    """The CA of lab NAME: its attached controllers' ("api_ca", `lab attach`), else its
+    PKI's ("tls_dir" in its state); None when it runs plain (`lab up --insecure`) or cannot be
+    read (the command then fails on its own terms)."""
+    state = _lab_state(name, root)
+    attached = state.get("api_ca")
+    if isinstance(attached, str) and attached:
+        return Path(attached)
+    tls_dir = state.get("tls_dir")
     return Path(tls_dir) / "ca.crt" if isinstance(tls_dir, str) and tls_dir else None
 
 
@@ -115,8 +121,21 @@ def resolve_target(api: str | None, lab: str | None, root: Path | None = None,
 
 
 def lab_token(name: str, root: Path | None = None) -> str | None:
-    """The bootstrap admin token of lab NAME's controller(s), read from their state dirs."""
+    """The admin token of lab NAME: its attached controllers' token file ("api_token_file",
+    `lab attach`), else its controllers' bootstrap token, read from their state dirs."""
+    attached = _lab_state(name, root).get("api_token_file")
+    if isinstance(attached, str) and attached:
+        return read_token_file(Path(attached))
     return lab_dir_token((root or labs_dir()) / name)
+
+
+def _lab_state(name: str, root: Path | None = None) -> dict[str, Any]:
+    """Lab NAME's state file as a mapping ({} when it cannot be read)."""
+    try:
+        state = json.loads(((root or labs_dir()) / name / LAB_STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
 
 
 @dataclass

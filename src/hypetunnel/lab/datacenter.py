@@ -22,7 +22,7 @@ from hypetunnel.client import ApiClient
 from hypetunnel.client.http import DEFAULT_TIMEOUT, Timeout
 from hypetunnel.lab import diagnose, hapair
 from hypetunnel.lab.announce import announce
-from hypetunnel.lab.controller import TOKEN_WAIT, LabController, lab_token
+from hypetunnel.lab.controller import TOKEN_WAIT, LabController
 from hypetunnel.lab.pki import SINGLE_CONTROLLER, ensure_lab_pki
 from hypetunnel.lab.proc import LabError
 from hypetunnel.lab.state import STATE_FILE
@@ -62,8 +62,9 @@ def client(lab: Lab, url: str, timeout: Timeout = DEFAULT_TIMEOUT) -> ApiClient:
 
 
 def token_for(lab: Lab) -> str | None:
-    """The lab's bootstrap admin token, waiting for a controller just started to write it."""
-    return lab_token(lab.directory, wait=TOKEN_WAIT)
+    """The lab's admin token: the attached controllers' (`lab attach`), else the lab's
+    bootstrap token, waiting for a controller just started to write it."""
+    return hapair.api_token(lab, wait=TOKEN_WAIT)
 
 
 def warm_underlay(lab: Lab) -> None:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hypetunnel.client import ActiveCache, ApiClient, ClientPool
+from hypetunnel.client.config import read_token_file
 from hypetunnel.lab.controller import TOKEN_WAIT, LabController, lab_token
 from hypetunnel.lab.etcd import EtcdCluster, EtcdMember, member_identity
 from hypetunnel.lab.pki import ensure_lab_pki
@@ -28,8 +29,23 @@ OPENFLOW_PORT, PEER_PORT, ETCD_CLIENT, ETCD_PEER = 6653, 6654, 2379, 2380
 
 
 def lab_ca(lab: Lab) -> Path | None:
-    """The CA every lab client verifies the controllers' HTTPS API against (None: plain)."""
+    """The CA every lab client verifies the controllers' HTTPS API against: the attached
+    controllers' (`lab attach`), else the lab's own PKI's (None: plain)."""
+    if lab.api_ca is not None:
+        return lab.api_ca
     return lab.tls_dir / "ca.crt" if lab.tls_dir else None
+
+
+def api_token(lab: Lab, wait: float = TOKEN_WAIT) -> str | None:
+    """The admin token lab clients send: the attached controllers' token file (`lab
+    attach`), else the bootstrap token the lab's own controller wrote (waiting for it)."""
+    path = lab.api_token_file
+    if path is None:
+        return lab_token(lab.directory, wait=wait)
+    token = read_token_file(path)
+    if token is None:
+        raise LabError(f"the attached controllers' token file {path} is missing or empty")
+    return token
 
 
 def etcd_cluster(lab: Lab) -> EtcdCluster:
@@ -118,6 +134,5 @@ def role(url: str, ca: Path | None, token: str | None) -> str | None:
 
 def active_api(lab: Lab) -> ApiClient:
     urls = [u for u in (lab.api_url or "").split(",") if u]
-    return ClientPool(urls, functools.partial(ApiClient, ca=lab_ca(lab),
-                                              token=lab_token(lab.directory, wait=TOKEN_WAIT)),
+    return ClientPool(urls, functools.partial(ApiClient, ca=lab_ca(lab), token=api_token(lab)),
                       cache=ActiveCache(lab.directory / "active-controller.json")).active()

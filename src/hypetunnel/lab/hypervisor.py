@@ -36,25 +36,10 @@ CONTROLLER_MAX_BACKOFF_MS = 1000  # reconnect fast after a controller restart or
 
 def build_hypervisor(state: LabState, hv: LabHypervisor) -> None:
     """Create (or finish creating) the hypervisor; every step tolerates being done already."""
-    ul = underlay_netns(state.name)
-    mtu = str(state.underlay_mtu)
     state.note_netns(hv.netns)
     netns_add(hv.netns)
-    # The userspace datapath reads its ports (the uplink, service and VM veths) through packet
-    # sockets, so the namespace's kernel sees their frames too, and by default it answers an
-    # ARP request for the tunnel endpoint from the uplink with the uplink's own MAC: a second,
-    # wrong answer beside br-phy's. A peer's OVS that learns it sends its tunnel frames to a
-    # MAC its native tunnelling does not terminate: every overlay to this hypervisor,
-    # management included, went dark in the middle of a test. Answer only on the interface
-    # that holds the address (br-phy, br-mgmt), as the system datapath does by design.
-    run(["sysctl", "-q", "-w", "net.ipv4.conf.all.arp_ignore=1"], netns=hv.netns)
-    if not link_exists(ul, hv.uplink):
-        veth_between(ul, hv.uplink, hv.netns, HV_UPLINK)
-    ip(ul, "link", "set", hv.uplink, "alias", f"uplink of {hv.name}", "mtu", mtu,
-       "master", UNDERLAY_BRIDGE, "up")
-    ip(hv.netns, "link", "set", HV_UPLINK, "mtu", mtu, "up")
-    tx_offload_off(ul, hv.uplink)
-    tx_offload_off(hv.netns, HV_UPLINK)
+    cable_uplink(state, hv.netns, hv.name, hv.uplink)
+    mtu = str(state.underlay_mtu)
 
     if hv.ovs_dir not in state.ovs_dirs:
         state.ovs_dirs.append(hv.ovs_dir)
@@ -78,6 +63,27 @@ def build_hypervisor(state: LabState, hv: LabHypervisor) -> None:
               "--", "set", "Bridge", INTEGRATION_BRIDGE, f"datapath_type={dp}",
               "fail_mode=secure", "protocols=OpenFlow13", "other_config:disable-in-band=true")
     set_controllers(hv)
+
+
+def cable_uplink(state: LabState, netns: str, host: str, uplink: str) -> None:
+    """Cable a host namespace's eth0 to a port (`uplink`) of the underlay switch."""
+    ul = underlay_netns(state.name)
+    mtu = str(state.underlay_mtu)
+    # The userspace datapath reads its ports (the uplink, service and VM veths) through packet
+    # sockets, so the namespace's kernel sees their frames too, and by default it answers an
+    # ARP request for the tunnel endpoint from the uplink with the uplink's own MAC: a second,
+    # wrong answer beside br-phy's. A peer's OVS that learns it sends its tunnel frames to a
+    # MAC its native tunnelling does not terminate: every overlay to this hypervisor,
+    # management included, went dark in the middle of a test. Answer only on the interface
+    # that holds the address (br-phy, br-mgmt), as the system datapath does by design.
+    run(["sysctl", "-q", "-w", "net.ipv4.conf.all.arp_ignore=1"], netns=netns)
+    if not link_exists(ul, uplink):
+        veth_between(ul, uplink, netns, HV_UPLINK)
+    ip(ul, "link", "set", uplink, "alias", f"uplink of {host}", "mtu", mtu,
+       "master", UNDERLAY_BRIDGE, "up")
+    ip(netns, "link", "set", HV_UPLINK, "mtu", mtu, "up")
+    tx_offload_off(ul, uplink)
+    tx_offload_off(netns, HV_UPLINK)
 
 
 def configure_endpoint(state: LabState, hv: LabHypervisor) -> None:

@@ -82,7 +82,7 @@ class OvsInstance:
     def kill_vswitchd(self) -> None:
         """kill -9 ovs-vswitchd alone: its database (bridges, ports, tunnels) stays; its flows
         and, on the userspace datapath, its datapath die with it."""
-        pid = self._pid("ovs-vswitchd")
+        pid = self.pid("ovs-vswitchd")
         if pid is None:
             raise LabError(f"no ovs-vswitchd in {self.directory}")
         _signal(pid, signal.SIGKILL)
@@ -111,14 +111,14 @@ class OvsInstance:
         return run(["ovs-ofctl", "-O", "OpenFlow13", *args_l], check=check,
                    env=self._env()).stdout
 
-    def _pid(self, daemon: str) -> int | None:
+    def pid(self, daemon: str) -> int | None:
         try:
             return int((self.directory / f"{daemon}.pid").read_text().strip())
         except (OSError, ValueError):
             return None
 
     def pids(self) -> list[int]:
-        return [p for d in ("ovs-vswitchd", "ovsdb-server") if (p := self._pid(d)) is not None]
+        return [p for d in ("ovs-vswitchd", "ovsdb-server") if (p := self.pid(d)) is not None]
 
     def stop(self) -> None:
         """Kill both daemons (SIGKILL after a short grace) and wait until they are gone."""

@@ -38,6 +38,9 @@ class LabHypervisor:
     mgmt_ip: str | None = None
     mgmt_prefixlen: int = 24
     mgmt_mac: str | None = None  # br-mgmt's internal port, pinned by other_config:hwaddr
+    # A bare host whose Open vSwitch the Ansible roles built (ovs_dir is their run directory):
+    # the lab plugs VMs into it but never starts, restarts or rewires its OVS.
+    adopted: bool = False
 
     @property
     def ovs(self) -> OvsInstance:
@@ -98,6 +101,25 @@ class LabService:
 
 
 @dataclass
+class LabBareHost:
+    """A host of `lab up --bare`: a namespace cabled to the underlay and to the operator's
+    out-of-band network, running only an sshd; Ansible configures the rest."""
+
+    name: str
+    netns: str
+    index: int  # 1-based; underlay, management and out-of-band addresses are .10+index
+    underlay_ip: str  # on eth0 until the openvswitch role moves it onto br-phy
+    prefixlen: int
+    uplink: str  # the uplink veth's end in the underlay namespace
+    oob_ip: str  # on oob0: where its sshd listens
+    oob_prefixlen: int
+    oob_port: str  # the out-of-band veth's end in the operator namespace
+    root: str  # <lab dir>/hosts/<name>: the host's own "/" for every path a role writes
+    mgmt_ip: str  # what the roles give br-mgmt (the lab does not build it)
+    mgmt_prefixlen: int
+
+
+@dataclass
 class LabState:
     name: str
     directory: str
@@ -116,6 +138,15 @@ class LabState:
     services: dict[str, LabService] = field(default_factory=dict)
     # The lab's PKI (lab/pki.py) when its control channels use TLS; None: all plain.
     tls_dir: str | None = None
+    # A bare lab (lab/bare.py): its hosts and the operator's out-of-band network.
+    bare_hosts: dict[str, LabBareHost] = field(default_factory=dict)
+    oob_subnet: str = "198.18.0.0/24"
+    # An attached API (lab/attach.py): controllers the lab did not start, reached through
+    # forwarders; their CA and admin token file override the lab's own PKI and token.
+    api_ca: str | None = None
+    api_token_file: str | None = None
+    api_targets: list[str] = field(default_factory=list)  # the controllers' real URLs
+    api_forwarders: dict[str, int] = field(default_factory=dict)  # unix socket -> pid
 
     @property
     def path(self) -> Path:
@@ -148,4 +179,5 @@ class LabState:
         raw["hypervisors"] = {k: LabHypervisor(**v) for k, v in raw.get("hypervisors", {}).items()}
         raw["vms"] = {k: LabVM(**v) for k, v in raw.get("vms", {}).items()}
         raw["services"] = {k: LabService(**v) for k, v in raw.get("services", {}).items()}
+        raw["bare_hosts"] = {k: LabBareHost(**v) for k, v in raw.get("bare_hosts", {}).items()}
         return cls(**raw)

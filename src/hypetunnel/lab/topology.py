@@ -25,9 +25,11 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
+from hypetunnel.lab import adoption, attach, barehost
 from hypetunnel.lab import hypervisor as hvmod
 from hypetunnel.lab import management as mgmt
 from hypetunnel.lab import vm as vmmod
+from hypetunnel.lab.barefile import check_bare_host_name
 from hypetunnel.lab.netns import (
     UNDERLAY_BRIDGE,
     check_hypervisor_name,
@@ -54,6 +56,7 @@ from hypetunnel.lab.state import (
     DEFAULT_MGMT_SUBNET,
     DEFAULT_ROOT,
     STATE_FILE,
+    LabBareHost,
     LabHypervisor,
     LabService,
     LabState,
@@ -61,6 +64,7 @@ from hypetunnel.lab.state import (
 )
 
 UNDERLAY_ALIASES = ("ul", "underlay")
+OPERATOR_ALIASES = ("op", "operator")
 
 
 class Lab:
@@ -157,6 +161,19 @@ class Lab:
     def mgmt_subnet(self) -> str:
         return self._state.mgmt_subnet
 
+    @property
+    def bare_hosts(self) -> dict[str, LabBareHost]:
+        return dict(self._state.bare_hosts)
+
+    @property
+    def operator_netns(self) -> str:
+        return barehost.operator_netns(self.name)
+
+    @property
+    def state(self) -> LabState:
+        """The lab's state record, for the modules that build on it (bare, operator)."""
+        return self._state
+
     def service(self, name: str) -> LabService:
         try:
             return self._state.services[name]
@@ -180,10 +197,14 @@ class Lab:
         raise LabError(f"VM {name!r} {why} in lab {self.name}")
 
     def netns_of(self, name: str) -> str:
-        """Namespace of a hypervisor, a service, a VM (id or short name) or the underlay
-        ("ul"), looked up in that order."""
+        """Namespace of the underlay ("ul"), the operator ("op", in a bare lab), a bare
+        host, a hypervisor, a service or a VM (id or short name), looked up in that order."""
         if name in UNDERLAY_ALIASES:
             return self.underlay_netns
+        if name in OPERATOR_ALIASES and self._state.bare_hosts:
+            return self.operator_netns
+        if name in self._state.bare_hosts:
+            return self._state.bare_hosts[name].netns
         if name in self._state.hypervisors:
             return self._state.hypervisors[name].netns
         if name in self._state.services:
@@ -223,8 +244,9 @@ class Lab:
         """Build a hypervisor and enlist it: with management (default: the lab's setting) it
         gets br-mgmt and an address on the management overlay, meshed with every other one."""
         check_hypervisor_name(name)
-        if name in self._state.hypervisors or name in self._state.services:
-            raise LabError(f"lab {self.name} already has a hypervisor or service {name!r}")
+        if (name in self._state.hypervisors or name in self._state.services
+                or name in self._state.bare_hosts):
+            raise LabError(f"lab {self.name} already has a host or service {name!r}")
         if not self._state.underlay_ready:
             self.create_underlay()
         net = IPv4Network(self._state.underlay_subnet)
@@ -253,6 +275,60 @@ class Lab:
             mgmt.enlist(self._state, hv)
         return hv
 
+    def add_bare_host(self, name: str, underlay_ip: str | None = None) -> LabBareHost:
+        """A bare host (lab/barehost.py): cabled, addressed, running an sshd that lets the
+        operator's key in, and nothing else. The operator's namespace and key must exist."""
+        check_bare_host_name(name)
+        if (name in self._state.hypervisors or name in self._state.services
+                or name in self._state.bare_hosts):
+            raise LabError(f"lab {self.name} already has a host or service {name!r}")
+        if not self._state.underlay_ready:
+            self.create_underlay()
+        host = barehost.new_host(self._state, name, underlay_ip)
+        self._state.next_index += 1
+        self._state.bare_hosts[name] = host
+        self._state.save()  # before anything exists: down() finds whatever gets built
+        barehost.build_host(self._state, host)
+        return host
+
+    def adopt_bare(self, names: Sequence[str] | None = None) -> Sequence[LabHypervisor]:
+        """Take bare hosts whose Open vSwitch the Ansible roles configured (INTERFACES.md §3)
+        in as lab hypervisors: VMs can then be plugged into them and moved like onto any
+        other. The lab never starts, restarts or rewires their OVS: the roles own it."""
+        wanted = list(names) if names else sorted(self._state.bare_hosts,
+                                                  key=lambda n: self._state.bare_hosts[n].index)
+        unknown = [n for n in wanted if n not in self._state.bare_hosts]
+        if unknown:
+            raise LabError(f"lab {self.name} has no bare host {', '.join(map(repr, unknown))}")
+        adopted = [adoption.adopt(self._state.bare_hosts[n]) for n in wanted]
+        for hv in adopted:
+            self._state.hypervisors[hv.name] = hv
+        self._state.save()
+        return adopted
+
+    def attach_api(self, urls: Sequence[str], ca: Path, token_file: Path) -> str:
+        """Use controllers the lab did not start (lab/attach.py): their API URLs, the CA
+        their HTTPS certificates chain to, and the file holding their admin token."""
+        return attach.attach_api(self._state, list(urls), ca, token_file)
+
+    @property
+    def api_ca(self) -> Path | None:
+        """The attached controllers' CA (None: the lab's own PKI, if any)."""
+        return Path(self._state.api_ca) if self._state.api_ca else None
+
+    @property
+    def api_token_file(self) -> Path | None:
+        """The attached controllers' admin token file (None: the lab's bootstrap token)."""
+        return Path(self._state.api_token_file) if self._state.api_token_file else None
+
+    def _own_ovs(self, name: str) -> LabHypervisor:
+        """A hypervisor whose Open vSwitch the lab built (not one adopted from the roles)."""
+        hv = self.hypervisor(name)
+        if hv.adopted:
+            raise LabError(f"hypervisor {name}'s Open vSwitch belongs to its Ansible roles: "
+                           "the lab does not restart, rewire or remove it")
+        return hv
+
     @property
     def tls_dir(self) -> Path | None:
         """The lab's PKI directory when its control channels run TLS (None: plain)."""
@@ -273,14 +349,14 @@ class Lab:
         self._state.save()
 
     def set_controllers(self, name: str, controller_targets: Sequence[str]) -> None:
-        hv = self.hypervisor(name)
+        hv = self._own_ovs(name)
         hv.controller_targets = list(controller_targets)
         self._state.save()
         hvmod.set_controllers(hv)
 
     def remove_hypervisor(self, name: str) -> None:
         """Take a hypervisor out of the lab; the VMs on it are removed with it."""
-        hv = self.hypervisor(name)
+        hv = self._own_ovs(name)
         for vm in [v for v in self._state.vms.values() if v.hypervisor == name]:
             self.remove_vm(vm.vm_id)
         for svc in [s for s in self._state.services.values() if s.hypervisor == name]:
@@ -297,7 +373,7 @@ class Lab:
 
     def restart_hypervisor(self, name: str) -> None:
         """Start the killed Open vSwitch again on its old database."""
-        hv = self.hypervisor(name)
+        hv = self._own_ovs(name)
         hvmod.restart_ovs(self._state, hv)
         if hv.mgmt_ip:
             mgmt.restore(self._state, hv)
@@ -306,7 +382,7 @@ class Lab:
         """kill -9 the hypervisor's ovs-vswitchd (its ovsdb-server lives on) and start it
         again: what the daemon held at runtime (endpoint address, neighbour cache, flows) is
         restored by the lab, the tenant flows by the controller."""
-        hv = self.hypervisor(name)
+        hv = self._own_ovs(name)
         hv.ovs.kill_vswitchd()
         hv.ovs.start_vswitchd()
         hv.ovs.vsctl("show")
@@ -320,7 +396,7 @@ class Lab:
         """A namespace "ht-<lab>-svc-<name>" on the management overlay, plugged into the
         hypervisor's br-mgmt (default address <mgmt subnet>.100+k). Start processes in it with
         spawn(name, argv) / exec(name, argv)."""
-        hv = self.hypervisor(hypervisor)
+        hv = self._own_ovs(hypervisor)
         if name in self._state.hypervisors:
             raise LabError(f"lab {self.name} already has a hypervisor {name!r}")
         svc = mgmt.new_service(self._state, name, hv, service_netns(self.name, name),
@@ -437,4 +513,6 @@ class Lab:
         st.hypervisors.clear()
         st.vms.clear()
         st.services.clear()
+        st.bare_hosts.clear()
+        st.api_forwarders.clear()
         st.underlay_ready = False
