@@ -21,7 +21,7 @@ options:
     required: true
   token:
     description:
-      - The API token (C(ht.<name>.<secret>)), sent as C(Authorization: Bearer).
+      - The API token (C(ht.<name>.<secret>)), sent in the C(Authorization) header as a bearer token.
       - Exactly one of O(token) and O(token_file) is needed.
     type: str
   token_file:

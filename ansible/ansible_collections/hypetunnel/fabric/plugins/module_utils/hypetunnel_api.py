@@ -18,8 +18,8 @@ import threading
 import time
 
 from ansible.module_utils.common.text.converters import to_text
-from ansible.module_utils.six.moves.urllib.error import HTTPError, URLError
-from ansible.module_utils.six.moves.urllib.parse import quote
+from urllib.error import HTTPError, URLError
+from urllib.parse import quote
 from ansible.module_utils.urls import open_url
 
 API_PREFIX = "/api/v1"
@@ -67,7 +67,7 @@ class ApiError(Exception):
 
     @property
     def standby(self):
-        return self.status == 409 and any(r.startswith(STANDBY_REASON) for _, r in self.errors)
+        return self.status == 409 and any(reason.startswith(STANDBY_REASON) for path, reason in self.errors)
 
 
 def errors_from_body(status, reason, body):
@@ -184,7 +184,7 @@ class HypeTunnelApi:
         return token
 
     # -- finding the active member ---------------------------------------------------------
-    def _probe(self):
+    def probe(self):
         """(member, answer or ApiError) of every member, asked in parallel."""
         answers = {}
 
@@ -209,7 +209,7 @@ class HypeTunnelApi:
             return self._active
         deadline = time.monotonic() + self.timeout
         while True:
-            probes = self._probe()
+            probes = self.probe()
             actives = [(m, a) for m, a in probes if isinstance(a, dict)
                        and a.get("role") in ("active", None)]
             if actives:
@@ -217,9 +217,9 @@ class HypeTunnelApi:
                 self._active = best[0]
                 return self._active
             # A member that refuses the token or the TLS handshake will not get better.
-            fatal = [a for _, a in probes if isinstance(a, ApiError) and a.status in (401, 403)]
-            tls = [a for _, a in probes if isinstance(a, ApiError) and any(
-                "TLS" in r for _, r in a.errors)]
+            errors = [a for m, a in probes if isinstance(a, ApiError)]
+            fatal = [a for a in errors if a.status in (401, 403)]
+            tls = [a for a in errors if any("TLS" in reason for path, reason in a.errors)]
             if fatal or (tls and len(tls) == len(probes)) or time.monotonic() >= deadline:
                 raise ApiError(self._no_active(probes), fatal[0].status if fatal else None)
             time.sleep(RETRY_INTERVAL)

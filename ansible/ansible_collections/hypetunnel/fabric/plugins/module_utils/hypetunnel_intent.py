@@ -26,7 +26,7 @@ SIGNS = (("added", "+"), ("changed", "~"), ("removed", "-"))
 
 
 def plan_empty(plan):
-    return not any(plan.get(k) for k, _ in SIGNS)
+    return not any(plan.get(key) for key, sign in SIGNS)
 
 
 def render_plan(plan):
@@ -114,3 +114,21 @@ class Change:
                                   if self.module.check_mode else "applied",
                                   prepared=render_plan(plan))
         return result
+
+
+def tenant_of(change, intent, name):
+    """The tenant `name` of `intent` (a dict to edit in place); fails naming the option."""
+    tenant = by_name(intent.get("tenants"), name)
+    if tenant is None:
+        change.fail("tenant", "no tenant %r on the controller (create it first with "
+                    "hypetunnel.fabric.hypetunnel_tenant)" % name)
+    return tenant
+
+
+def fill_from(current, given):
+    """`given` objects with what the controller already allocated for them (by name).
+
+    For the check mode's "after" view only: an apply sends `given` as it is, and the
+    controller keeps its allocations by name the same way.
+    """
+    return [merged(by_name(current, g.get("name")), g) for g in given or []]

@@ -24,7 +24,7 @@ options:
   state:
     description:
       - V(present) creates or updates it; V(absent) removes it from the fabric (refused while VMs
-        are placed on it: move them or drain it first).
+        are placed on it; move them or drain it first).
     type: str
     choices: [present, absent]
     default: present
@@ -65,7 +65,7 @@ attributes:
     support: full
     description: Before and after of the hypervisor, and the controller's plan.
 author:
-  - HypeTunnel developers
+  - HypeTunnel developers (@hypetunnel)
 """
 
 EXAMPLES = r"""

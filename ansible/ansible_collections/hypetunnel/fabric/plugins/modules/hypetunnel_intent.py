@@ -37,7 +37,7 @@ attributes:
     support: full
     description: Before and after of the intent, and the controller's plan.
 author:
-  - HypeTunnel developers
+  - HypeTunnel developers (@hypetunnel)
 """
 
 EXAMPLES = r"""
@@ -116,28 +116,20 @@ from ansible_collections.hypetunnel.fabric.plugins.module_utils.hypetunnel_api i
 from ansible_collections.hypetunnel.fabric.plugins.module_utils.hypetunnel_intent import (
     Change,
     by_name,
+    fill_from,
     merged,
 )
 
 
-def _filled(current, given):
-    """`given` objects with what the controller already allocated for them (by name).
-
-    Only for the check mode's "after" view: the apply itself sends `given` as it is and the
-    controller keeps its allocations the same way.
-    """
-    return [merged(by_name(current, g.get("name")), g) for g in given or []]
-
-
 def laid_over(current, given):
     out = {"fabric": merged(current.get("fabric"), given.get("fabric") or {}),
-           "hypervisors": _filled(current.get("hypervisors"), given.get("hypervisors")),
+           "hypervisors": fill_from(current.get("hypervisors"), given.get("hypervisors")),
            "tenants": []}
     for t in given.get("tenants") or []:
         old = by_name(current.get("tenants"), t.get("name")) or {}
         new = merged(old, t)
-        new["networks"] = _filled(old.get("networks"), t.get("networks"))
-        new["vms"] = _filled(old.get("vms"), t.get("vms"))
+        new["networks"] = fill_from(old.get("networks"), t.get("networks"))
+        new["vms"] = fill_from(old.get("vms"), t.get("vms"))
         out["tenants"].append(new)
     return out
 
@@ -147,7 +139,7 @@ def main():
                            supports_check_mode=True, **COMMON_KWARGS)
     given = module.params["intent"]
     Change(module).run(build=lambda before: given, view=lambda intent: intent, key="intent",
-                       preview=lambda before, wanted: laid_over(before, wanted))
+                       preview=laid_over)
 
 
 if __name__ == "__main__":
