@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(openvswitch-switch iperf3 tcpdump ethtool iproute2 iputils-ping iputils-arping etcd-server
-              procps psmisc python3-venv python3-pip openssh-server)
+              procps psmisc python3-venv python3-pip openssh-server shellcheck)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -29,4 +29,28 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip </dev/null
   .venv/bin/python -m pip install -q -e '.[test]' </dev/null
   touch "$stamp"
+fi
+
+# ansible-test sanity (scripts/test.sh) runs in virtualenvs of its own, with pinned requirements,
+# under ~/.ansible/test/venv. They are created here, so that the test run needs no network.
+# ansible-test bootstraps pip into them with a get-pip script it downloads from a host outside
+# the package registries; it takes one from its cache first, so scripts/ansible_test_get_pip.py
+# goes there, with the pip wheel (from PyPI, by pip) it runs from.
+repo=$(pwd)
+pyv=$(.venv/bin/python -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+pip_version=$(.venv/bin/python -c 'from ansible_test._internal.python_requirements import \
+get_venv_packages; from ansible_test._internal.host_configs import NativePythonConfig; \
+print(get_venv_packages(NativePythonConfig(version="'"$pyv"'"))["pip"])')
+sanity_stamp=.venv/.sanity-venvs-$(.venv/bin/ansible-test --version | awk '{print $NF}')-$pyv
+if [ ! -f "$sanity_stamp" ]; then
+  sanity_cache=$HOME/.ansible/test/cache
+  mkdir -p "$sanity_cache"
+  if [ ! -f "$sanity_cache/pip-$pip_version-py3-none-any.whl" ]; then
+    .venv/bin/python -m pip download -q --no-deps -d "$sanity_cache" "pip==$pip_version" </dev/null
+  fi
+  cp scripts/ansible_test_get_pip.py "$sanity_cache/get_pip_${pip_version//./_}.py"
+  (cd ansible/ansible_collections/hypetunnel/fabric &&
+     PATH="$repo/.venv/bin:$PATH" ansible-test sanity --python "$pyv" --prime-venvs \
+       </dev/null >/dev/null)
+  touch "$sanity_stamp"
 fi

@@ -7,4 +7,11 @@ bash scripts/setup.sh
 export HYPETUNNEL_REQUIRE_ALL_TIERS=1
 .venv/bin/ruff check src tests benchmarks
 .venv/bin/mypy
+# The hypetunnel.fabric collection: ansible-test sanity on this Python, in the virtualenvs
+# scripts/setup.sh prepared (no network here). pslint is skipped: it needs PowerShell, which no
+# package registry reachable here has, and the collection has no PowerShell code.
+repo=$(pwd)
+pyv=$(.venv/bin/python -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+(cd ansible/ansible_collections/hypetunnel/fabric &&
+   PATH="$repo/.venv/bin:$PATH" ansible-test sanity --color no --python "$pyv" --skip-test pslint)
 exec .venv/bin/python -m pytest -p no:cacheprovider -ra "$@"
