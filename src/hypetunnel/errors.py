@@ -38,5 +38,15 @@ class Conflict(HypeTunnelError):
     """A conditional store write lost against a newer revision or term."""
 
 
+class PreconditionFailed(HypeTunnelError):
+    """The client's precondition (If-Match: the revision it read) no longer holds."""
+
+    def __init__(self, expected: int, current: int) -> None:
+        self.errors = [FieldError("if-match", f"the fabric is at revision {current}, not "
+                                              f"{expected}: it changed since it was read; "
+                                              "read it again and retry")]
+        super().__init__(self.errors[0].reason)
+
+
 class SouthboundError(HypeTunnelError):
     """A switch or its OVSDB did not do what was asked."""

@@ -376,3 +376,33 @@ def test_the_move_log_is_read_off_the_event_loop(ctx: Ctx) -> None:
     r = ctx.client.get(f"{API}/moves", params={"vm": "acme/db1"})
     assert r.status_code == 200, r.text
     assert r.json() == [{"vm": "acme/db1", "seq": 1}]
+
+
+def test_apply_with_if_match_never_undoes_a_change_it_did_not_see(loaded: Ctx) -> None:
+    r = loaded.client.get(f"{API}/intent")
+    tag = r.headers["etag"]
+    assert tag == f'"{loaded.store.load().revision}"'
+    doc = r.json()
+    # Someone else commits between our read and our write.
+    assert loaded.client.post(f"{API}/tenants/acme/networks",
+                              json={"name": "extra", "cidr": "10.9.0.0/24"}).status_code == 200
+    before = loaded.store.load()
+    for dry_run in (True, False):
+        r = loaded.client.post(f"{API}/apply", json={"intent": doc, "dry_run": dry_run},
+                               headers={"If-Match": tag})
+        assert r.status_code == 412, r.text
+        assert errors(r)["if-match"].startswith(f"the fabric is at revision {before.revision}")
+    assert loaded.unchanged(before)  # the extra network is still there
+    fresh = loaded.client.get(f"{API}/intent")
+    r = loaded.client.post(f"{API}/apply", json={"intent": fresh.json()},
+                           headers={"If-Match": fresh.headers["etag"]})
+    assert r.status_code == 200 and r.json()["revision"] == before.revision  # nothing to do
+
+
+@pytest.mark.parametrize("header", ["42", '"x"', '"1" , "2"', "W/"])
+def test_a_malformed_if_match_names_the_header(loaded: Ctx, header: str) -> None:
+    before = loaded.store.load()
+    r = loaded.client.post(f"{API}/apply", json={"intent": example()},
+                           headers={"If-Match": header})
+    assert r.status_code == 422 and "if-match" in errors(r), r.text
+    assert loaded.unchanged(before)

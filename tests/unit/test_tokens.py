@@ -100,6 +100,7 @@ def test_a_revocation_by_the_other_controller_holds_once_the_store_is_reloaded()
     # The other controller of a pair: its own service and registry over the shared store.
     other = TokenRegistry(FabricService(w.store), clock=w.clock)
     other.reload()
+    assert w.request("operator", "GET", f"{P}/status").status_code == 200  # ours is fresh
     other.revoke("t-operator")
     assert w.request("operator", "GET", f"{P}/status").status_code == 200  # not seen yet
     w.service.reload()  # what the standby's store watch does on every commit

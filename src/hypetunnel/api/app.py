@@ -7,9 +7,9 @@ service's in-memory intent. Writes (store commits) run in a worker thread within
 
 from __future__ import annotations
 
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import APIRouter, Depends, FastAPI, Header, Response
 
 from hypetunnel import __version__
 from hypetunnel.api import guards as request_guards
@@ -21,6 +21,7 @@ from hypetunnel.api.mobility import mobility_router
 from hypetunnel.api.openapi import DocumentedApp
 from hypetunnel.api.params import HypervisorName, NetworkName, TenantName, VmName
 from hypetunnel.api.policy import PolicyRoute, authorize, check_routes, document_security
+from hypetunnel.api.revisions import etag, revision_of
 from hypetunnel.api.schemas import (
     ApplyRequest,
     HypervisorBody,
@@ -105,14 +106,22 @@ def create_app(service: FabricService, runtime: RuntimeView | None = None, *,
 
     # -- whole intent ---------------------------------------------------------------------------
     @api.get("/intent")
-    async def get_intent() -> dict[str, Any]:
-        """The resolved intent: every VNI, IP, MAC and hypervisor filled in."""
-        return service.intent.model_dump(mode="json")
+    async def get_intent(response: Response) -> dict[str, Any]:
+        """The resolved intent: every VNI, IP, MAC and hypervisor filled in. Its ETag is the
+        store revision it was read at: send it back as If-Match with POST /apply."""
+        intent, revision = service.published
+        response.headers["ETag"] = etag(revision)
+        return intent.model_dump(mode="json")
 
-    @api.post("/apply", response_model=PlanOut)
-    async def apply(req: ApplyRequest) -> dict[str, Any]:
-        """Make the fabric exactly `intent` (absent objects are removed); `dry_run` only plans."""
-        return (await write(service.apply, req.intent, dry_run=req.dry_run)).to_dict()
+    @api.post("/apply", response_model=PlanOut,
+              responses={412: {"description": "If-Match names a revision that is not the "
+                                               "current one"}})
+    async def apply(req: ApplyRequest,
+                    if_match: Annotated[str | None, Header()] = None) -> dict[str, Any]:
+        """Make the fabric exactly `intent` (absent objects are removed); `dry_run` only plans.
+        With If-Match (the ETag of GET /intent) only while nothing was committed since."""
+        return (await write(service.apply, req.intent, dry_run=req.dry_run,
+                            expect_revision=revision_of(if_match))).to_dict()
 
     # -- hypervisors ----------------------------------------------------------------------------
     @api.get("/hypervisors")

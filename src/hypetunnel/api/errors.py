@@ -20,7 +20,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hypetunnel.api.bodies import UnsupportedMediaType
 from hypetunnel.api.schemas import ApplyRequest, ErrorOut
-from hypetunnel.errors import Conflict, FieldError, HypeTunnelError, IntentInvalid, NotFound
+from hypetunnel.errors import (
+    Conflict,
+    FieldError,
+    HypeTunnelError,
+    IntentInvalid,
+    NotFound,
+    PreconditionFailed,
+)
 from hypetunnel.model.intent import Intent
 from hypetunnel.model.loader import pydantic_field_errors
 from hypetunnel.store.base import StoreUnavailable
@@ -70,6 +77,8 @@ def status_of(exc: HypeTunnelError) -> int:
         return 404
     if isinstance(exc, Conflict):
         return 409
+    if isinstance(exc, PreconditionFailed):
+        return 412
     if isinstance(exc, UnsupportedMediaType):
         return 415
     if isinstance(exc, StoreUnavailable):

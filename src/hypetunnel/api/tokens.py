@@ -133,30 +133,37 @@ class TokenRegistry:
         self.service = service
         self.clock = clock
         self._records: dict[str, TokenRecord] = {}
-        self._revision: int | None = None  # the service revision the records were read at
+        self._revision: int | None = None  # the store revision the records reflect
         self._write_lock = threading.Lock()
+        # Guards the (records, revision) pair: a request's reload in one thread and a create in
+        # another once interleaved so that the older read replaced the newer records, and the
+        # API refused the bootstrap token it had just written for good.
+        self._state_lock = threading.Lock()
         service.commit_hooks.append(self._revoke_removed_tenants)
 
     # -- reading ---------------------------------------------------------------------------------
     @property
     def stale(self) -> bool:
-        return self._revision != self.service.revision
+        return self._revision is None or self._revision < self.service.revision
 
     def reload(self) -> None:
-        """Read every token record (blocking: call it off the event loop)."""
-        # The revision is taken before the read: a commit landing meanwhile leaves it stale,
-        # so the next check reads again rather than missing that commit.
-        revision = self.service.revision
+        """Read every token record (blocking: call it off the event loop). The records are
+        tagged with the revision of the very snapshot they come from, and never replaced by
+        an older read: the registry only moves forward."""
+        snap = self.service.store.load()
         records = {}
-        for key, doc in self.service.records(PREFIX).items():
+        for key, doc in snap.items.items():
+            if not key.startswith(PREFIX):
+                continue
             try:
                 record = TokenRecord.from_doc(doc)
             except (KeyError, TypeError, ValueError) as e:  # refused, not fatal to the rest
                 log.warning("ignoring the unreadable token record %s: %s", key, e)
                 continue
             records[record.name] = record
-        self._records = records
-        self._revision = revision
+        with self._state_lock:
+            if self._revision is None or snap.revision >= self._revision:
+                self._records, self._revision = records, snap.revision
 
     def records(self) -> list[TokenRecord]:
         return sorted(self._records.values(), key=lambda r: r.name)
@@ -247,8 +254,11 @@ class TokenRegistry:
 
     def _commit(self, record: TokenRecord) -> None:
         self.service.put_records({PREFIX + record.name: record.to_doc()})
-        self._records[record.name] = record
-        self._revision = self.service.revision
+        with self._state_lock:
+            # Known at once, but the revision is left behind: another commit (a tenant removed
+            # and its tokens revoked) may lie between our last read and this one, so the next
+            # request still reads everything again.
+            self._records = {**self._records, record.name: record}
 
     def bootstrap_name(self) -> str:
         """`admin`, or `admin-N` when that name is taken (by a revoked or expired token)."""

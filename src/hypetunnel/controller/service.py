@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from hypetunnel.errors import Conflict, FieldError, IntentInvalid, NotFound
+from hypetunnel.errors import Conflict, FieldError, IntentInvalid, NotFound, PreconditionFailed
 from hypetunnel.model.allocate import resolve
 from hypetunnel.model.intent import VM, Hypervisor, Intent, Network, Tenant
 from hypetunnel.model.plan import Plan, diff
@@ -64,6 +64,9 @@ class FabricService:
         self._lock = threading.RLock()
         self.intent: Intent = Intent()
         self.revision = 0
+        # (intent, revision) replaced in one assignment, so a reader on another thread (the
+        # API's GET /intent with its ETag) never pairs one commit's intent with another's revision.
+        self.published: tuple[Intent, int] = (self.intent, self.revision)
         self._fabric_stored = False
         self.reload()
 
@@ -73,6 +76,7 @@ class FabricService:
             snap = self.store.load()
             self.intent = items_to_intent(snap.items)
             self.revision = snap.revision
+            self.published = (self.intent, self.revision)
             # Store the fabric document even when it equals the defaults, so a future change of
             # the code's defaults cannot silently change a running fabric.
             self._fabric_stored = "fabric" in snap.items
@@ -93,10 +97,15 @@ class FabricService:
             return diff(self.intent, resolved, revision=self.revision, applied=False)
 
     def apply(self, new: Intent, dry_run: bool = False,
-              records: Mapping[str, dict[str, Any]] | None = None) -> Plan:
+              records: Mapping[str, dict[str, Any]] | None = None,
+              expect_revision: int | None = None) -> Plan:
         """Make the whole fabric `new` (objects absent from it are removed). `records` are
-        written in the same commit (e.g. the move records of a move)."""
+        written in the same commit (e.g. the move records of a move). `expect_revision`: the
+        revision the caller built `new` from; any other commit since then refuses the apply
+        (PreconditionFailed), so a read-modify-write never undoes a change it did not see."""
         with self._lock:
+            if expect_revision is not None and expect_revision != self.revision:
+                raise PreconditionFailed(expect_revision, self.revision)
             resolved = self._prepare(new)
             plan = diff(self.intent, resolved, revision=self.revision, applied=False)
             if dry_run:
@@ -114,6 +123,7 @@ class FabricService:
                     raise
                 old = self.intent
                 self.intent, self.revision, self._fabric_stored = resolved, revision, True
+                self.published = (resolved, revision)
                 self._notify(old, resolved)
             plan.revision = self.revision
             plan.applied = True
@@ -127,6 +137,7 @@ class FabricService:
             except Conflict:
                 self.reload()
                 raise
+            self.published = (self.intent, self.revision)
 
     def records(self, prefix: str) -> dict[str, dict[str, Any]]:
         """Non-intent documents under a key prefix, read from the store."""

@@ -101,10 +101,13 @@ class Member:
         self.token = token
         self.ca_path = ca_path
         self.timeout = timeout
+        self.etag = None  # the ETag of this member's last answer (GET /intent: its revision)
 
-    def request(self, method, path, body=None, timeout=None):
+    def request(self, method, path, body=None, timeout=None, if_match=None):
         url = self.url + API_PREFIX + path
         headers = {"Authorization": "Bearer %s" % self.token, "Accept": "application/json"}
+        if if_match is not None:
+            headers["If-Match"] = if_match
         data = None
         if body is not None:
             data = json.dumps(body)
@@ -115,6 +118,7 @@ class Member:
                             timeout=timeout or self.timeout, follow_redirects="none",
                             use_proxy=False)
             raw = resp.read()
+            self.etag = resp.headers.get("ETag")
         except HTTPError as e:
             try:
                 body = json.loads(to_text(e.read()))
@@ -167,6 +171,7 @@ class HypeTunnelApi:
         self.token = self._token(p)
         self.members = [Member(u, self.token, p["ca_path"], self.timeout) for u in self.urls]
         self._active = None
+        self.etag = None
 
     def _token(self, p):
         if p.get("token"):
@@ -236,14 +241,16 @@ class HypeTunnelApi:
         return errors
 
     # -- requests ----------------------------------------------------------------------------
-    def call(self, method, path, body=None):
+    def call(self, method, path, body=None, if_match=None):
         """The request on the active member; during a hand-over, again on the new active."""
         deadline = time.monotonic() + self.timeout
         refresh = False
         while True:
             member = self.active(refresh=refresh)
             try:
-                return member.request(method, path, body)
+                answer = member.request(method, path, body, if_match=if_match)
+                self.etag = member.etag
+                return answer
             except ApiError as e:
                 retry = e.standby or e.status == 503 or (e.status is None and len(self.members) > 1)
                 if not retry or time.monotonic() >= deadline:
@@ -258,10 +265,14 @@ class HypeTunnelApi:
         return self.call("POST", path, body)
 
     def intent(self):
+        """The resolved intent; `self.etag` is then the revision it was read at."""
         return self.get("/intent")
 
-    def apply(self, intent, dry_run):
-        return self.post("/apply", {"intent": intent, "dry_run": bool(dry_run)})
+    def apply(self, intent, dry_run, if_match=None):
+        """With if_match (an ETag of intent()), the controller refuses with 412 when anything
+        was committed since that read, rather than undo a change the caller never saw."""
+        return self.call("POST", "/apply", {"intent": intent, "dry_run": bool(dry_run)},
+                         if_match=if_match)
 
 
 def fail(module, exc, **result):

@@ -6,7 +6,9 @@
 Every object module edits a copy of the controller's resolved intent (GET /intent) and asks
 POST /apply with dry_run=true for the plan. An empty plan is "not changed"; check mode stops
 there, so what it reports is exactly what the controller would do; otherwise the same intent
-is applied. The resolved intent keeps every allocation (VNI, IP, MAC, placement), so only
+is applied. Both carry If-Match with the revision the intent was read at: should another
+writer commit in between, the controller refuses (412) and the run starts again from a fresh
+read, so a module never undoes a change it did not see. The resolved intent keeps every allocation (VNI, IP, MAC, placement), so only
 what the task names can change.
 """
 
@@ -23,6 +25,8 @@ from ansible_collections.hypetunnel.fabric.plugins.module_utils.hypetunnel_api i
 )
 
 SIGNS = (("added", "+"), ("changed", "~"), ("removed", "-"))
+# Reads and applies again this often when other writers keep committing in between (412).
+PRECONDITION_ATTEMPTS = 5
 
 
 def plan_empty(plan):
@@ -86,22 +90,30 @@ class Change:
                               errors=[{"path": path, "reason": reason}], **result)
 
     def run(self, build, view, key, preview=None):
-        try:
-            before = self.api.intent()
-            wanted = build(copy.deepcopy(before))
-            result = self.converge(before, wanted, view, preview)
-        except ApiError as e:
-            fail(self.module, e)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                before = self.api.intent()
+                wanted = build(copy.deepcopy(before))
+                result = self.converge(before, wanted, view, preview, self.api.etag)
+                break
+            except ApiError as e:
+                # 412: another writer committed between our read and our apply; the wanted
+                # intent is built again from what is there now, never applied over it.
+                if e.status != 412 or attempt >= PRECONDITION_ATTEMPTS:
+                    fail(self.module, e)
         result[key] = result.pop("object")
         self.module.exit_json(**result)
 
-    def converge(self, before, wanted, view, preview=None):
-        """The result dict: changed, plan, diff, object (after)."""
-        plan = self.api.apply(wanted, dry_run=True)
+    def converge(self, before, wanted, view, preview=None, revision=None):
+        """The result dict: changed, plan, diff, object (after). `revision`: the ETag `before`
+        was read at; both the plan and the apply hold only while it is current."""
+        plan = self.api.apply(wanted, dry_run=True, if_match=revision)
         changed = not plan_empty(plan)
         after = before
         if changed and not self.module.check_mode:
-            plan = self.api.apply(wanted, dry_run=False)
+            plan = self.api.apply(wanted, dry_run=False, if_match=revision)
             after = self.api.intent()  # resolved: with the VNIs, IPs and MACs it allocated
         elif changed:
             # What was asked; the controller allocates the rest when it applies.
