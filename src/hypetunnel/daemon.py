@@ -102,11 +102,13 @@ async def serve(config: DaemonConfig) -> None:
                  else (None, None))
     if config.api.startswith("unix:"):
         uv = uvicorn.Config(app, uds=config.api.removeprefix("unix:"), log_level="warning",
-                            lifespan="off", ssl_certfile=cert, ssl_keyfile=key)
+                            lifespan="off", ssl_certfile=cert, ssl_keyfile=key, log_config=None)
     else:
         host, _, port = config.api.rpartition(":")
         uv = uvicorn.Config(app, host=host or "127.0.0.1", port=int(port), log_level="warning",
-                            lifespan="off", ssl_certfile=cert, ssl_keyfile=key)
+                            lifespan="off", ssl_certfile=cert, ssl_keyfile=key, log_config=None)
+    # log_config=None: uvicorn's records go through the root logger (logs.configure) like
+    # ours, one format on one stream, instead of its own handlers on stderr.
     server = uvicorn.Server(uv)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -78,7 +78,7 @@ def prefix_end(prefix: str) -> bytes:
     return raw[:-1] + bytes([raw[-1] + 1]) if raw else b"\0"
 
 
-def check_schemes(endpoints: list[str], tls: ssl.SSLContext | None) -> None:
+def check_schemes(endpoints: list[str], tls: bool) -> None:
     """With TLS every endpoint is https: one plain member would carry the store (and the
     election) in clear text and take any client."""
     for endpoint in endpoints:
@@ -86,7 +86,7 @@ def check_schemes(endpoints: list[str], tls: ssl.SSLContext | None) -> None:
         if scheme not in ("http", "https") or "://" not in endpoint:
             raise ValueError(f"etcd endpoint {endpoint!r}: expected http://HOST:PORT or "
                              "https://HOST:PORT")
-        if tls is not None and scheme != "https":
+        if tls and scheme != "https":
             raise ValueError(f"etcd endpoint {endpoint!r}: TLS is configured, so it must be "
                              "https://")
 
@@ -111,7 +111,7 @@ class _Gateway:
         if not endpoints:
             raise ValueError("EtcdStore needs at least one endpoint")
         self.endpoints = [e.rstrip("/") for e in endpoints]
-        check_schemes(self.endpoints, tls)
+        check_schemes(self.endpoints, tls is not None)
         self.timeout = timeout
         self.attempt_timeout = min(attempt_timeout, timeout)
         self._preferred = 0
