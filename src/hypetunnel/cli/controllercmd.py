@@ -98,6 +98,32 @@ def explicit_options(ctx: typer.Context, exclude: set[str]) -> dict[str, Any]:
     return given
 
 
+@app.command("unit")
+def unit(
+    venv: Annotated[Path, typer.Option(help="The virtualenv HypeTunnel is installed in.")
+                    ] = Path("/opt/hypetunnel/venv"),
+    config: Annotated[Path, typer.Option(help="The controller's config file (--config).")
+                      ] = Path("/etc/hypetunnel/controller.yaml"),
+    state_dir: Annotated[Path, typer.Option(
+        help="The config's state_dir: the one directory the service may write.")
+    ] = Path("/var/lib/hypetunnel"),
+    user: Annotated[str, typer.Option(help="The user (and group) the service runs as.")
+                    ] = "hypetunnel",
+) -> None:
+    """Print the systemd unit hypetunnel-controller.service for these paths."""
+    from hypetunnel.cli.context import print_errors
+    from hypetunnel.errors import FieldError
+    from hypetunnel.service_unit import UnitPaths, render
+
+    try:
+        text = render(UnitPaths(venv=venv, config=config, state_dir=state_dir, user=user))
+    except ValueError as e:
+        key, _, reason = str(e).partition(": ")
+        print_errors([FieldError("--" + key.replace("_", "-"), reason)])
+        raise typer.Exit(2) from e
+    typer.echo(text, nl=False)
+
+
 @app.command("status")
 def status(ctx: typer.Context) -> None:
     """Role, term, leader, and which switches each controller holds."""
