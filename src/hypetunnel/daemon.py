@@ -26,6 +26,7 @@ from hypetunnel.controller.ha import HaConfig
 from hypetunnel.controller.peertls import PeerTls
 from hypetunnel.controller.runtime import Controller
 from hypetunnel.pki import TlsConfig, client_context
+from hypetunnel.store import schema
 from hypetunnel.store.audit import AuditStore
 from hypetunnel.store.base import Store
 
@@ -75,6 +76,11 @@ async def serve(config: DaemonConfig) -> None:
         raise SystemExit("--etcd with --tls-dir needs --peer-name for every controller of the "
                          "pair (their certificates' CN)")
     store = open_store(config)
+    try:  # before anything uses it: a store newer than this code is refused untouched
+        schema.ensure(store)
+    except BaseException:
+        store.close()
+        raise
     ha = None
     if config.etcd:
         if not (config.node and config.peer):

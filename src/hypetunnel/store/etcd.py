@@ -12,6 +12,7 @@ Layout under the prefix (default "/hypetunnel/"):
     <prefix>meta/term         the controller election term (0 when absent)
     <prefix>meta/leader       {"node", "term", **info} written by the winning claim
     <prefix>meta/commit       {"id", "revision"} of the last commit (see `commit`)
+    <prefix>meta/schema       the layout's version (store/schema.py; absent before versioning)
 
 Every commit is ONE etcd transaction comparing meta/revision (and meta/term for a fenced view), so
 a deposed controller's writes are refused by etcd itself, not by its own clock. etcd's revision is
@@ -44,7 +45,8 @@ from hypetunnel.store.base import StaleRevision, StoreSnapshot, StoreUnavailable
 log = logging.getLogger(__name__)
 
 META = "meta/"
-_REVISION, _TERM, _LEADER, _COMMIT = (META + n for n in ("revision", "term", "leader", "commit"))
+_REVISION, _TERM, _LEADER, _COMMIT, _SCHEMA = (
+    META + n for n in ("revision", "term", "leader", "commit", "schema"))
 # gRPC status codes that mean "the request itself is wrong": another member will say the same.
 # (invalid argument e.g. too many txn ops, not found, exists, permission denied, resource
 # exhausted e.g. the space quota alarm, failed precondition, out of range, unimplemented, auth)
@@ -329,6 +331,18 @@ class EtcdStore:
     def revision(self) -> int:
         _, kvs = self._range(_REVISION)
         return int(kvs.get(_REVISION, "0"))
+
+    # -- schema version (store/schema.py) --------------------------------------------------------
+    def schema_version(self) -> int | None:
+        _, kvs = self._range(_SCHEMA)
+        return int(kvs[_SCHEMA]) if _SCHEMA in kvs else None
+
+    def stamp_schema(self, version: int, expected: int | None) -> bool:
+        # A version is never 0 once stamped, so 0 stands for "absent" (see _equals).
+        reply = self._gw.post("/v3/kv/txn", {
+            "compare": [self._equals(_SCHEMA, expected or 0)],
+            "success": [self._put(_SCHEMA, str(version))]})
+        return bool(reply.get("succeeded"))
 
     # -- audit log (AuditStore) ------------------------------------------------------------------
     def _audit_put_op(self, row: AuditRow) -> dict[str, Any]:

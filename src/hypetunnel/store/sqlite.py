@@ -153,6 +153,26 @@ class SqliteStore:
             except sqlite3.Error as exc:
                 raise StoreUnavailable(f"cannot prune the audit log {self.path}: {exc}") from exc
 
+    # -- schema version (store/schema.py) --------------------------------------------------------
+    def _schema(self) -> int | None:
+        row = self._db.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()
+        return None if row is None else int(row[0])
+
+    def schema_version(self) -> int | None:
+        with self._lock:
+            try:
+                return self._schema()
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"cannot read store {self.path}: {exc}") from exc
+
+    def stamp_schema(self, version: int, expected: int | None) -> bool:
+        with self._write("schema version"):
+            if self._schema() != expected:
+                return False
+            self._db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('schema', ?)",
+                             (version,))
+            return True
+
     def revision(self) -> int:
         with self._lock:
             try:
