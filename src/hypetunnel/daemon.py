@@ -25,8 +25,8 @@ from hypetunnel.api.tokens_bootstrap import ensure_bootstrap_token
 from hypetunnel.controller.ha import HaConfig
 from hypetunnel.controller.peertls import PeerTls
 from hypetunnel.controller.runtime import Controller
-from hypetunnel.pki import TlsConfig, client_context
-from hypetunnel.store import schema
+from hypetunnel.pki import TlsConfig
+from hypetunnel.store import opening, schema
 from hypetunnel.store.audit import AuditStore
 from hypetunnel.store.base import Store
 
@@ -56,19 +56,10 @@ class DaemonConfig:
 
 
 def open_store(config: DaemonConfig) -> Store:
-    if config.etcd:
-        from hypetunnel.store.etcd import EtcdStore
-
-        # Members are reached by address: their certificates must name it (IP SAN).
-        tls = client_context(config.tls.identity, check_hostname=True) if config.tls else None
-        try:
-            return EtcdStore(config.etcd, tls=tls)
-        except ValueError as e:  # e.g. an http:// endpoint while TLS is configured
-            raise SystemExit(f"--etcd: {e}") from e
-    from hypetunnel.store.sqlite import SqliteStore
-
-    config.state_dir.mkdir(parents=True, exist_ok=True)
-    return SqliteStore(config.state_dir / "store.db")
+    try:
+        return opening.open_store(config.state_dir, config.etcd, config.tls)
+    except ValueError as e:  # e.g. an http:// endpoint while TLS is configured
+        raise SystemExit(f"--etcd: {e}") from e
 
 
 async def serve(config: DaemonConfig) -> None:

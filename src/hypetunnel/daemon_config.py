@@ -157,8 +157,9 @@ def _errors(e: ValidationError, where: Callable[[str], str]) -> list[FieldError]
 
 
 def settings(file_doc: Mapping[str, Any], overrides: Mapping[str, Any],
-             source: str | None) -> ControllerSettings:
-    """The file's keys, then the flags given on the command line over them; validated.
+             source: str | None, *, checks: bool = True) -> ControllerSettings:
+    """The file's keys, then the flags given on the command line over them; validated
+    (`checks=False`: each value, not what running a controller needs across keys).
     A problem names the file's key or the flag, wherever its value came from."""
     def where(key: str) -> str:
         return file_key(source, key) if source is not None and key not in overrides \
@@ -172,13 +173,15 @@ def settings(file_doc: Mapping[str, Any], overrides: Mapping[str, Any],
         merged = ControllerSettings.model_validate({**file_doc, **overrides})
     except ValidationError as e:
         raise ConfigInvalid(_errors(e, where)) from e
-    problems = merged.problems()
+    problems = merged.problems() if checks else []
     if problems:
         raise ConfigInvalid([FieldError(where(p.path), p.reason) for p in problems])
     return merged
 
 
-def load(path: Path | None, overrides: Mapping[str, Any] | None = None) -> ControllerSettings:
+def load(path: Path | None, overrides: Mapping[str, Any] | None = None, *,
+         checks: bool = True) -> ControllerSettings:
     """The settings from `path` (if any) with `overrides` (flags given explicitly) over it."""
     doc = read_file(path) if path is not None else {}
-    return settings(doc, overrides or {}, str(path) if path is not None else None)
+    return settings(doc, overrides or {}, str(path) if path is not None else None,
+                    checks=checks)

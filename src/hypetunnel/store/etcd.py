@@ -40,7 +40,7 @@ import httpx
 
 from hypetunnel.errors import Conflict, FieldError
 from hypetunnel.store.audit import KINDS, AuditRow, newest, pending_change, since_key
-from hypetunnel.store.base import StaleRevision, StoreSnapshot, StoreUnavailable
+from hypetunnel.store.base import StaleRevision, StoreNotEmpty, StoreSnapshot, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -331,6 +331,42 @@ class EtcdStore:
     def revision(self) -> int:
         _, kvs = self._range(_REVISION)
         return int(kvs.get(_REVISION, "0"))
+
+    # -- restore (backup.py) --------------------------------------------------------------------
+    def restore(self, items: Mapping[str, dict[str, Any]], revision: int, schema: int,
+                *, replace: bool) -> int:
+        """One txn (so etcd's --max-txn-ops must allow every document: the lab's 10000 does),
+        guarded by the revision read: a commit in between makes it fail, not interleave. The
+        election keys (meta/term, meta/leader) stay: a deposed writer stays fenced."""
+        encoded = {key: json.dumps(value, sort_keys=True) for key, value in items.items()}
+        for key in encoded:
+            if not key or key.startswith(META):
+                raise ValueError(f"store key {key!r} is reserved")
+        _, kvs = self._range("")
+        current = int(kvs.get(_REVISION, "0"))
+        documents = [k for k in kvs if not k.startswith(META)]
+        if (current or documents) and not replace:
+            raise StoreNotEmpty(f"{self.prefix} on {', '.join(self.endpoints)}", current,
+                                len(documents))
+        new = max(revision, current + 1) if (current or documents) else revision
+        ops = [self._put(k, v) for k, v in encoded.items()]
+        ops += [{"request_delete_range": {"key": self._key(k)}} for k in documents
+                if k not in encoded]
+        ops += [self._put(_REVISION, str(new)), self._put(_SCHEMA, str(schema)),
+                self._put(_COMMIT, json.dumps({"id": uuid.uuid4().hex, "revision": new}))]
+        try:
+            reply = self._gw.post("/v3/kv/txn", {"compare": [self._equals(_REVISION, current)],
+                                                 "success": ops})
+        except StoreUnavailable as e:
+            if "too many operations" in str(e):
+                raise StoreUnavailable(f"{e}: the restore is one txn of {len(ops)} operations; "
+                                       "start etcd with a larger --max-txn-ops") from e
+            raise
+        if not reply.get("succeeded"):
+            raise Conflict("the store changed while it was being restored (a controller is "
+                           "running on it?); nothing was restored")
+        self._revision_hint = new
+        return new
 
     # -- schema version (store/schema.py) --------------------------------------------------------
     def schema_version(self) -> int | None:
