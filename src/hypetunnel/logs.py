@@ -52,5 +52,8 @@ def configure(level: str = "info", fmt: Literal["text", "json"] = "json") -> Non
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter(TEXT_FORMAT))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    # Python's warnings (e.g. a dependency's deprecation at import) become records too: no
+    # line on the daemon's output that is not in the format.
+    logging.captureWarnings(True)
     if level != "debug":  # one line per etcd request (several a second) would bury what happened
         logging.getLogger("httpx").setLevel(logging.WARNING)

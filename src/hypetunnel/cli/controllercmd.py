@@ -75,9 +75,8 @@ def run(
     except ConfigInvalid as e:
         print_errors(e.errors)
         raise typer.Exit(2) from e
-    from hypetunnel.daemon import serve
-
     configure(settings.log_level, settings.log_format)
+    from hypetunnel.daemon import serve  # after configure: its imports' warnings are logged
     try:
         asyncio.run(serve(settings.to_daemon()))
     except HypeTunnelError as e:  # e.g. the port is taken: one line, not a traceback
