@@ -256,10 +256,10 @@ class Restored:
 
 
 def restore(path: Path, settings: ControllerSettings, *, force: bool = False) -> Restored:
-    """Verify `path`, then write its store (one transaction), PKI files and token where these
-    settings put them. Everything that can be checked is checked before anything is written:
-    a refused restore leaves the target as it was. Without `force`, the store must be empty and
-    every file either absent or already identical."""
+    """Verify `path`, then write its PKI files, token and store (one transaction) where these
+    settings put them. A refused restore leaves the target as it was: the backup and the files
+    are checked before anything is written, and the files are put back if the store refuses.
+    Without `force`, the store must be empty and every file absent or already identical."""
     backup = read(path)
     if backup.schema_version > schema.SCHEMA_VERSION:
         raise BackupInvalid(path, f"store schema version {backup.schema_version} was made by a "
@@ -281,16 +281,28 @@ def restore(path: Path, settings: ControllerSettings, *, force: bool = False) ->
                 raise RestoreRefused(f"{target} exists and differs from the backup's; restore "
                                      "with --force to replace it")
     kind, where = opening.describe(settings.state_dir, settings.etcd)
-    store = _open(settings, create=True)
+    # The files first: with etcd over TLS the store is reached with the very certificate the
+    # backup brings to a fresh host. Put back as they were if the store refuses.
+    before = {target: (target.read_bytes(), stat.S_IMODE(target.stat().st_mode))
+              if target.is_file() else None for target in files}
     try:
-        if not isinstance(store, RestorableStore):
-            raise RestoreRefused(f"the {kind} store cannot be restored into")
-        revision = store.restore(backup.items, backup.revision, backup.schema_version,
-                                 replace=force)
-    finally:
-        store.close()
-    for target, (data, mode) in files.items():
-        _write_file(target, data, mode)
+        for target, (data, mode) in files.items():
+            _write_file(target, data, mode)
+        store = _open(settings, create=True)
+        try:
+            if not isinstance(store, RestorableStore):
+                raise RestoreRefused(f"the {kind} store cannot be restored into")
+            revision = store.restore(backup.items, backup.revision, backup.schema_version,
+                                     replace=force)
+        finally:
+            store.close()
+    except BaseException:
+        for target, old in before.items():
+            if old is None:
+                target.unlink(missing_ok=True)
+            else:
+                _write_file(target, *old)
+        raise
     return Restored(kind, where, revision, len(backup.items), sorted(files))
 
 
