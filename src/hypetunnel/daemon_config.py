@@ -49,7 +49,8 @@ class ControllerSettings(BaseModel):
     log_format: LogFormat = "json"
 
     def problems(self) -> list[FieldError]:
-        """What is wrong across keys (each value alone was valid); path = the key."""
+        """What is wrong across keys (each value alone was valid); path = the key. Other keys
+        a reason names are "{key}" placeholders: written as keys or flags by the caller."""
         from hypetunnel.southbound.openflow.server import parse_target
         from hypetunnel.store.etcd import check_schemes
 
@@ -65,7 +66,7 @@ class ControllerSettings(BaseModel):
                 found.append(FieldError("api", f"{self.api!r}: expected HOST:PORT or "
                                                "unix:/path"))
         if self.tls_name is not None and self.tls_dir is None:
-            found.append(FieldError("tls_name", "needs tls_dir"))
+            found.append(FieldError("tls_name", "needs {tls_dir}"))
         if self.etcd:
             try:
                 check_schemes(self.etcd, tls=self.tls_dir is not None)
@@ -73,9 +74,9 @@ class ControllerSettings(BaseModel):
                 found.append(FieldError("etcd", str(e)))
             for key in ("node", "peer"):
                 if getattr(self, key) is None:
-                    found.append(FieldError(key, "needed with etcd (the HA pair)"))
+                    found.append(FieldError(key, "needed with {etcd} (the HA pair)"))
             if self.tls_dir is not None and not self.peer_name:
-                found.append(FieldError("peer_name", "needed with etcd and tls_dir: every "
+                found.append(FieldError("peer_name", "needed with {etcd} and {tls_dir}: every "
                                                      "controller of the pair (its certificate's "
                                                      "CN)"))
         return found
@@ -175,7 +176,13 @@ def settings(file_doc: Mapping[str, Any], overrides: Mapping[str, Any],
         raise ConfigInvalid(_errors(e, where)) from e
     problems = merged.problems() if checks else []
     if problems:
-        raise ConfigInvalid([FieldError(where(p.path), p.reason) for p in problems])
+        def named(reason: str) -> str:  # not str.format: a value quoted in it may hold braces
+            for k in KEYS:
+                reason = reason.replace("{" + k + "}", k if source is not None
+                                        and k not in overrides else flag_name(k))
+            return reason
+
+        raise ConfigInvalid([FieldError(where(p.path), named(p.reason)) for p in problems])
     return merged
 
 

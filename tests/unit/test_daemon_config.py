@@ -174,5 +174,5 @@ def test_a_bad_flag_over_a_good_file_names_the_flag(tmp_path: Path, started: lis
                "--peer", "b:1")
     assert r.exit_code == 2
     assert "error: --etcd: etcd endpoint 'http://127.0.0.1:2379': TLS is configured" in r.output
-    assert f"error: {path}: key 'peer_name': needed with etcd and tls_dir" in r.output
+    assert f"error: {path}: key 'peer_name': needed with --etcd and tls_dir" in r.output
     assert started == []
