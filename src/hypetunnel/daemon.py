@@ -25,7 +25,8 @@ from hypetunnel.api.tokens_bootstrap import ensure_bootstrap_token
 from hypetunnel.controller.ha import HaConfig
 from hypetunnel.controller.peertls import PeerTls
 from hypetunnel.controller.runtime import Controller
-from hypetunnel.pki import TlsConfig, client_context
+from hypetunnel.pki import TlsConfig
+from hypetunnel.store import opening, schema
 from hypetunnel.store.audit import AuditStore
 from hypetunnel.store.base import Store
 
@@ -55,19 +56,10 @@ class DaemonConfig:
 
 
 def open_store(config: DaemonConfig) -> Store:
-    if config.etcd:
-        from hypetunnel.store.etcd import EtcdStore
-
-        # Members are reached by address: their certificates must name it (IP SAN).
-        tls = client_context(config.tls.identity, check_hostname=True) if config.tls else None
-        try:
-            return EtcdStore(config.etcd, tls=tls)
-        except ValueError as e:  # e.g. an http:// endpoint while TLS is configured
-            raise SystemExit(f"--etcd: {e}") from e
-    from hypetunnel.store.sqlite import SqliteStore
-
-    config.state_dir.mkdir(parents=True, exist_ok=True)
-    return SqliteStore(config.state_dir / "store.db")
+    try:
+        return opening.open_store(config.state_dir, config.etcd, config.tls)
+    except ValueError as e:  # e.g. an http:// endpoint while TLS is configured
+        raise SystemExit(f"--etcd: {e}") from e
 
 
 async def serve(config: DaemonConfig) -> None:
@@ -75,6 +67,11 @@ async def serve(config: DaemonConfig) -> None:
         raise SystemExit("--etcd with --tls-dir needs --peer-name for every controller of the "
                          "pair (their certificates' CN)")
     store = open_store(config)
+    try:  # before anything uses it: a store newer than this code is refused untouched
+        schema.ensure(store)
+    except BaseException:
+        store.close()
+        raise
     ha = None
     if config.etcd:
         if not (config.node and config.peer):
@@ -102,11 +99,13 @@ async def serve(config: DaemonConfig) -> None:
                  else (None, None))
     if config.api.startswith("unix:"):
         uv = uvicorn.Config(app, uds=config.api.removeprefix("unix:"), log_level="warning",
-                            lifespan="off", ssl_certfile=cert, ssl_keyfile=key)
+                            lifespan="off", ssl_certfile=cert, ssl_keyfile=key, log_config=None)
     else:
         host, _, port = config.api.rpartition(":")
         uv = uvicorn.Config(app, host=host or "127.0.0.1", port=int(port), log_level="warning",
-                            lifespan="off", ssl_certfile=cert, ssl_keyfile=key)
+                            lifespan="off", ssl_certfile=cert, ssl_keyfile=key, log_config=None)
+    # log_config=None: uvicorn's records go through the root logger (logs.configure) like
+    # ours, one format on one stream, instead of its own handlers on stderr.
     server = uvicorn.Server(uv)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -3,24 +3,33 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+
+from hypetunnel.daemon_config import DEFAULTS
 
 app = typer.Typer(no_args_is_help=True, help="Run and inspect the SDN controller (pair).")
 
 
+D = DEFAULTS  # the defaults are the config model's: one place
+
+
 @app.command("run")
 def run(
-    state_dir: Annotated[Path, typer.Option(help="Directory of the embedded SQLite store.")] = Path(
-        "/var/lib/hypetunnel"),
+    ctx: typer.Context,
+    config: Annotated[Path | None, typer.Option(
+        help="YAML file of settings: one key per flag (the flag without --, - as _); flags "
+             "given here win over it.", dir_okay=False)] = None,
+    state_dir: Annotated[Path, typer.Option(
+        help="Directory of the embedded SQLite store and the bootstrap admin token.")
+    ] = D.state_dir,
     api: Annotated[str, typer.Option(
-        help="REST API listen address HOST:PORT, or unix:/path.")] = "127.0.0.1:8650",
+        help="REST API listen address HOST:PORT, or unix:/path.")] = D.api,
     openflow: Annotated[list[str], typer.Option(
         help="OpenFlow listen target(s): tcp:HOST:PORT or unix:PATH (with --tls-dir: "
-             "ssl:/pssl:HOST:PORT, TLS only).")] = ["tcp:0.0.0.0:6653"],  # noqa: B006
+             "ssl:/pssl:HOST:PORT, TLS only).")] = D.openflow,
     switch_target: Annotated[list[str] | None, typer.Option(
         help="Controller target(s) switches are told to connect to (default: leave the "
              "targets enlistment set).")] = None,
@@ -32,8 +41,9 @@ def run(
         help="HA: HOST:PORT where the active controller serves heartbeats.")] = None,
     api_rate: Annotated[float, typer.Option(
         help="API requests per second per caller (token, else address); 0: unlimited.",
-        min=0)] = 200.0,
-    api_burst: Annotated[float, typer.Option(help="API burst per caller.", min=1)] = 400.0,
+        min=0)] = D.api_rate,
+    api_burst: Annotated[float, typer.Option(help="API burst per caller.", min=1)
+                         ] = D.api_burst,
     tls_dir: Annotated[Path | None, typer.Option(
         help="PKI directory (`hypetunnel pki`): TLS with mutual authentication on every "
              "control channel. Without it every channel is plain.")] = None,
@@ -43,43 +53,74 @@ def run(
     peer_name: Annotated[list[str] | None, typer.Option(
         help="HA with --tls-dir: a controller of the pair (its certificate's CN), the only "
              "peers the peer channel accepts; repeat for each.")] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    log_level: Annotated[str, typer.Option(
+        help="debug, info or warning.")] = D.log_level,
+    log_format: Annotated[str, typer.Option(
+        help="json: one JSON object per line on stdout (ts, level, logger, msg, extra "
+             "fields); text: lines for people, on stderr.")] = D.log_format,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="--log-level debug.")
+                       ] = False,
 ) -> None:
     """Run the controller in the foreground until SIGTERM/SIGINT."""
     from hypetunnel.cli.context import print_errors
+    from hypetunnel.daemon_config import ConfigInvalid, load
     from hypetunnel.errors import FieldError, HypeTunnelError
-    from hypetunnel.southbound.openflow.server import parse_target
+    from hypetunnel.logs import configure
 
-    # Checked before anything starts: a bad target used to end in a long traceback from
-    # inside the event loop, after the store and the API were already up.
-    for target in openflow:
-        try:
-            parse_target(target, tls=tls_dir is not None)
-        except HypeTunnelError as e:
-            print_errors([FieldError("--openflow", str(e))])
-            raise typer.Exit(2) from e
-    if tls_name is not None and tls_dir is None:
-        print_errors([FieldError("--tls-name", "needs --tls-dir")])
-        raise typer.Exit(2)
-    from hypetunnel.daemon import DaemonConfig, serve
-    from hypetunnel.pki import TlsConfig
-
-    tls = TlsConfig(tls_dir, tls_name or node or "controller") if tls_dir is not None else None
-
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not verbose:  # one line per etcd request (several a second) would bury what happened
-        logging.getLogger("httpx").setLevel(logging.WARNING)
+    given = explicit_options(ctx, exclude={"config", "verbose"})
+    if verbose and "log_level" not in given:
+        given["log_level"] = "debug"
+    try:  # checked before anything starts: a bad value names its key and exits 2
+        settings = load(config, given)
+    except ConfigInvalid as e:
+        print_errors(e.errors)
+        raise typer.Exit(2) from e
+    configure(settings.log_level, settings.log_format)
+    from hypetunnel.daemon import serve  # after configure: its imports' warnings are logged
     try:
-        asyncio.run(serve(DaemonConfig(state_dir=state_dir, api=api, openflow=list(openflow),
-                                       switch_targets=list(switch_target) if switch_target
-                                       else None,
-                                       etcd=list(etcd) if etcd else None, node=node, peer=peer,
-                                       api_rate=api_rate, api_burst=api_burst,
-                                       tls=tls, peer_names=list(peer_name or []))))
+        asyncio.run(serve(settings.to_daemon()))
     except HypeTunnelError as e:  # e.g. the port is taken: one line, not a traceback
         print_errors([FieldError("", str(e))])
         raise typer.Exit(1) from e
+
+
+def explicit_options(ctx: typer.Context, exclude: set[str]) -> dict[str, Any]:
+    """The options given on the command line (not defaulted), by config key."""
+    given: dict[str, Any] = {}
+    for name, value in ctx.params.items():
+        if name in exclude:
+            continue
+        # By name: typer vendors its own click, whose ParameterSource is not click's.
+        source = ctx.get_parameter_source(name)
+        if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT"):
+            given[name] = list(value) if isinstance(value, tuple | list) else value
+    return given
+
+
+@app.command("unit")
+def unit(
+    venv: Annotated[Path, typer.Option(help="The virtualenv HypeTunnel is installed in.")
+                    ] = Path("/opt/hypetunnel/venv"),
+    config: Annotated[Path, typer.Option(help="The controller's config file (--config).")
+                      ] = Path("/etc/hypetunnel/controller.yaml"),
+    state_dir: Annotated[Path, typer.Option(
+        help="The config's state_dir: the one directory the service may write.")
+    ] = Path("/var/lib/hypetunnel"),
+    user: Annotated[str, typer.Option(help="The user (and group) the service runs as.")
+                    ] = "hypetunnel",
+) -> None:
+    """Print the systemd unit hypetunnel-controller.service for these paths."""
+    from hypetunnel.cli.context import print_errors
+    from hypetunnel.errors import FieldError
+    from hypetunnel.service_unit import UnitPaths, render
+
+    try:
+        text = render(UnitPaths(venv=venv, config=config, state_dir=state_dir, user=user))
+    except ValueError as e:
+        key, _, reason = str(e).partition(": ")
+        print_errors([FieldError("--" + key.replace("_", "-"), reason)])
+        raise typer.Exit(2) from e
+    typer.echo(text, nl=False)
 
 
 @app.command("status")

@@ -9,6 +9,7 @@ import typer
 
 from hypetunnel.cli import (
     auditcmd,
+    backupcmd,
     controllercmd,
     democmd,
     fabric,
@@ -80,6 +81,7 @@ mobility.register(app)  # also adds `vm move` and `hypervisor drain|undrain`
 app.add_typer(labcmd.app, name="lab")
 app.add_typer(controllercmd.app, name="controller")
 auditcmd.register(app)
+backupcmd.register(app)
 app.add_typer(tokencmd.app, name="token")
 app.add_typer(pkicmd.app, name="pki")
 

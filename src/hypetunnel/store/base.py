@@ -60,6 +60,30 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
+class StoreNotEmpty(HypeTunnelError):
+    """A restore into a store that already holds documents, without `replace`."""
+
+    def __init__(self, where: str, revision: int, documents: int) -> None:
+        self.revision, self.documents = revision, documents
+        super().__init__(
+            f"the target store {where} is not empty (revision {revision}, {documents} "
+            "documents): a restore replaces everything in it; stop its controllers and "
+            "restore with --force to replace it")
+
+
+@runtime_checkable
+class RestorableStore(Store, Protocol):
+    """A store that can be written back whole from a backup (store/dump in backup.py)."""
+
+    def restore(self, items: Mapping[str, dict[str, Any]], revision: int, schema: int,
+                *, replace: bool) -> int:
+        """In ONE transaction: make the documents exactly `items`, the schema version
+        `schema`, and the revision `revision` (on a store that was not empty: above its own,
+        so no reader ever sees the revision go back). Raises StoreNotEmpty if the store holds
+        anything and not `replace`. Returns the new revision. The audit log is not touched."""
+        ...
+
+
 @runtime_checkable
 class HaStore(Store, Protocol):
     """The optional HA extension (etcd): the election's term, fenced writes, change watch."""

@@ -12,6 +12,7 @@ Layout under the prefix (default "/hypetunnel/"):
     <prefix>meta/term         the controller election term (0 when absent)
     <prefix>meta/leader       {"node", "term", **info} written by the winning claim
     <prefix>meta/commit       {"id", "revision"} of the last commit (see `commit`)
+    <prefix>meta/schema       the layout's version (store/schema.py; absent before versioning)
 
 Every commit is ONE etcd transaction comparing meta/revision (and meta/term for a fenced view), so
 a deposed controller's writes are refused by etcd itself, not by its own clock. etcd's revision is
@@ -39,12 +40,13 @@ import httpx
 
 from hypetunnel.errors import Conflict, FieldError
 from hypetunnel.store.audit import KINDS, AuditRow, newest, pending_change, since_key
-from hypetunnel.store.base import StaleRevision, StoreSnapshot, StoreUnavailable
+from hypetunnel.store.base import StaleRevision, StoreNotEmpty, StoreSnapshot, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
 META = "meta/"
-_REVISION, _TERM, _LEADER, _COMMIT = (META + n for n in ("revision", "term", "leader", "commit"))
+_REVISION, _TERM, _LEADER, _COMMIT, _SCHEMA = (
+    META + n for n in ("revision", "term", "leader", "commit", "schema"))
 # gRPC status codes that mean "the request itself is wrong": another member will say the same.
 # (invalid argument e.g. too many txn ops, not found, exists, permission denied, resource
 # exhausted e.g. the space quota alarm, failed precondition, out of range, unimplemented, auth)
@@ -78,7 +80,7 @@ def prefix_end(prefix: str) -> bytes:
     return raw[:-1] + bytes([raw[-1] + 1]) if raw else b"\0"
 
 
-def check_schemes(endpoints: list[str], tls: ssl.SSLContext | None) -> None:
+def check_schemes(endpoints: list[str], tls: bool) -> None:
     """With TLS every endpoint is https: one plain member would carry the store (and the
     election) in clear text and take any client."""
     for endpoint in endpoints:
@@ -86,7 +88,7 @@ def check_schemes(endpoints: list[str], tls: ssl.SSLContext | None) -> None:
         if scheme not in ("http", "https") or "://" not in endpoint:
             raise ValueError(f"etcd endpoint {endpoint!r}: expected http://HOST:PORT or "
                              "https://HOST:PORT")
-        if tls is not None and scheme != "https":
+        if tls and scheme != "https":
             raise ValueError(f"etcd endpoint {endpoint!r}: TLS is configured, so it must be "
                              "https://")
 
@@ -111,7 +113,7 @@ class _Gateway:
         if not endpoints:
             raise ValueError("EtcdStore needs at least one endpoint")
         self.endpoints = [e.rstrip("/") for e in endpoints]
-        check_schemes(self.endpoints, tls)
+        check_schemes(self.endpoints, tls is not None)
         self.timeout = timeout
         self.attempt_timeout = min(attempt_timeout, timeout)
         self._preferred = 0
@@ -329,6 +331,54 @@ class EtcdStore:
     def revision(self) -> int:
         _, kvs = self._range(_REVISION)
         return int(kvs.get(_REVISION, "0"))
+
+    # -- restore (backup.py) --------------------------------------------------------------------
+    def restore(self, items: Mapping[str, dict[str, Any]], revision: int, schema: int,
+                *, replace: bool) -> int:
+        """One txn (so etcd's --max-txn-ops must allow every document: the lab's 10000 does),
+        guarded by the revision read: a commit in between makes it fail, not interleave. The
+        election keys (meta/term, meta/leader) stay: a deposed writer stays fenced."""
+        encoded = {key: json.dumps(value, sort_keys=True) for key, value in items.items()}
+        for key in encoded:
+            if not key or key.startswith(META):
+                raise ValueError(f"store key {key!r} is reserved")
+        _, kvs = self._range("")
+        current = int(kvs.get(_REVISION, "0"))
+        documents = [k for k in kvs if not k.startswith(META)]
+        if (current or documents) and not replace:
+            raise StoreNotEmpty(f"{self.prefix} on {', '.join(self.endpoints)}", current,
+                                len(documents))
+        new = max(revision, current + 1) if (current or documents) else revision
+        ops = [self._put(k, v) for k, v in encoded.items()]
+        ops += [{"request_delete_range": {"key": self._key(k)}} for k in documents
+                if k not in encoded]
+        ops += [self._put(_REVISION, str(new)), self._put(_SCHEMA, str(schema)),
+                self._put(_COMMIT, json.dumps({"id": uuid.uuid4().hex, "revision": new}))]
+        try:
+            reply = self._gw.post("/v3/kv/txn", {"compare": [self._equals(_REVISION, current)],
+                                                 "success": ops})
+        except StoreUnavailable as e:
+            if "too many operations" in str(e):
+                raise StoreUnavailable(f"{e}: the restore is one txn of {len(ops)} operations; "
+                                       "start etcd with a larger --max-txn-ops") from e
+            raise
+        if not reply.get("succeeded"):
+            raise Conflict("the store changed while it was being restored (a controller is "
+                           "running on it?); nothing was restored")
+        self._revision_hint = new
+        return new
+
+    # -- schema version (store/schema.py) --------------------------------------------------------
+    def schema_version(self) -> int | None:
+        _, kvs = self._range(_SCHEMA)
+        return int(kvs[_SCHEMA]) if _SCHEMA in kvs else None
+
+    def stamp_schema(self, version: int, expected: int | None) -> bool:
+        # A version is never 0 once stamped, so 0 stands for "absent" (see _equals).
+        reply = self._gw.post("/v3/kv/txn", {
+            "compare": [self._equals(_SCHEMA, expected or 0)],
+            "success": [self._put(_SCHEMA, str(version))]})
+        return bool(reply.get("succeeded"))
 
     # -- audit log (AuditStore) ------------------------------------------------------------------
     def _audit_put_op(self, row: AuditRow) -> dict[str, Any]:

@@ -20,6 +20,7 @@ class MemoryStore:
         self._lock = threading.Lock()
         self.commits = 0  # number of non-empty commits, for tests
         self._audit: dict[str, AuditRow] = {}
+        self._schema: int | None = None
 
     def load(self) -> StoreSnapshot:
         with self._lock:
@@ -71,6 +72,17 @@ class MemoryStore:
             for key in old:
                 del self._audit[key]
             return len(old)
+
+    def schema_version(self) -> int | None:
+        with self._lock:
+            return self._schema
+
+    def stamp_schema(self, version: int, expected: int | None) -> bool:
+        with self._lock:
+            if self._schema != expected:
+                return False
+            self._schema = version
+            return True
 
     def revision(self) -> int:
         with self._lock:

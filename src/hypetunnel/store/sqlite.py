@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hypetunnel.store.audit import AuditRow, pending_change
-from hypetunnel.store.base import StaleRevision, StoreSnapshot, StoreUnavailable
+from hypetunnel.store.base import StaleRevision, StoreNotEmpty, StoreSnapshot, StoreUnavailable
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (
@@ -152,6 +152,44 @@ class SqliteStore:
                 return int(cur.rowcount)
             except sqlite3.Error as exc:
                 raise StoreUnavailable(f"cannot prune the audit log {self.path}: {exc}") from exc
+
+    # -- restore (backup.py) --------------------------------------------------------------------
+    def restore(self, items: Mapping[str, dict[str, Any]], revision: int, schema: int,
+                *, replace: bool) -> int:
+        encoded = [(key, json.dumps(value, sort_keys=True)) for key, value in items.items()]
+        with self._write("restored store"):
+            current = self._revision()
+            (documents,) = self._db.execute("SELECT COUNT(*) FROM kv").fetchone()
+            if (current or documents) and not replace:
+                raise StoreNotEmpty(str(self.path), current, int(documents))
+            new = max(revision, current + 1) if (current or documents) else revision
+            self._db.execute("DELETE FROM kv")
+            self._db.executemany("INSERT INTO kv (key, value, mod_revision) VALUES (?, ?, ?)",
+                                 [(key, value, new) for key, value in encoded])
+            self._db.execute("UPDATE meta SET value = ? WHERE name = 'revision'", (new,))
+            self._db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('schema', ?)",
+                             (schema,))
+        return new
+
+    # -- schema version (store/schema.py) --------------------------------------------------------
+    def _schema(self) -> int | None:
+        row = self._db.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()
+        return None if row is None else int(row[0])
+
+    def schema_version(self) -> int | None:
+        with self._lock:
+            try:
+                return self._schema()
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"cannot read store {self.path}: {exc}") from exc
+
+    def stamp_schema(self, version: int, expected: int | None) -> bool:
+        with self._write("schema version"):
+            if self._schema() != expected:
+                return False
+            self._db.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('schema', ?)",
+                             (version,))
+            return True
 
     def revision(self) -> int:
         with self._lock:
