@@ -4,8 +4,12 @@
 made only while no valid admin token exists in the store, so the second controller of a pair
 (which shares the store) makes none, and neither does a restart. Only a controller that may
 write makes it: a standby waits until the active one has (and then finds it in the store).
-The file is written before the record is stored: a crash in between leaves a file whose token
-the store does not know, replaced at the next start, never an admin token nobody holds.
+The token is kept on disk before its record is stored, but under a pending name
+(`admin.token.pending`), and renamed to `admin.token` only once the record is committed: whoever
+finds the file (an operator, Ansible, the lab) can use it at once. A crash before the commit
+leaves a pending file whose token the store does not know, replaced at the next start; a crash
+after it leaves a pending file with a valid token, renamed at the next start. Never an admin
+token nobody holds, and never a file whose token is refused.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import logging
 import os
 from pathlib import Path
 
-from hypetunnel.api.auth import Role
+from hypetunnel.api.auth import Principal, Role
 from hypetunnel.api.tokens import TokenRegistry
 from hypetunnel.client.config import TOKEN_FILE
 
@@ -39,22 +43,42 @@ def write_secret(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def pending_file(path: Path) -> Path:
+    return path.with_name(path.name + ".pending")
+
+
 def try_bootstrap(tokens: TokenRegistry, state_dir: Path) -> bool:
     """True once an admin token exists (made now, or found); False: try again later."""
     tokens.reload()
-    if tokens.has_admin():
-        return True
     path = state_dir / TOKEN_FILE
+    pending = pending_file(path)
+    if tokens.has_admin():
+        _finish_pending(tokens, pending, path)
+        return True
     try:
         tokens.create(tokens.bootstrap_name(), Role.ADMIN.value,
-                      before_commit=lambda token: write_secret(path, token))
+                      before_commit=lambda token: write_secret(pending, token))
     except Exception as e:  # a standby's store refuses writes; the active will make it
         with contextlib.suppress(OSError):
-            path.unlink()
+            pending.unlink()
         log.debug("bootstrap admin token not stored yet: %s", e)
         return False
+    os.replace(pending, path)
     log.info("bootstrap admin token written to %s", path)
     return True
+
+
+def _finish_pending(tokens: TokenRegistry, pending: Path, path: Path) -> None:
+    """A pending token left by a crash: renamed if the store has its record, else removed."""
+    try:
+        token = pending.read_text().strip()
+    except FileNotFoundError:
+        return
+    if isinstance(tokens.verify(token), Principal):
+        os.replace(pending, path)
+        log.info("bootstrap admin token written to %s (stored before a restart)", path)
+    else:
+        pending.unlink(missing_ok=True)
 
 
 async def ensure_bootstrap_token(tokens: TokenRegistry, state_dir: Path,
