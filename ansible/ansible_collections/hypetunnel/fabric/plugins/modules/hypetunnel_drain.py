@@ -108,6 +108,7 @@ from ansible_collections.hypetunnel.fabric.plugins.module_utils.hypetunnel_inten
     Change,
     by_name,
     render_plan,
+    replace_named,
 )
 
 
@@ -141,7 +142,7 @@ def main():
         if (drain and unschedulable and not vms) or (not drain and not unschedulable):
             module.exit_json(**result)
         after = dict(hv, schedulable=not drain)
-        intent["hypervisors"] = [after if h["name"] == name else h for h in intent["hypervisors"]]
+        intent["hypervisors"] = replace_named(intent["hypervisors"], name, after)
         result.update(changed=True, plan=api.apply(intent, dry_run=True), hypervisor=after)
         if module._diff:
             result["diff"] = dict(before=hv, after=after, prepared=render_plan(result["plan"]))

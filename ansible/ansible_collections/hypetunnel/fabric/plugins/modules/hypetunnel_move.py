@@ -130,6 +130,7 @@ from ansible_collections.hypetunnel.fabric.plugins.module_utils.hypetunnel_inten
     Change,
     by_name,
     render_plan,
+    replace_named,
     tenant_of,
 )
 
@@ -165,7 +166,7 @@ def main():
         # The dry run: the plan of the intent with the VM at its destination (validated).
         moved = dict(vm, hypervisor=p["to"])
         tenant = tenant_of(change, intent, p["tenant"])
-        tenant["vms"] = [moved if v["name"] == p["name"] else v for v in tenant["vms"]]
+        tenant["vms"] = replace_named(tenant["vms"], p["name"], moved)
         result["plan"] = api.apply(intent, dry_run=True)
         result["changed"] = True
         if module._diff:
