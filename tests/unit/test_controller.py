@@ -326,6 +326,51 @@ def test_an_ha_controller_programs_only_while_it_holds_the_term(socket: Path) ->
     asyncio.run(body())
 
 
+def test_a_round_refused_for_a_lapse_too_short_to_see_is_programmed_after_it(
+        socket: Path) -> None:
+    """The lease lapses for one instant: the round that checks at that instant is skipped, and
+    nothing else would ever notice the lapse (the lease reads held before and after). The
+    skipped round still goes out, and the switch gets the change without any further one."""
+    import socket as sockets
+
+    from hypetunnel.controller.ha import HaConfig
+    from tests.unit.controller_fakes import HaMemoryStore
+
+    with sockets.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        peer = f"127.0.0.1:{s.getsockname()[1]}"
+    fabric = Fabric("hv1", "hv2")
+    config = HaConfig("ctl1", peer, heartbeat_interval=0.02, term_check_interval=0.05)
+
+    async def body() -> None:
+        async with running(HaMemoryStore(), fabric, socket, ha=config) as ctl:
+            await until(lambda: ctl.status()["controller"]["role"] == "active", "active")
+            hvs = ("hv1", "hv2")
+            await asyncio.to_thread(ctl.service.apply, intent({"web1": "hv1"}, hvs=hvs))
+            fabric.hvs["hv1"].plug("acme/web1")
+            await until(lambda: ctl.status()["converged"] and synced(ctl, fabric), "converged")
+            allowed = ctl.switches._may_program
+            refusals: list[str] = []
+
+            def once_refused() -> bool:  # what the rounds see; the runtime's own view is held
+                if not refusals:
+                    refusals.append("refused")
+                    return False
+                return allowed()
+
+            ctl.switches._may_program = once_refused  # type: ignore[method-assign]
+            mods = {n: hv.switch.flow_mods for n, hv in fabric.hvs.items()}
+            await asyncio.to_thread(ctl.service.apply,
+                                    intent({"web1": "hv1", "web2": "hv2"}, hvs=hvs))
+            fabric.hvs["hv2"].plug("acme/web2")
+            await until(lambda: ctl.status()["converged"] and synced(ctl, fabric),
+                        "the skipped round programmed")
+            assert refusals == ["refused"]
+            assert {n: hv.switch.flow_mods for n, hv in fabric.hvs.items()} != mods
+
+    asyncio.run(body())
+
+
 class SlowStore(MemoryStore):
     """A store whose every read and write takes `delay` seconds (etcd with a stuck leader)."""
 

@@ -110,7 +110,7 @@ class Controller:
         self.spawn(self.loop_lag.run(), "loop-lag")
         self.spawn(self.store_probe.run(self._stored_revision), "store-probe")
         if self.role.election is not None:
-            self.spawn(self._watch_lease(self.role.election), "lease-watch")
+            self.spawn(self._resume_deferred(self.role.election), "resume-deferred")
         if self.role.election is not None:
             loop = self._loop
 
@@ -152,17 +152,16 @@ class Controller:
     def may_program(self) -> bool:
         return self._may_program()
 
-    async def _watch_lease(self, election: Election) -> None:
-        """Changes held while the lease was out (a pause, a slow store) go out once it is
-        back: a lapsed lease drops a session's pending round, so mark every switch again."""
-        held = election.holds_lease()
+    async def _resume_deferred(self, election: Election) -> None:
+        """Changes held while programming was not allowed (a lapsed lease: a pause, a slow
+        store) go out once it is allowed again. Each session flags the round it skipped, so a
+        lapse shorter than this loop's period is not missed (sampling the lease for a
+        lapse-and-back edge was: the round was dropped and the switch kept stale flows until
+        the next change)."""
         while True:
             await asyncio.sleep(election.config.term_check_interval / 2)
-            now = election.holds_lease()
-            if now and not held:
-                self.switches.mark()
+            if self._may_program() and self.switches.resume_deferred():
                 self._kick.set()
-            held = now
 
     async def _became_active(self, term: int) -> None:
         # Returns at once: the election starts its heartbeats only after this callback, and

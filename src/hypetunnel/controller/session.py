@@ -99,6 +99,10 @@ class SwitchSession:
         self._attaching: SwitchChannel | None = None
         self.bound: set[str] = set()  # VM ids whose port is on this switch
         self.pending = True  # desired state may differ from what was last applied
+        # A round skipped because programming was not allowed (a standby, a lapsed lease, a
+        # takeover under way): the runtime makes it pending again once programming is allowed.
+        # A flag, not an edge to watch for: a lapse too short to be seen is not lost.
+        self.deferred = False
         self.programmed_generation = 0  # bumps at every flow push that changed something
         self.flow_mods_sent = 0  # flow adds and deletes sent to this switch, ever
         self.last_flow_push: float | None = None
@@ -337,6 +341,8 @@ class SwitchSession:
                 try:
                     if may_program():
                         await self._reconcile_once(desired)
+                    else:
+                        self.deferred = True
                 except Exception as e:
                     self.last_error = str(e)
                     log.error("%s: reconcile failed: %s", self.hypervisor, e)

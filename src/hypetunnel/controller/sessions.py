@@ -186,6 +186,14 @@ class SwitchSessions:
             if st is not None:
                 st.pending = True
 
+    def resume_deferred(self) -> bool:
+        """Rounds skipped while programming was not allowed become pending again; True if
+        there were any (the caller runs them)."""
+        deferred = [st for st in self._sessions.values() if st.deferred]
+        for st in deferred:
+            st.deferred, st.pending = False, True
+        return bool(deferred)
+
     def run_pending(self) -> None:
         for st in self._sessions.values():
             if st.pending and not st.lock.locked():
