@@ -84,7 +84,7 @@ def play(d: Day2, book: str, check: bool = False, **extra: Any) -> Run:
     varfile = d.work / "vars.json"
     varfile.write_text(json.dumps({**d.api_vars, **extra}))
     env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(REPO / "ansible"),
-           "ANSIBLE_NOCOLOR": "1", "ANSIBLE_LOCAL_TEMP": str(tmp),
+           "ANSIBLE_NOCOLOR": "1", "ANSIBLE_PIPELINING": "1", "ANSIBLE_LOCAL_TEMP": str(tmp),
            "ANSIBLE_REMOTE_TEMP": str(tmp), "ANSIBLE_HOME": str(d.work / "ansible-home")}
     argv = [str(PLAYBOOK), "-i", "localhost,", "-c", "local", "-e", f"@{varfile}",
             f"hypetunnel.fabric.{book}"]
@@ -250,9 +250,11 @@ def test_drain_moves_every_vm_away_and_undrain_reverses(day2: Day2) -> None:
 
 def test_retire_hypervisor_drains_it_and_removes_it(day2: Day2) -> None:
     retire = {"retire_hypervisor_name": "hv3"}
-    # hv3 hosts a VM again (moved back), so the retirement has something to drain.
-    assert play(day2, "vm_move", vm_move_tenant="acme", vm_move_vm="web3",
-                vm_move_to="hv3").changed == 1
+    # hv3 hosts a VM again (moved back through the API), so the retirement has something to drain.
+    with datacenter.api_for(day2.lab) as api:
+        rec = api.move_vm("acme", "web3", "hv3", False)
+        wait_until(lambda: any(m["seq"] == rec["seq"] and m["result"] == "ok"
+                               for m in api.moves("acme/web3")), 60, "web3 back on hv3")
     before = intent(day2)
     assert play(day2, "retire_hypervisor", check=True, **retire).changed >= 1
     assert intent(day2) == before
@@ -261,3 +263,42 @@ def test_retire_hypervisor_drains_it_and_removes_it(day2: Day2) -> None:
     assert now(day2).vm("acme/web3").hypervisor != "hv3"
     assert play(day2, "retire_hypervisor", **retire).changed == 0
     wait_until(lambda: reaches(day2, "acme/web1", "acme/web3"), 15, "web1 to reach web3")
+
+
+def test_api_defaults_come_from_the_inventory_and_the_play_may_run_on_a_controller() -> None:
+    """Without the lab: each role's API defaults from an inventory's `controllers` group, and
+    `hypetunnel_api_host` choosing the host each playbook runs on."""
+    work = Path(tempfile.mkdtemp(prefix="ht-day2-"))
+    try:
+        inventory = work / "inventory.json"
+        inventory.write_text(json.dumps({"controllers": {"hosts": {
+            "c1": {"mgmt_ip": "100.64.0.10", "hypetunnel_host_root": "/srv/c1"},
+            "c2": {"mgmt_ip": "100.64.0.11"}}}}))
+        roles = REPO / "ansible" / "ansible_collections" / "hypetunnel" / "fabric" / "roles"
+        books = ("tenant", "vm_move", "drain", "undrain", "retire_hypervisor")
+        book = work / "show.yml"
+        book.write_text(json.dumps([{
+            "hosts": "c1", "gather_facts": False, "connection": "local",
+            "vars_files": [str(roles / r / "defaults" / "main.yml")],
+            "tasks": [{"ansible.builtin.debug": {"msg": "API={{ [hypetunnel_api_urls, "
+                       "hypetunnel_api_token_file, hypetunnel_api_ca] | to_json }}"}}]}
+            for r in books]))
+        env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(REPO / "ansible"),
+               "ANSIBLE_NOCOLOR": "1", "ANSIBLE_HOME": str(work / "ansible-home"),
+               "ANSIBLE_LOCAL_TEMP": str(work / "tmp")}
+        common = ["-i", str(inventory), "-e", "ansible_python_interpreter=/usr/bin/python3"]
+        out = subprocess.run([str(PLAYBOOK), *common, str(book)], env=env, capture_output=True,
+                             text=True, timeout=120, check=True).stdout
+        shown = [json.loads(json.loads(f'"{m}"')) for m in re.findall(r'"API=(.*)"', out)]
+        assert shown == [[["https://100.64.0.10:8650", "https://100.64.0.11:8650"],
+                          "/srv/c1/var/lib/hypetunnel/admin.token",
+                          "/srv/c1/etc/hypetunnel/pki/ca.crt"]] * len(books), out
+        fqcns = [f"hypetunnel.fabric.{name}" for name in books]
+        for extra, host in (["-e", "hypetunnel_api_host=c2"], "c2"), ([], "localhost"):
+            listed = subprocess.run([str(PLAYBOOK), *common, "--list-hosts", *extra, *fqcns],
+                                    env=env, capture_output=True, text=True, timeout=60,
+                                    check=True).stdout
+            hosts = re.findall(r"hosts \((\d+)\):\s+(\S+)\s", listed)
+            assert hosts == [("1", host)] * len(books), listed
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
