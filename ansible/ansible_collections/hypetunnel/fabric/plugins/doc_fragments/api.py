@@ -16,6 +16,9 @@ options:
       - The https URLs of the controller pair's REST API, for example C(https://100.64.0.10:8650).
       - Every member is asked C(GET /api/v1/controller); requests go to the one whose role is
         C(active) (with two claiming it, the highest term). A standby refuses writes.
+      - C(unix:/path/api.sock) is an API served on a unix socket (as in the lab), with HTTPS through
+        the socket and the certificate verified against O(ca_path) but not against a host name
+        (there is none).
     type: list
     elements: str
     required: true

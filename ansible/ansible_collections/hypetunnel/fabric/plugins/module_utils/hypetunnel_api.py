@@ -5,7 +5,10 @@
 
 Modules run on a host's system python3, so only the standard library and Ansible's own
 module_utils are used (no hypetunnel, no requests). TLS verification is always on: the API's
-certificate must be signed by the CA in ca_path and name the host of the URL.
+certificate must be signed by the CA in ca_path and name the host of the URL. An API served on
+a unix socket (``unix:/path/api.sock``, as in the lab) speaks HTTPS through the socket, verified
+against the CA but not against a host name: there is none, the socket's path (and its file
+permissions) is the address (as the hypetunnel CLI's client does).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -20,7 +23,7 @@ import time
 from ansible.module_utils.common.text.converters import to_text
 from urllib.error import HTTPError, URLError
 from urllib.parse import quote
-from ansible.module_utils.urls import open_url
+from ansible.module_utils.urls import Request
 
 API_PREFIX = "/api/v1"
 # A dead member must not cost the whole timeout: the probe of GET /controller is short.
@@ -93,18 +96,39 @@ def _tls_failure(exc):
         or "SSL" in to_text(reason)
 
 
+UNIX_PREFIX = "unix:"
+# The host part of the request URL sent through a unix socket (the Host header only).
+UNIX_HOST = "https://hypetunnel"
+
+
+def valid_url(url):
+    """An https:// URL, or unix:/absolute/path of a socket serving HTTPS."""
+    if url.startswith(UNIX_PREFIX):
+        return url[len(UNIX_PREFIX):].startswith("/")
+    return url.startswith("https://")
+
+
+def unix_context(ca_path):
+    """TLS through a unix socket: the CA's signature is checked, a host name cannot be."""
+    context = ssl.create_default_context(cafile=ca_path)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
 class Member:
     """One controller's API."""
 
     def __init__(self, url, token, ca_path, timeout):
         self.url = url.rstrip("/")
+        self.socket = self.url[len(UNIX_PREFIX):] if self.url.startswith(UNIX_PREFIX) else None
         self.token = token
         self.ca_path = ca_path
         self.timeout = timeout
         self.etag = None  # the ETag of this member's last answer (GET /intent: its revision)
 
     def request(self, method, path, body=None, timeout=None, if_match=None):
-        url = self.url + API_PREFIX + path
+        url = (UNIX_HOST if self.socket else self.url) + API_PREFIX + path
         headers = {"Authorization": "Bearer %s" % self.token, "Accept": "application/json"}
         if if_match is not None:
             headers["If-Match"] = if_match
@@ -113,10 +137,11 @@ class Member:
             data = json.dumps(body)
             headers["Content-Type"] = "application/json"
         try:
-            resp = open_url(url, method=method, data=data, headers=headers,
-                            ca_path=self.ca_path, validate_certs=True,
-                            timeout=timeout or self.timeout, follow_redirects="none",
-                            use_proxy=False)
+            opener = Request(context=unix_context(self.ca_path) if self.socket else None)
+            resp = opener.open(method, url, data=data, headers=headers,
+                               ca_path=self.ca_path, validate_certs=True,
+                               timeout=timeout or self.timeout, follow_redirects="none",
+                               use_proxy=False, unix_socket=self.socket)
             raw = resp.read()
             self.etag = resp.headers.get("ETag")
         except HTTPError as e:
@@ -164,8 +189,9 @@ class HypeTunnelApi:
             module.fail_json(msg="api_url: give at least one https:// URL", errors=[
                 {"path": "api_url", "reason": "give at least one https:// URL"}])
         for u in self.urls:
-            if not u.startswith("https://"):
-                module.fail_json(msg="api_url: %s is not an https:// URL (TLS is always on)" % u,
+            if not valid_url(u):
+                module.fail_json(msg="api_url: %s is not an https:// URL nor unix:/path of a "
+                                 "socket (TLS is always on)" % u,
                                  errors=[{"path": "api_url", "reason": "not an https:// URL"}])
         self.timeout = p["timeout"]
         self.token = self._token(p)
