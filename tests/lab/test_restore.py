@@ -51,6 +51,7 @@ class Restored:
     backup_out: str
     restore_out: str
     outage: float  # seconds from destroying the pair to the new active
+    tmp: Path  # the module's scratch directory (config files, backups)
 
 
 def flow_tables(lab: Lab) -> dict[str, list[str]]:
@@ -95,6 +96,16 @@ def config_file(lab: Lab, node: str, where: Path) -> Path:
         doc |= {"tls_dir": str(lab.tls_dir), "tls_name": node, "peer_name": list(hapair.NODES)}
     path = where / f"{node}.yaml"
     path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def cli_wrapper(lab: Lab, node: str, where: Path) -> Path:
+    """`hypetunnel` on the controller host `node` (its namespace), as one executable file: what
+    the Ansible roles run as their backup_cli/restore_cli."""
+    path = where / f"hypetunnel-{node}"
+    path.write_text(f"#!/bin/sh\nexec ip netns exec {lab.netns_of(node)} {sys.executable} "
+                    f"-m hypetunnel \"$@\"\n")
+    path.chmod(0o755)
     return path
 
 
@@ -224,7 +235,7 @@ def scenario(lab: Lab, tmp: Path) -> Restored:
              .decode(errors="replace").splitlines() if re.search(r"\+\d+ -\d+ flows", ln)]
     return Restored(lab, token, flows_before, flows_after, ports_before, ports_after, views,
                     churn, received_seqs(ping_out), ping_out, stream, backup_out, restore_out,
-                    outage)
+                    outage, tmp)
 
 
 @pytest.fixture(scope="module")
@@ -289,3 +300,81 @@ def test_tokens_from_before_work_and_new_writes_too(restored: Restored) -> None:
         datacenter.wait_converged(a, 30)
     assert lab.exec(PING_SRC, ["ping", "-c", "3", "-i", "0.2", "-W", "1",
                                lab.vm("acme/rsnew1").ip], check=False).returncode == 0
+
+
+# --- the same through the collection's backup and restore roles ------------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+PLAYBOOKS = REPO / "ansible/ansible_collections/hypetunnel/fabric/playbooks"
+
+
+def ansible_playbook(tmp: Path, playbook: str, extra: dict[str, Any]) -> str:
+    """A playbook of the collection against the lab's controller hosts (connection local:
+    the lab's controllers are reached through the CLI wrappers and the lab hook)."""
+    inventory = tmp / "inventory.yml"
+    local = {"ansible_connection": "local", "ansible_python_interpreter": "/usr/bin/python3"}
+    inventory.write_text(yaml.safe_dump({"all": {"children": {"controllers": {
+        "hosts": {n: dict(local) for n in hapair.NODES}}}}}))
+    (tmp / "extra.json").write_text(json.dumps(extra))
+    env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(REPO / "ansible"),
+           "ANSIBLE_NOCOLOR": "1", "ANSIBLE_HOME": str(tmp / "ansible-home"),
+           "ANSIBLE_LOCAL_TEMP": str(tmp / "ansible-tmp"),
+           "ANSIBLE_REMOTE_TEMP": str(tmp / "ansible-tmp")}
+    cp = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i",
+                         str(inventory), "-e", f"@{tmp / 'extra.json'}",
+                         str(PLAYBOOKS / playbook)], env=env, capture_output=True, text=True,
+                        timeout=300, check=False)
+    assert cp.returncode == 0, f"{playbook}:\n{cp.stdout[-3000:]}{cp.stderr[-2000:]}"
+    return cp.stdout
+
+
+def test_the_ansible_roles_back_up_and_restore_the_pair(restored: Restored) -> None:
+    from hypetunnel import backup as bk
+
+    lab, tmp = restored.lab, restored.tmp / "roles"
+    tmp.mkdir()
+    first = hapair.NODES[0]
+    cfg, cli = config_file(lab, first, tmp), cli_wrapper(lab, first, tmp)
+    ansible_playbook(tmp, "backup.yml", {
+        "backup_cli": str(cli), "backup_config": str(cfg), "backup_name": "roles.tar.gz",
+        "backup_remote_dir": str(tmp / "remote"), "backup_local_dir": str(tmp / "fetched")})
+    fetched = tmp / "fetched" / "roles.tar.gz"
+    assert fetched.stat().st_mode & 0o777 == 0o600
+    assert not (tmp / "remote" / "roles.tar.gz").exists(), "the host's copy was left behind"
+    made = bk.read(fetched)
+    assert made.token is not None and made.pki and made.items
+
+    with datacenter.api_for(lab) as a:
+        datacenter.wait_converged(a, 30)
+    ctls = hapair.controllers(lab)
+    sent = {n: controller_view(lab, n).get("flow_mods_sent") for n in hapair.NODES}
+    before = flow_tables(lab)
+    pinger = lab.spawn(PING_SRC, ["ping", "-i", "0.01", "-W", "1", lab.vm(PING_DST).ip],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        time.sleep(1.0)  # the stream is established before the loss (a measurement window)
+        for node in hapair.NODES:  # lost with their store, before the role runs
+            ctls[node].destroy()
+        hapair.etcd_cluster(lab).recreate()
+        out = ansible_playbook(tmp, "restore.yml", {
+            "restore_file": str(fetched), "restore_cli": str(cli), "restore_config": str(cfg),
+            "restore_remote_dir": str(tmp / "remote"), "restore_api_port": 0,
+            "hypetunnel_service_manager": "lab",
+            "restore_service_tasks": str(Path(__file__).parent / "restore_lab_service.yml"),
+            "lab_python": sys.executable, "lab_name": lab.name})
+        with datacenter.api_for(lab) as a:
+            datacenter.wait_converged(a, 60)
+        after = flow_tables(lab)
+    finally:
+        ping_out = stop_ping(pinger)
+    views = {n: controller_view(lab, n) for n in hapair.NODES}
+    seqs = received_seqs(ping_out)
+    print(f"\n[restore] through the roles: ping {len(seqs)} answered of "
+          f"{seqs[-1] if seqs else 0}; flow_mods_sent before {sent}, after "
+          f"{ {n: v.get('flow_mods_sent') for n, v in views.items()} }")
+    assert "restored" in out
+    assert [views[n].get("role") for n in hapair.NODES] == ["active", "standby"], views
+    assert after == before
+    assert all(v.get("flow_mods_sent") == 0 for v in views.values()), views
+    assert seqs and sorted(set(range(1, seqs[-1] + 1)) - set(seqs)) == [], ping_out[-300:]
+    assert not (tmp / "remote" / "roles.tar.gz").exists()
