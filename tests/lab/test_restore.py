@@ -118,10 +118,19 @@ def hypetunnel(lab: Lab, node: str, *args: str) -> str:
     return cp.stdout
 
 
-def start_ping(lab: Lab) -> subprocess.Popen[str]:
-    """A 10 ms ping across hypervisors, each answer with its wall-clock time (-D)."""
-    return lab.spawn(PING_SRC, ["ping", "-D", "-i", "0.01", "-W", "1", lab.vm(PING_DST).ip],
-                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+@dataclass
+class Ping:
+    proc: subprocess.Popen[str]
+    out: Path
+
+
+def start_ping(lab: Lab, out: Path) -> Ping:
+    """A 10 ms ping across hypervisors, each answer with its wall-clock time (-D), into a
+    file: a pipe nobody reads fills up (64 KiB, some 800 answers) and blocks the ping."""
+    with out.open("w") as f:
+        return Ping(lab.spawn(PING_SRC, ["ping", "-D", "-i", "0.01", "-W", "1",
+                                         lab.vm(PING_DST).ip],
+                              stdout=f, stderr=subprocess.STDOUT), out)
 
 
 def answers(out: str) -> dict[int, float]:
@@ -135,12 +144,12 @@ def lost(got: dict[int, float]) -> list[int]:
     return sorted(set(range(1, max(got, default=0) + 1)) - set(got))
 
 
-def stop_ping(p: subprocess.Popen[str]) -> str:
+def stop_ping(p: Ping) -> str:
     """SIGINT (ping prints its summary); the echo in flight at that moment has no answer yet,
     so loss is judged by the sequence numbers answered, not by the summary's counts."""
-    p.send_signal(signal.SIGINT)
-    out, _ = p.communicate(timeout=30)
-    return out
+    p.proc.send_signal(signal.SIGINT)
+    p.proc.wait(timeout=30)
+    return p.out.read_text()
 
 
 # One TCP connection, a 64-byte echo every 10 ms until SIGTERM; any stall over 5 s, reset
@@ -216,7 +225,7 @@ def scenario(lab: Lab, tmp: Path) -> Restored:
     backup_out = hypetunnel(lab, first, "backup", str(backup_file), "--config", str(cfg))
     with datacenter.api_for(lab) as a:
         datacenter.wait_converged(a, 30)
-    pinger = start_ping(lab)
+    pinger = start_ping(lab, tmp / "ping.out")
     server, client = start_stream(lab)
     try:
         time.sleep(1.0)  # both streams established before the loss (a measurement window)
@@ -299,7 +308,7 @@ def test_traffic_never_noticed(restored: Restored) -> None:
     # Every echo sent before the last answered one was answered, over the whole outage.
     assert missing == [], f"lost icmp_seq {missing[:20]} of {max(got)}"
     assert min(got.values()) < restored.lost_at and max(got.values()) > restored.active_at, \
-        "the ping did not span the outage"
+        f"the ping did not span the outage: {restored.ping_out[-1500:]}"
     # The one TCP connection lived through it all: no reset, no stall of 5 s.
     assert restored.stream["error"] is None, restored.stream
     assert restored.stream["exchanges"] > 100, restored.stream
@@ -366,9 +375,10 @@ def test_the_ansible_roles_back_up_and_restore_the_pair(restored: Restored) -> N
     ctls = hapair.controllers(lab)
     sent = {n: controller_view(lab, n).get("flow_mods_sent") for n in hapair.NODES}
     before = flow_tables(lab)
-    pinger = start_ping(lab)
+    pinger = start_ping(lab, tmp / "ping.out")
     try:
         time.sleep(1.0)  # the stream is established before the loss (a measurement window)
+        lost_at = time.time()
         for node in hapair.NODES:  # lost with their store, before the role runs
             ctls[node].destroy()
         hapair.etcd_cluster(lab).recreate()
@@ -380,6 +390,8 @@ def test_the_ansible_roles_back_up_and_restore_the_pair(restored: Restored) -> N
             "lab_python": sys.executable, "lab_name": lab.name})
         with datacenter.api_for(lab) as a:
             datacenter.wait_converged(a, 60)
+        restored_at = time.time()
+        time.sleep(1.0)  # traffic keeps flowing after the restore (a measurement window)
         after = flow_tables(lab)
     finally:
         ping_out = stop_ping(pinger)
@@ -393,4 +405,5 @@ def test_the_ansible_roles_back_up_and_restore_the_pair(restored: Restored) -> N
     assert after == before
     assert all(v.get("flow_mods_sent") == 0 for v in views.values()), views
     assert got and lost(got) == [], ping_out[-300:]
+    assert min(got.values()) < lost_at and max(got.values()) > restored_at, ping_out[-300:]
     assert not (tmp / "remote" / "roles.tar.gz").exists()
