@@ -39,7 +39,7 @@ class Restored:
     """What the module's one scenario measured, for the tests to check one by one."""
 
     lab: Lab
-    token: str
+    tokens: dict[str, str]  # made before the backup: the bootstrap admin's, an operator's
     flows_before: dict[str, list[str]]
     flows_after: dict[str, list[str]]
     ports_before: dict[str, list[str]]
@@ -210,8 +210,8 @@ def scenario(lab: Lab, tmp: Path) -> Restored:
     ctls = hapair.controllers(lab)
     first = hapair.NODES[0]
     cfg = config_file(lab, first, tmp)
-    token = datacenter.token_for(lab)
-    assert token
+    admin = datacenter.token_for(lab)
+    assert admin
     # A store with some history: a VM made and deleted, so what it had allocated (address,
     # MAC, port) is not what a fresh allocation in the same order would give.
     with datacenter.api_for(lab) as a:
@@ -221,6 +221,7 @@ def scenario(lab: Lab, tmp: Path) -> Restored:
         datacenter.wait_converged(a, 30)
         a.delete_vm("acme", "rsold1")
         datacenter.sync_vms(lab, a)
+        tokens = {"admin": admin, "operator": a.create_token("rsops", "operator")["token"]}
     backup_file = tmp / "pair.tar.gz"
     backup_out = hypetunnel(lab, first, "backup", str(backup_file), "--config", str(cfg))
     with datacenter.api_for(lab) as a:
@@ -256,7 +257,7 @@ def scenario(lab: Lab, tmp: Path) -> Restored:
     churn = [ln for n in hapair.NODES
              for ln in (ctls[n].directory / "controller.log").read_bytes()[logged[n]:]
              .decode(errors="replace").splitlines() if re.search(r"\+\d+ -\d+ flows", ln)]
-    return Restored(lab, token, flows_before, flows_after, ports_before, ports_after, views,
+    return Restored(lab, tokens, flows_before, flows_after, ports_before, ports_after, views,
                     churn, answers(ping_out), ping_out, stream, backup_out, restore_out,
                     lost_at, active_at, tmp)
 
@@ -318,8 +319,9 @@ def test_tokens_from_before_work_and_new_writes_too(restored: Restored) -> None:
     lab = restored.lab
     active = next(n for n, v in restored.views.items() if v.get("role") == "active")
     url = hapair.controllers(lab)[active].api_url
-    with ApiClient(url, token=restored.token, ca=hapair.lab_ca(lab)) as old:
-        assert old.list_tenants()
+    for who, token in restored.tokens.items():
+        with ApiClient(url, token=token, ca=hapair.lab_ca(lab)) as old:
+            assert old.list_tenants(), who
     with datacenter.api_for(lab) as a:
         a.create_vm("acme", {"name": "rsnew1", "network": "back", "hypervisor": "hv2"})
         datacenter.sync_vms(lab, a)
