@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -133,6 +134,18 @@ class LabController:
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
+
+    def destroy(self) -> None:
+        """kill -9 and remove everything in its state directory (store, token) but its log:
+        a controller lost for good; start() then runs a new one in its place."""
+        self.kill()
+        for path in self.directory.iterdir() if self.directory.is_dir() else ():
+            if path.name == "controller.log":
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
 
 
 def _alive(pid: int) -> bool:

@@ -333,6 +333,14 @@ class EtcdCluster:
         if errors:
             raise LabError("; ".join(errors))
 
+    def recreate(self, timeout: float = 30) -> None:
+        """Stop every member, wipe its data and start a fresh, empty cluster on the same
+        addresses (a store lost for good; the members' logs are kept)."""
+        self.stop()
+        for m in self.members:
+            shutil.rmtree(m.data_dir, ignore_errors=True)
+        self.start(timeout)
+
     def destroy(self) -> None:
         """Stop every member and remove their directories."""
         try:
