@@ -98,24 +98,30 @@ def test_kill_active_loses_no_packet_and_a_new_vm_works_at_once(ha: Lab) -> None
     killed_at = time.time()
     os.kill(pid, signal.SIGKILL)
     new = other(act)
-    wait_until(lambda: controller_view(ha, new).get("role") == "active", 5, f"{new} to take over")
-    took = controller_view(ha, new)["took_over_at"] - killed_at
-    # Right after the kill: a new VM through the (new) active API, plugged, reachable.
-    with datacenter.api_for(ha) as a:
-        a.create_vm("acme", {"name": "late1", "network": "back", "hypervisor": "hv2"})
-        datacenter.sync_vms(ha, a)
-        created = time.monotonic()
-        wait_until(lambda: ha.exec("acme/db1", ["ping", "-c", "1", "-W", "1",
-                                                ha.vm("acme/late1").ip],
-                                   check=False).returncode == 0, 10, "the new VM to answer")
-        reachable_after = time.monotonic() - created
-    sent, received, out = ping_result(pinger)
+    try:
+        wait_until(lambda: controller_view(ha, new).get("role") == "active", 5,
+                   f"{new} to take over")
+        took = controller_view(ha, new)["took_over_at"] - killed_at
+        # Right after the kill: a new VM through the (new) active API, plugged, reachable.
+        with datacenter.api_for(ha) as a:
+            a.create_vm("acme", {"name": "late1", "network": "back", "hypervisor": "hv2"})
+            datacenter.sync_vms(ha, a)
+            created = time.monotonic()
+            wait_until(lambda: ha.exec("acme/db1", ["ping", "-c", "1", "-W", "1",
+                                                    ha.vm("acme/late1").ip],
+                                       check=False).returncode == 0, 10, "the new VM to answer")
+            reachable_after = time.monotonic() - created
+        sent, received, out = ping_result(pinger)
+        # Each switch writes its controllers' roles into its database a moment after it
+        # changes them (later still on a loaded machine): what it says is polled, not read once.
+        wait_until(lambda: all(sorted(roles) in (["master", "slave"], ["master"])
+                               for roles in switch_roles(ha).values()), 10,
+                   "every switch to report the new active as its master")
+    finally:
+        restart(ha, act)  # it comes back as standby: no automatic fail-back (even after a failure)
     assert sent == 500 and received == sent, out[-300:]
     assert took < 0.3, f"takeover took {took * 1000:.0f} ms"
     assert reachable_after < 2.0, f"new VM reachable only after {reachable_after:.2f}s"
-    assert all(roles == ["master", "slave"] or sorted(roles) == ["master"]
-               for roles in map(sorted, switch_roles(ha).values()))
-    restart(ha, act)  # it comes back as standby: no automatic fail-back
     assert active_node(ha) == new
 
 
