@@ -277,7 +277,9 @@ def present(module, vsctl, bridge):
                         else "protocols=[]")
     flows_hash = None
     if p["flows"] is not None:
-        flows_hash = hashlib.sha256(flows_text(p).encode()).hexdigest()[:16]
+        # The flow table is a set: the order it is given in does not matter.
+        flows_hash = hashlib.sha256("\n".join(sorted(flows_text(p).splitlines())).encode()
+                                    ).hexdigest()[:16]
     for column in ("other_config", "external_ids"):
         want = dict((k, str(v)) for k, v in (p[column] or {}).items())
         if column == "external_ids" and flows_hash is not None:
