@@ -57,7 +57,7 @@ def build_wheelhouse() -> Path:
         if not stamp.exists():
             subprocess.run([*pip, str(REPO)], check=True, timeout=600, cwd=REPO)
             stamp.touch()
-        subprocess.run([*pip, "--no-deps", "--no-build-isolation", str(REPO)], check=True,
+        subprocess.run([*pip, "--no-deps", str(REPO)], check=True,
                        timeout=300, cwd=REPO)
     return WHEELHOUSE
 

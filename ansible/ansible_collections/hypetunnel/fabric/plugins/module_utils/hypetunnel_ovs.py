@@ -19,8 +19,8 @@ def quote(value):
 def decode(datum):
     """OVSDB JSON (as ovs-vsctl --format=json --data=json prints it) to Python values:
     a set to a list, a map to a dict, a uuid to its string."""
-    if isinstance(datum, list) and len(datum) == 2 and datum[0] in ("set", "map", "uuid",
-                                                                      "named-uuid"):
+    kinds = ("set", "map", "uuid", "named-uuid")
+    if isinstance(datum, list) and len(datum) == 2 and datum[0] in kinds:
         kind, value = datum
         if kind == "set":
             return [decode(v) for v in value]

@@ -13,7 +13,7 @@ short_description: The Open vSwitch table of a host's database, its SSL settings
 version_added: 0.1.0
 description:
   - Sets the host-wide settings of Open vSwitch through C(ovs-vsctl) on the host's database
-    socket (O(db)): the C(Open_vSwitch) row (created as C(ovs-vsctl init) does when the
+    socket (O(db)), namely the C(Open_vSwitch) row (created as C(ovs-vsctl init) does when the
     database is new), its C(other_config) and C(external_ids) keys, the C(SSL) record (key,
     certificate, CA) and the OVSDB remotes (C(manager_options)).
   - ovsdb-server reads the remotes and the SSL files from the database when it is started with

@@ -14,8 +14,8 @@ version_added: 0.1.0
 description:
   - The service-manager switch of the hypetunnel.fabric roles. O(manager=systemd) (production)
     drives a systemd unit with C(systemctl) (the unit file itself is written by the role).
-  - O(manager=lab) is the stand-in for hosts whose PID 1 is not systemd (the namespace lab):
-    it starts O(command) in the foreground of a new session, detached from Ansible's
+  - O(manager=lab) is the stand-in for hosts whose PID 1 is not systemd (the namespace lab).
+    It starts O(command) in the foreground of a new session, detached from Ansible's
     connection, with its output in O(log_file), and records its pid and start time under
     O(lab_dir). A recorded process is only taken for the service while its pid still has the
     recorded start time (pids get reused). There is no restart on failure.
@@ -84,6 +84,7 @@ attributes:
     description: Reports whether it would start, stop or restart; does nothing.
   diff_mode:
     support: none
+    description: Nothing to compare; RV(action) says what was done.
 author:
   - HypeTunnel developers (@hypetunnel)
 """
