@@ -1,4 +1,5 @@
-"""site.yml over SSH against a bare lab of 3 hosts: the first run converges and real packets
+"""site.yml over SSH against a bare lab of 3 hosts: etcd refuses to bootstrap under a --limit
+that leaves a member out; the first run converges and real packets
 prove the tenants (reach and isolation); the second run changes nothing; after a change in vars,
 `--check --diff` reports it and leaves the store and the switches' flows as they were; the real
 run then applies it."""
@@ -165,6 +166,15 @@ def changed_vars(tmp_path: Path) -> Path:
     path = tmp_path / "tenants-changed.yml"
     path.write_text(yaml.safe_dump(doc))
     return path
+
+
+def test_etcd_refuses_to_bootstrap_with_members_left_out(lab: Lab) -> None:
+    cp = hypetunnel("lab", "operator", "--name", lab.name, "--", "ansible-playbook",
+                    "hypetunnel.fabric.site", "--tags", "etcd", "--limit", "hv1,hv2",
+                    timeout=300)
+    out = cp.stdout + cp.stderr
+    assert cp.returncode != 0 and "hv3 is not in this run (--limit?)" in out, out[-3000:]
+    assert not lab_service_records(lab.directory)  # nothing was started
 
 
 def test_first_run_converges(lab: Lab) -> None:
