@@ -125,10 +125,10 @@ import json
 import os
 import signal
 import stat
-import subprocess
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.hypetunnel.fabric.plugins.module_utils.hypetunnel_supervise import spawn
 
 
 def start_time(pid):
@@ -175,10 +175,7 @@ class LabService(object):
             os.unlink(wait_for)  # left by a killed process: it must not pass for the new one
         env = dict(os.environ)
         env.update(dict((k, str(v)) for k, v in p["environment"].items()))
-        with open(self.log_file, "ab") as log, open(os.devnull, "rb") as null:
-            proc = subprocess.Popen(p["command"], stdin=null, stdout=log, stderr=subprocess.STDOUT,
-                                    cwd=p["chdir"], env=env, close_fds=True,
-                                    start_new_session=True)
+        proc = spawn(p["command"], self.log_file, p["chdir"], env)
         stamp = None
         deadline = time.time() + p["timeout"]
         while stamp is None and time.time() < deadline:
