@@ -14,4 +14,9 @@ repo=$(pwd)
 pyv=$(.venv/bin/python -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 (cd ansible/ansible_collections/hypetunnel/fabric &&
    PATH="$repo/.venv/bin:$PATH" ansible-test sanity --color no --python "$pyv" --skip-test pslint)
+# Its roles and playbooks: ansible-lint with the production profile, the collection resolved
+# from this checkout.
+(cd ansible/ansible_collections/hypetunnel/fabric &&
+   PATH="$repo/.venv/bin:$PATH" ANSIBLE_COLLECTIONS_PATH="$repo/ansible" \
+     ansible-lint --profile production --offline)
 exec .venv/bin/python -m pytest -p no:cacheprovider -ra "$@"
