@@ -62,3 +62,12 @@ def keep_failed_lab(request: pytest.FixtureRequest) -> bool:
     to inspect it live; `hypetunnel lab down NAME` removes it."""
     return (os.environ.get("HYPETUNNEL_KEEP_FAILED_LAB") == "1"
             and request.session.testsfailed > 0)
+
+
+def flow_tables(lab: Lab) -> dict[str, list[str]]:
+    """What every switch has programmed on br-int: flows without their counters."""
+    out = {}
+    for name, hv in lab.hypervisors.items():
+        dump = hv.ovs.ofctl("dump-flows", "--no-stats", bridge_mgmt="br-int")
+        out[name] = sorted(ln.strip() for ln in dump.splitlines() if "actions=" in ln)
+    return out

@@ -20,7 +20,7 @@ from hypetunnel.lab import datacenter, hapair
 from hypetunnel.lab.capture import capture
 from hypetunnel.lab.proc import wait_until
 from hypetunnel.lab.topology import Lab
-from tests.lab.conftest import keep_failed_lab
+from tests.lab.conftest import flow_tables, keep_failed_lab
 
 pytestmark = pytest.mark.lab
 
@@ -210,15 +210,6 @@ def test_management_and_tenant_traffic_stay_apart(ha: Lab) -> None:
 
 
 # --- faults the pair survives (issue: reliable by construction) ----------------------------
-
-
-def flow_tables(lab: Lab) -> dict[str, list[str]]:
-    """What every switch has programmed on br-int: flows without their counters."""
-    out = {}
-    for name, hv in lab.hypervisors.items():
-        dump = hv.ovs.ofctl("dump-flows", "--no-stats", bridge_mgmt="br-int")
-        out[name] = sorted(ln.strip() for ln in dump.splitlines() if "actions=" in ln)
-    return out
 
 
 def test_active_and_etcd_leader_killed_together_take_over_under_1_5_s(ha: Lab) -> None:

@@ -26,7 +26,7 @@ from hypetunnel.client import ApiClient
 from hypetunnel.lab import datacenter, hapair
 from hypetunnel.lab.proc import wait_until
 from hypetunnel.lab.topology import Lab
-from tests.lab.conftest import keep_failed_lab
+from tests.lab.conftest import flow_tables, keep_failed_lab
 
 pytestmark = pytest.mark.lab
 
@@ -54,15 +54,6 @@ class Restored:
     lost_at: float  # when the pair was destroyed (time.time())
     active_at: float  # when the new active answered as such
     tmp: Path  # the module's scratch directory (config files, backups)
-
-
-def flow_tables(lab: Lab) -> dict[str, list[str]]:
-    """Every switch's br-int flows without their counters."""
-    out = {}
-    for name, hv in lab.hypervisors.items():
-        dump = hv.ovs.ofctl("dump-flows", "--no-stats", bridge_mgmt="br-int")
-        out[name] = sorted(ln.strip() for ln in dump.splitlines() if "actions=" in ln)
-    return out
 
 
 def port_numbers(lab: Lab) -> dict[str, list[str]]:
