@@ -111,10 +111,9 @@ def run(moves: int, drain: int) -> dict[str, object]:
                     continue
                 ctl_ms.append(float(done["interruption_ms"]))
                 lead_ms.append(float(done["fabric_ready_lead_ms"]))
-                print(f"move {i + 1} -> {to}: lost {remote:.0f} ms (hv1), {end:.0f} ms (hv3), "
-                      f"controller "
-                      f"{ctl_ms[-1]:.1f} ms (fabric ready {lead_ms[-1]:.1f} ms before the old "
-                      "port went)", flush=True)
+                print(f"move {i + 1}: lost {remote:.0f} ms, controller {ctl_ms[-1]:.1f} ms "
+                      f"(fabric ready {lead_ms[-1]:.1f} ms before the old port went); the "
+                      f"prober on hv3 (move to {to}) lost {end:.0f} ms", flush=True)
             api.create_tenant({"name": "bulk", "networks": [{"name": "n",
                                                              "cidr": "10.8.0.0/24"}],
                                "vms": [{"name": f"b{i}", "network": "n", "hypervisor": "hv3"}
