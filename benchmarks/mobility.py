@@ -36,6 +36,23 @@ from hypetunnel.lab import datacenter
 from hypetunnel.lab.proc import wait_until
 
 INTERVAL = 0.005
+# Where the probes lost by earlier runs died (found 2026-12-02); kept with every re-run.
+EVIDENCE = """Where the lost probes died (2026-12-02: tcpdump -i any in every VM and hypervisor
+namespace, correlated with the lab's and the controller's timestamps). Until then a prober on
+the destination hypervisor lost about one probe in five moves. The lost probe's request went
+hv3 -> hv2 -> web2; its reply left hv2 by tunnel and reached hv3's uplink, where hv3's OVS
+sent it to br-phy's own kernel port instead of decapsulating it (the kernel answered "udp port
+4789 unreachable"), 15 ms before the new port was even added to OVS: while the lab created the
+VM's new veth in hv3's namespace. ovs-vswitchd 3.1 flushes its copy of the kernel routes on
+every link change in its namespace, and each flushed route takes the tunnel endpoint out of
+its tunnel-termination map until the routes are dumped again (lib/route-table.c,
+lib/ovs-router.c). Reproduced without any move: veth pairs created, brought up or deleted in a
+hypervisor's namespace under a 2 ms ping arriving there by tunnel lost 3-14 of 2,000 per run;
+with the lab's OVS routing tunnels by its own underlay route (`--disable-system-route` and
+`ovs/route/add`, hypetunnel.lab.ovs), 0. Missing flows were not the cause: every new port was
+marked installed (every switch of the network converged, barrier-confirmed) 6-77 ms after it
+was plugged, and the fabric was ready 110-330 ms before the old port went. The 3 gaps of the
+10-move run of 2026-12-01 came before the lab waited for that mark (commit 16bf940)."""
 MOVE_WAIT = 30.0  # s: a move without an end by then is a failure (the controller gives 120 s)
 
 
@@ -179,6 +196,8 @@ A move that does not end ok within {MOVE_WAIT:.0f} s (or whose record says timeo
 failure, with no controller figure. Drain: {r["drain"]} VMs on hv3, `hypervisor drain hv3`,
 timed until every move record has ended (moves run one after another by the lab's compute
 side).
+
+{EVIDENCE}
 {COMPARISON}
 """
 
