@@ -62,7 +62,10 @@ def lost(out: str) -> int:
     return int(m.group(1)) - int(m.group(2))
 
 
-def test_hot_move_keeps_tcp_and_loses_at_most_two_probes(lab: Lab) -> None:
+def test_hot_move_keeps_tcp_and_loses_no_probe(lab: Lab) -> None:
+    """The prober sits on the destination hypervisor: the probe lost there (one move in five)
+    was a tunnelled reply that hv3's OVS sent to its kernel while the lab created the VM's new
+    veth (hypetunnel.lab.ovs ROUTES_NOTE). 0 of 40,000 in the 50-move benchmark since."""
     web2 = lab.vm("acme/web2")
     src = lab.vm("acme/web1")  # on hv1; web2 moves hv2 -> hv3
     server = lab.spawn(web2.vm_id, ["iperf3", "-s", "-1", "-B", web2.ip],
@@ -87,7 +90,7 @@ def test_hot_move_keeps_tcp_and_loses_at_most_two_probes(lab: Lab) -> None:
     result = json.loads(out)
     assert len(result["start"]["connected"]) == 1  # one TCP connection, start to end
     assert result["end"]["sum_received"]["bytes"] > 0
-    assert lost(probe_out) <= 2, probe_out[-300:]
+    assert lost(probe_out) == 0, probe_out[-300:]
     assert lab.vm("acme/web2").hypervisor == "hv3"
     assert reach(lab, "acme/web1", "acme/web2")
 
