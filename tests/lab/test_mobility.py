@@ -14,6 +14,7 @@ import pytest
 from hypetunnel.cli.democmd import bundled_example
 from hypetunnel.client import ApiClient, ApiError
 from hypetunnel.lab import datacenter
+from hypetunnel.lab.netns import ip
 from hypetunnel.lab.proc import wait_until
 from hypetunnel.lab.topology import Lab
 
@@ -62,7 +63,10 @@ def lost(out: str) -> int:
     return int(m.group(1)) - int(m.group(2))
 
 
-def test_hot_move_keeps_tcp_and_loses_at_most_two_probes(lab: Lab) -> None:
+def test_hot_move_keeps_tcp_and_loses_no_probe(lab: Lab) -> None:
+    """The prober sits on the destination hypervisor: the probe lost there (one move in five)
+    was a tunnelled reply that hv3's OVS sent to its kernel while the lab created the VM's new
+    veth (hypetunnel.lab.ovs ROUTES_NOTE). 0 of 40,000 in the 50-move benchmark since."""
     web2 = lab.vm("acme/web2")
     src = lab.vm("acme/web1")  # on hv1; web2 moves hv2 -> hv3
     server = lab.spawn(web2.vm_id, ["iperf3", "-s", "-1", "-B", web2.ip],
@@ -87,9 +91,47 @@ def test_hot_move_keeps_tcp_and_loses_at_most_two_probes(lab: Lab) -> None:
     result = json.loads(out)
     assert len(result["start"]["connected"]) == 1  # one TCP connection, start to end
     assert result["end"]["sum_received"]["bytes"] > 0
-    assert lost(probe_out) <= 2, probe_out[-300:]
+    assert lost(probe_out) == 0, probe_out[-300:]
     assert lab.vm("acme/web2").hypervisor == "hv3"
     assert reach(lab, "acme/web1", "acme/web2")
+
+
+def test_links_coming_and_going_on_a_hypervisor_lose_no_tunnelled_frame(lab: Lab) -> None:
+    """What every plug, unplug and hot move does to a hypervisor's namespace (veth pairs born,
+    brought up, deleted) must not disturb its tunnels. With OVS routing by its copy of the
+    kernel's table, each change flushed that copy: this test lost 1 and 4 of 1,500 probes
+    arriving by tunnel in two runs (hypetunnel.lab.ovs ROUTES_NOTE)."""
+    hv3 = lab.hypervisor("hv3")
+    assert "User:" in hv3.ovs.appctl("ovs/route/show")
+    probe = lab.spawn("acme/web3", ["ping", "-i", "0.002", "-c", "1000", "-W", "1",
+                                    lab.vm("acme/web1").ip],  # web1's replies: hv1 -> hv3
+                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    names = [f"mvt{i}" for i in range(20)]
+
+    def reconfigurations() -> int:
+        return int(hv3.ovs.appctl("coverage/read-counter", "bridge_reconfigure"))
+
+    def change(*args: str) -> None:
+        """One link change, and ovs-vswitchd has seen it before the next (changes arriving
+        together would be handled in one go: one flush for many)."""
+        before = reconfigurations()
+        ip(hv3.netns, "link", *args)
+        wait_until(lambda: reconfigurations() > before, 10, "ovs-vswitchd to see the change")
+
+    try:
+        for name in names:
+            change("add", name, "type", "veth", "peer", "name", f"{name}p")
+            change("set", name, "up")
+            change("set", f"{name}p", "up")
+            change("del", name)
+        out, _ = probe.communicate(timeout=60)
+    finally:
+        if probe.poll() is None:
+            probe.kill()
+            probe.wait()
+        for name in names:
+            ip(hv3.netns, "link", "del", name, check=False)
+    assert lost(out) == 0, out[-300:]
 
 
 def test_cold_move_answers_on_its_old_ip_and_leaves_nothing_behind(lab: Lab) -> None:

@@ -10,9 +10,9 @@ from benchmarks import mobility
 
 
 def result(failed: list[str]) -> dict[str, object]:
-    return {"moves": 2, "drain": 1, "lost_ms": [5.0, 400.0], "ctl_ms": [0.0],
-            "lead_ms": [40.0], "failed": failed, "survived": 2, "drain_s": 1.0,
-            "drain_failed": []}
+    return {"moves": 2, "drain": 1, "lost_ms": [5.0, 400.0], "lost_end_ms": [0.0, 0.0],
+            "ctl_ms": [0.0], "lead_ms": [40.0], "failed": failed, "load": [2.0, 3.5],
+            "survived": 2, "drain_s": 1.0, "drain_failed": []}
 
 
 def test_a_timed_out_move_fails_the_run_and_gives_no_controller_figure(

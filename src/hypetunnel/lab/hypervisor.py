@@ -4,11 +4,13 @@ vSwitch, set up the way a real compute node is before any controller talks to it
 Userspace tunnelling (datapath_type=netdev) wants the tunnel endpoint address on an OVS bridge
 port: OVS routes, ARPs and emits encapsulated packets itself, so the underlay IP lives on
 br-phy's internal port and the uplink NIC (eth0) is a plain port of br-phy. ovs-vswitchd runs
-inside the namespace so that it learns the namespace's routes.
+inside the namespace; it routes tunnel packets by the underlay route the lab gives it, not by a
+copy of the kernel's table (see ovs.ROUTES_NOTE: that copy is flushed on every link change).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import shutil
 from pathlib import Path
 
@@ -92,6 +94,9 @@ def configure_endpoint(state: LabState, hv: LabHypervisor) -> None:
     ip(hv.netns, "addr", "replace", f"{hv.underlay_ip}/{hv.prefixlen}", "dev", PHYS_BRIDGE)
     ip(hv.netns, "link", "set", PHYS_BRIDGE, "mtu", str(state.underlay_mtu), "up")
     tx_offload_off(hv.netns, PHYS_BRIDGE)
+    if not hv.ovs.system_routes:  # the underlay route, given by hand (ovs.ROUTES_NOTE)
+        subnet = ipaddress.ip_interface(f"{hv.underlay_ip}/{hv.prefixlen}").network
+        hv.ovs.add_route(str(subnet), PHYS_BRIDGE)
 
 
 def set_controllers(hv: LabHypervisor) -> None:

@@ -44,7 +44,9 @@ class LabHypervisor:
 
     @property
     def ovs(self) -> OvsInstance:
-        return OvsInstance(Path(self.ovs_dir), self.netns)
+        # The lab's own hypervisors route tunnels by their underlay route only (ovs.ROUTES_NOTE);
+        # an adopted host's OVS is the roles', run as they configured it.
+        return OvsInstance(Path(self.ovs_dir), self.netns, system_routes=self.adopted)
 
     @property
     def ovsdb(self) -> str:
