@@ -83,9 +83,9 @@ def test_faults_raise_and_clear_their_alarms(socket: Path) -> None:
             assert ("switch/hv2", "openflow disconnected") in {
                 (e["resource"], e["state"]) for e in events}
             await until(lambda: not ctl.faults.recorder.dirty, "written")
-            stored = ctl.store.load().items
-            assert {a["id"] for a in every_alarm(ctl)} <= {
-                d["id"] for k, d in stored.items() if k.startswith("fcaps/alarm/")}
+            stored = ctl.store.side_load("fcaps/alarm/")  # type: ignore[attr-defined]
+            assert {a["id"] for a in every_alarm(ctl)} == {d["id"] for d in stored.values()}
+            assert ctl.store.revision() == ctl.service.revision  # the intent's only
 
             # A move is no crash.
             await asyncio.to_thread(ctl.service.apply,
@@ -95,5 +95,38 @@ def test_faults_raise_and_clear_their_alarms(socket: Path) -> None:
             await until(lambda: ctl.status()["converged"], "moved", 10)
             await asyncio.sleep(1.5)  # beyond the hold time: a crash would be raised by now
             assert not open_alarms(ctl)
+
+    asyncio.run(body())
+
+
+def test_ovsdb_unreachable_then_hypervisor_lost_then_back(socket: Path) -> None:
+    fabric = Fabric("hv1", "hv2")
+
+    async def body() -> None:
+        async with running(MemoryStore(), fabric, socket) as ctl:
+            await asyncio.to_thread(ctl.service.apply, intent({"web1": "hv1"}, ("hv1", "hv2")))
+            fabric.hvs["hv1"].plug("acme/web1")
+            await until(lambda: ctl.status()["converged"] and ctl.faults.active,
+                        "converged, monitor active", 10)
+            hv2 = fabric.hvs["hv2"]
+            [client] = [c for c in hv2.clients if not c.stopped]
+
+            def ovsdb(up: bool) -> None:
+                client.connected = up
+                client._on_connection(up)
+
+            ovsdb(False)  # OVSDB lost, OpenFlow still up
+            await until(lambda: open_alarms(ctl) == {("switch/hv2", "ovsdb_unreachable")},
+                        "ovsdb_unreachable raised", 10)
+            await hv2.disconnect()  # and OpenFlow: the hypervisor is lost, one alarm for it
+            await until(lambda: open_alarms(ctl) == {("hypervisor/hv2", "hypervisor_lost")},
+                        "hypervisor_lost raised, the session alarms folded into it", 10)
+            [lost] = [a for a in every_alarm(ctl) if a["kind"] == "hypervisor_lost"]
+            assert (lost["severity"], lost["service_affecting"]) == ("critical", True)
+            ovsdb(True)
+            hv2.connect(socket)
+            await until(lambda: not open_alarms(ctl), "every alarm cleared", 10)
+            states = [e["state"] for e in await ctl.events("hypervisor/hv2")]
+            assert "lost" in states and states[-1].startswith("alarm hypervisor_lost cleared")
 
     asyncio.run(body())

@@ -14,6 +14,7 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Path, Query
 
+from hypetunnel.api.params import NAME_PATTERN
 from hypetunnel.api.policy import PolicyRoute
 from hypetunnel.errors import NotFound
 from hypetunnel.store.base import StoreUnavailable
@@ -47,8 +48,8 @@ def alarms_router(runtime: Any) -> APIRouter:
         return list(await _bounded(need("alarms")(all)))
 
     @api.post("/alarms/{alarm_id}/ack")
-    async def ack(alarm_id: Annotated[str, Path(pattern=r"^[0-9a-f]{1,32}$",
-                                               max_length=32)]) -> dict[str, Any]:
+    async def ack(alarm_id: Annotated[str, Path(pattern=NAME_PATTERN, description="Alarm id")]
+                  ) -> dict[str, Any]:
         """Acknowledge an alarm (it stays open until its fault is gone)."""
         return dict(await _bounded(need("ack_alarm")(alarm_id)))
 

@@ -38,6 +38,7 @@ from hypetunnel.controller.session import SwitchSession
 from hypetunnel.controller.sessions import RETIRE_TIMEOUT, SwitchSessions
 from hypetunnel.controller.tasks import TaskSet
 from hypetunnel.fcaps.monitor import FLOW_AUDIT_INTERVAL, FaultMonitor, SessionLike
+from hypetunnel.fcaps.storage import RoleSideStore
 from hypetunnel.fcaps.watch import FabricView, SwitchView
 from hypetunnel.model.intent import Intent
 from hypetunnel.pki import TlsConfig, server_context
@@ -101,7 +102,9 @@ class Controller:
         self.installation = PortInstallation()  # when compute may switch a moving VM over
         self._compiled_epoch = 0
         self._node = ha.node if ha is not None else node
-        self.faults = FaultMonitor(self, self.service, webhooks=webhooks or [],
+        self.faults = FaultMonitor(self, RoleSideStore(store, self.role.writable_store,
+                                                       lambda: self.role.is_active),
+                                   webhooks=webhooks or [],
                                    flow_audit_interval=flow_audit_interval)
 
     # -- lifecycle -------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from hypetunnel.errors import Conflict, FieldError, IntentInvalid, NotFound, PreconditionFailed
@@ -129,14 +129,11 @@ class FabricService:
             plan.applied = True
             return plan
 
-    def put_records(self, records: Mapping[str, dict[str, Any]],
-                    deletes: Iterable[str] = ()) -> None:
-        """Store (and delete) non-intent documents (move records, alarms) conditionally, like
-        any write."""
+    def put_records(self, records: Mapping[str, dict[str, Any]]) -> None:
+        """Store non-intent documents (move records) conditionally, like any write."""
         with self._lock:
             try:
-                self.revision = self.store.commit(records, list(deletes),
-                                                  expect_revision=self.revision)
+                self.revision = self.store.commit(records, [], expect_revision=self.revision)
             except Conflict:
                 self.reload()
                 raise

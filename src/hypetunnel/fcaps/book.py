@@ -33,7 +33,8 @@ class AlarmChange:
 
 
 def new_id() -> str:
-    return uuid.uuid4().hex[:12]
+    """Unique across controllers; shaped like a name (a letter first) for the URL."""
+    return "a" + uuid.uuid4().hex[:11]
 
 
 class AlarmBook:

@@ -20,6 +20,7 @@ from hypetunnel.fcaps.events import PREFIX, query
 from hypetunnel.fcaps.record import Recorder
 from hypetunnel.fcaps.watch import HOLD, FabricView, Faults, SwitchView, changes
 from hypetunnel.fcaps.webhook import Post, WebhookTarget, http_post
+from hypetunnel.store.side import SideStore
 
 log = logging.getLogger(__name__)
 
@@ -55,15 +56,8 @@ class MonitorPort(Protocol):
         ...
 
 
-class StorePort(Protocol):
-    def records(self, prefix: str) -> dict[str, dict[str, Any]]: ...
-
-    def put_records(self, records: Mapping[str, dict[str, Any]],
-                    deletes: Iterable[str] = ()) -> None: ...
-
-
 class FaultMonitor:
-    def __init__(self, port: MonitorPort, store: StorePort, *, webhooks: Iterable[str] = (),
+    def __init__(self, port: MonitorPort, store: SideStore, *, webhooks: Iterable[str] = (),
                  post: Post = http_post, flow_audit_interval: float = FLOW_AUDIT_INTERVAL,
                  tick: float = TICK, hold: float = HOLD,
                  clock: Callable[[], float] = time.time) -> None:
@@ -82,7 +76,7 @@ class FaultMonitor:
         self._drifted: set[str] = set()  # switches whose drift is being repaired
 
     def _write(self, puts: Mapping[str, dict[str, Any]], deletes: Iterable[str]) -> None:
-        self._store.put_records(puts, deletes)
+        self._store.side_commit(puts, deletes)
 
     def _alarm_changed(self) -> None:
         self._wake.set()
@@ -110,7 +104,7 @@ class FaultMonitor:
             await self.recorder.flush()
 
     async def _activate(self) -> None:
-        records = await asyncio.to_thread(self._store.records, PREFIX)
+        records = await asyncio.to_thread(self._store.side_load, PREFIX)
         self.recorder.load(records)
         for w in self.webhooks:
             w.load(records.get(w.key))
@@ -183,7 +177,7 @@ class FaultMonitor:
         if self.active:
             alarms = self.recorder.book.all()
         else:  # the standby answers from the store
-            records = await asyncio.to_thread(self._store.records, PREFIX + "alarm/")
+            records = await asyncio.to_thread(self._store.side_load, PREFIX + "alarm/")
             alarms = sorted((Alarm.from_doc(d) for d in records.values()),
                             key=lambda a: (a.raised, a.id))
         return [a.to_doc() for a in alarms if include_cleared or a.open]
@@ -193,7 +187,7 @@ class FaultMonitor:
         if self.active:
             events = list(self.recorder.events)
         else:
-            events = list((await asyncio.to_thread(self._store.records,
+            events = list((await asyncio.to_thread(self._store.side_load,
                                                    PREFIX + "event/")).values())
         return query(events, resource, since, limit)
 

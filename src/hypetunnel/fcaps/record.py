@@ -29,7 +29,7 @@ from hypetunnel.fcaps.events import (
 log = logging.getLogger(__name__)
 events_log = logging.getLogger("hypetunnel.events")
 
-# (puts, deletes) -> None, blocking (FabricService.put_records); run in a thread.
+# (puts, deletes) -> None, blocking (SideStore.side_commit); run in a thread.
 Write = Callable[[Mapping[str, dict[str, Any]], Iterable[str]], None]
 
 

@@ -1,0 +1,191 @@
+"""Alarms and the state log on the HA lab, from real faults: a killed ovs-vswitchd, flows
+deleted with ovs-ofctl, a VM killed without a move, and a failover that keeps the book."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from hypetunnel.cli.democmd import bundled_example
+from hypetunnel.client import ApiClient
+from hypetunnel.lab import datacenter, hapair
+from hypetunnel.lab.proc import wait_until
+from hypetunnel.lab.topology import Lab
+from tests.lab.conftest import flow_tables, keep_failed_lab
+
+pytestmark = pytest.mark.lab
+
+# hv3 hosts only the etcd witness: its faults cost no controller its management network.
+VICTIM = "hv3"
+
+
+@pytest.fixture(scope="module")
+def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
+    if os.geteuid() != 0:
+        pytest.skip("the lab needs root")
+    name = f"fc{os.getpid() % 10000}"
+    datacenter.down(name)
+    try:
+        yield datacenter.up(bundled_example(), name, timeout=90, ha=True)
+    finally:
+        if not keep_failed_lab(request):
+            datacenter.down(name)
+
+
+def active(lab: Lab) -> ApiClient:
+    return hapair.active_api(lab)
+
+
+def active_node(lab: Lab) -> str | None:
+    with active(lab) as api:
+        node = api.controller().get("node")
+        return str(node) if node else None
+
+
+def alarms(lab: Lab, include_cleared: bool = False) -> list[dict[str, Any]]:
+    with active(lab) as api:
+        return list(api.alarms(include_cleared))
+
+
+def open_kinds(lab: Lab) -> set[tuple[str, str]]:
+    return {(a["resource"], a["kind"]) for a in alarms(lab)}
+
+
+def cli(lab: Lab, *args: str) -> Any:
+    out = subprocess.run([sys.executable, "-m", "hypetunnel", "--lab", lab.name, *args,
+                          "-o", "json"], capture_output=True, text=True, timeout=60,
+                         check=True).stdout
+    return json.loads(out)
+
+
+def pings(lab: Lab, src: str, dst: str) -> bool:
+    return lab.exec(src, ["ping", "-c", "1", "-W", "1", lab.vm(dst).ip],
+                    check=False).returncode == 0
+
+
+def test_a_killed_vswitchd_raises_switch_disconnected_and_its_restart_clears_it(
+        lab: Lab) -> None:
+    before = flow_tables(lab)
+    lab.kill_vswitchd(VICTIM)
+    killed = time.monotonic()
+    try:
+        wait_until(lambda: (f"switch/{VICTIM}", "switch_disconnected") in open_kinds(lab), 15,
+                   "the switch_disconnected alarm")
+        detected = time.monotonic() - killed
+        # OVSDB still answers: the hypervisor is not lost, only its switch.
+        assert (f"hypervisor/{VICTIM}", "hypervisor_lost") not in open_kinds(lab)
+    finally:
+        lab.start_vswitchd(VICTIM)
+    started = time.monotonic()
+    wait_until(lambda: (f"switch/{VICTIM}", "switch_disconnected") not in open_kinds(lab), 20,
+               "the alarm to clear")
+    cleared = time.monotonic() - started
+    wait_until(lambda: flow_tables(lab)[VICTIM] == before[VICTIM], 20, "the flows back")
+    wait_until(lambda: pings(lab, "acme/web1", "acme/web3"), 10, "web3 to answer again")
+    print(f"\n[alarms] switch_disconnected raised {detected * 1000:.0f} ms after the kill, "
+          f"cleared {cleared * 1000:.0f} ms after the restart")
+    [alarm] = [a for a in cli(lab, "alarms", "--all")
+               if a["kind"] == "switch_disconnected" and a["resource"] == f"switch/{VICTIM}"]
+    assert alarm["cleared"] is not None and alarm["severity"] == "major"
+    states = [e["state"] for e in cli(lab, "events", "--resource", f"switch/{VICTIM}",
+                                      "--since", "10m")]
+    assert "openflow disconnected" in states and "openflow connected" in states
+    assert states.index("openflow disconnected") < len(states) - 1 - states[::-1].index(
+        "openflow connected")
+
+
+def test_deleted_flows_are_repaired_and_alarmed(lab: Lab) -> None:
+    before = flow_tables(lab)
+    assert before[VICTIM]
+    lab.hypervisor(VICTIM).ovs.ofctl("del-flows", bridge_mgmt="br-int")
+    deleted = time.monotonic()
+    assert not flow_tables(lab)[VICTIM]
+
+    def drift() -> list[dict[str, Any]]:
+        return [a for a in alarms(lab, include_cleared=True)
+                if a["kind"] == "flow_drift" and a["resource"] == f"switch/{VICTIM}"]
+
+    wait_until(lambda: bool(drift()), 20, "the flow_drift alarm")
+    wait_until(lambda: flow_tables(lab)[VICTIM] == before[VICTIM], 20, "the flows repaired")
+    repaired = time.monotonic() - deleted
+    wait_until(lambda: all(a["cleared"] is not None for a in drift()), 10,
+               "the drift alarm to clear once repaired")
+    [alarm] = drift()[-1:]
+    assert f"{len(before[VICTIM])} flows missing" in alarm["text"], alarm
+    assert pings(lab, "acme/web1", "acme/web3")
+    print(f"\n[alarms] {len(before[VICTIM])} deleted flows repaired and alarmed within "
+          f"{repaired * 1000:.0f} ms")
+
+
+def tenant_client(lab: Lab, api: ApiClient, name: str, tenant: str) -> ApiClient:
+    token = api.create_token(name, "tenant-reader", tenant)["token"]
+    return ApiClient(api.base_url, token=token, ca=hapair.lab_ca(lab))
+
+
+def test_a_vm_killed_without_a_move_raises_vm_crash_for_its_tenant_only(lab: Lab) -> None:
+    vm = "acme/web3"
+    lab.remove_vm(vm)  # its namespace and port gone; the intent still places it on hv3
+    killed = time.monotonic()
+    try:
+        wait_until(lambda: (f"vm/{vm}", "vm_crash") in open_kinds(lab), 15,
+                   "the vm_crash alarm")
+        detected = time.monotonic() - killed
+        [crash] = [a for a in alarms(lab) if a["kind"] == "vm_crash"]
+        assert crash["tenant"] == "acme" and crash["service_affecting"] is True
+        suffix = os.getpid() % 10000
+        with active(lab) as api, \
+                tenant_client(lab, api, f"fc-acme-{suffix}", "acme") as acme, \
+                tenant_client(lab, api, f"fc-globex-{suffix}", "globex") as globex:
+            mine = acme.alarms(True)
+            assert [a["id"] for a in mine if a["kind"] == "vm_crash" and a["cleared"] is None
+                    ] == [crash["id"]]
+            assert all(a["tenant"] == "acme" for a in mine)
+            assert not any(h in json.dumps(mine) for h in ("hv1", "hv2", "hv3"))
+            assert globex.alarms(True) == []
+            events = acme.events(f"vm/{vm}")
+            assert any(e["state"].startswith("unbound") for e in events), events
+            seen = acme.events()
+            assert seen and all(e["tenant"] == "acme" and e["resource"].startswith(
+                ("vm/acme/", "network/acme/")) for e in seen), seen
+            assert not any(h in json.dumps(seen) for h in ("hv1", "hv2", "hv3"))
+            assert globex.events(f"vm/{vm}") == []
+            acked = api.ack_alarm(crash["id"])
+            assert acked["acknowledged"] is True and acked["cleared"] is None
+        print(f"\n[alarms] vm_crash raised {detected * 1000:.0f} ms after the VM was killed")
+    finally:
+        with active(lab) as api:
+            datacenter.sync_vms(lab, api)  # the compute side starts it again
+    wait_until(lambda: (f"vm/{vm}", "vm_crash") not in open_kinds(lab), 15,
+               "the vm_crash alarm to clear")
+    wait_until(lambda: pings(lab, "acme/web1", vm), 10, f"{vm} to answer again")
+
+
+def test_a_failover_keeps_the_book_and_is_itself_alarmed(lab: Lab) -> None:
+    before = {a["id"]: a for a in alarms(lab, include_cleared=True)}
+    assert before, "the earlier tests raised alarms"
+    with active(lab) as api:
+        old = api.controller()
+        api.failover()
+    wait_until(lambda: active_node(lab) not in (None, old["node"]), 30,
+               "the other controller to take over")
+    wait_until(lambda: any(a["kind"] == "controller_failover"
+                           for a in alarms(lab, include_cleared=True)), 15,
+               "the failover alarm")
+    after = {a["id"]: a for a in alarms(lab, include_cleared=True)}
+    for alarm_id, a in before.items():  # the same alarms, acknowledgements kept
+        assert after[alarm_id]["acknowledged"] == a["acknowledged"], a
+    [failover] = [a for a in after.values() if a["kind"] == "controller_failover"]
+    assert failover["cleared"] is not None
+    with active(lab) as api:
+        node = api.controller()["node"]
+        assert any(e["state"] == "active" for e in api.events(f"controller/{node}"))
+    with active(lab) as api:
+        datacenter.wait_converged(api, 30)
+    assert pings(lab, "acme/web1", "acme/web3")
