@@ -291,3 +291,88 @@ async def until(cond: Any, what: str, timeout: float = 5.0) -> None:
     while not cond():
         assert loop.time() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.01)
+
+
+# -- the API: a tenant sees its own resources' alarms and events, names hidden ------------------
+def test_a_tenant_sees_only_its_own_alarms_and_events() -> None:
+    from tests.unit.policy_world import World
+
+    world = World()
+    book = AlarmBook()
+    book.raise_alarm("vm/acme/web1", "vm_crash", "acme/web1: gone from hv1", 1.0, "acme")
+    book.raise_alarm("vm/globex/web1", "vm_crash", "globex/web1: gone", 1.0, "globex")
+    book.raise_alarm("switch/hv1", "switch_disconnected", "hv1: lost", 1.0)
+    docs = [a.to_doc() for a in book.all()]
+    events = [{"seq": 1, "time": 1.0, "resource": "vm/acme/web1", "state": "bound on hv1",
+               "cause": "port plugged", "tenant": "acme"},
+              {"seq": 2, "time": 1.0, "resource": "switch/hv1", "state": "ovsdb unreachable",
+               "cause": "x", "tenant": None}]
+    acked: list[str] = []
+
+    async def alarms(include_cleared: bool) -> list[dict[str, Any]]:
+        return docs
+
+    async def all_events(resource: str | None, since: float | None,
+                         limit: int) -> list[dict[str, Any]]:
+        return query(events, resource, since, limit)
+
+    async def ack_alarm(alarm_id: str) -> dict[str, Any]:
+        acked.append(alarm_id)
+        return docs[0]
+
+    world.runtime.alarms = alarms  # type: ignore[attr-defined]
+    world.runtime.events = all_events  # type: ignore[attr-defined]
+    world.runtime.ack_alarm = ack_alarm  # type: ignore[attr-defined]
+    assert len(world.request("operator", "GET", "/api/v1/alarms").json()) == 3
+    mine = world.request("tenant-reader", "GET", "/api/v1/alarms").json()
+    assert [a["resource"] for a in mine] == ["vm/acme/web1"]
+    assert mine[0]["text"] == "acme/web1: gone from (provider)"
+    seen = world.request("tenant-admin", "GET", "/api/v1/events").json()
+    assert [(e["resource"], e["state"]) for e in seen] == [("vm/acme/web1",
+                                                            "bound on (provider)")]
+    assert world.request("operator", "GET", "/api/v1/events",
+                         params={"resource": "switch"}).json()[0]["seq"] == 2
+    alarm_id = docs[0]["id"]
+    assert world.request("tenant-admin", "POST", f"/api/v1/alarms/{alarm_id}/ack"
+                         ).status_code == 403
+    assert world.request("operator", "POST", f"/api/v1/alarms/{alarm_id}/ack"
+                         ).status_code == 200
+    assert acked == [alarm_id]
+
+
+# -- a real HTTP receiver: refused while it answers 503, then every change once, in order ---------
+def test_http_post_to_a_receiver_that_fails_then_accepts() -> None:
+    import http.server
+    import json
+    import threading
+
+    from hypetunnel.fcaps.webhook import http_post
+
+    got: list[dict[str, Any]] = []
+    state = {"up": False}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            if state["up"]:
+                got.append(json.loads(body))
+            self.send_response(200 if state["up"] else 503)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+        with pytest.raises(OSError):
+            http_post(url, {"seq": 1})
+        state["up"] = True
+        http_post(url, {"seq": 1})
+        assert got == [{"seq": 1}]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

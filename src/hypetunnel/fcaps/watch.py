@@ -80,8 +80,6 @@ def changes(old: FabricView, new: FabricView) -> list[Change]:
             out.append(Change(f"switch/{hv}", "ovsdb connected" if b.ovsdb
                               else "ovsdb unreachable",
                               "OVSDB answers" if b.ovsdb else "OVSDB connection lost"))
-        if a.converged != b.converged and b.converged:
-            out.append(Change(f"switch/{hv}", "converged", "holds its desired flows"))
         for remote in sorted(b.tunnels - a.tunnels):
             out.append(Change(f"tunnel/{hv}/{remote}", "up", "tunnel port created"))
         for remote in sorted(a.tunnels - b.tunnels):
