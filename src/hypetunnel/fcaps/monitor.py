@@ -100,7 +100,10 @@ class FaultMonitor:
                 except Exception as e:  # the store: try again at the next tick
                     log.warning("cannot load the alarm book: %s", e)
                     continue
-            self.observe(self._port.fcaps_view(), time.monotonic())
+            try:
+                self.observe(self._port.fcaps_view(), time.monotonic())
+            except Exception:  # a bug must not end the monitor: the next tick tries again
+                log.exception("fault monitor: a snapshot could not be judged")
             await self.recorder.flush()
 
     async def _activate(self) -> None:
@@ -108,7 +111,10 @@ class FaultMonitor:
         self.recorder.load(records)
         for w in self.webhooks:
             w.load(records.get(w.key))
-        self._view, self._faults, self._drifted = None, Faults(self.hold), set()
+        self._view, self._faults = None, Faults(self.hold)
+        # Drift another controller was repairing clears once the switch converges here.
+        self._drifted = {a.resource.removeprefix("switch/")
+                         for a in self.recorder.book.open_alarms("flow_drift")}
         view = self._port.fcaps_view()
         for a in self.recorder.book.open_alarms("vm_crash"):
             vm = a.resource.removeprefix("vm/")
@@ -144,7 +150,10 @@ class FaultMonitor:
             sw = view.switches.get(hv)
             if sw is None or sw.converged:
                 self._drifted.discard(hv)
-                rec.clear(f"switch/{hv}", "flow_drift")
+                alarm = rec.book.open_alarm(f"switch/{hv}", "flow_drift")
+                if alarm is not None:
+                    rec.clear(alarm.resource, alarm.kind,
+                              alarm.text.replace(": repairing", ": repaired"))
 
     async def _audit(self) -> None:
         """Every switch's flow table against what was installed: a difference is drift,
