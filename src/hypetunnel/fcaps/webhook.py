@@ -36,7 +36,9 @@ def http_post(url: str, body: dict[str, Any]) -> None:
     req = urllib.request.Request(url, data=data, method="POST",
                                  headers={"Content-Type": "application/json",
                                           "User-Agent": "hypetunnel-webhook"})
-    with urllib.request.urlopen(req, timeout=POST_TIMEOUT) as response:
+    # An opener of our own: never one a library installed process-wide (install_opener).
+    opener = urllib.request.build_opener()
+    with opener.open(req, timeout=POST_TIMEOUT) as response:
         if not 200 <= response.status < 300:
             raise OSError(f"HTTP {response.status}")
 
