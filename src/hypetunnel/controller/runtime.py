@@ -37,9 +37,10 @@ from hypetunnel.controller.service import FabricService
 from hypetunnel.controller.session import SwitchSession
 from hypetunnel.controller.sessions import RETIRE_TIMEOUT, SwitchSessions
 from hypetunnel.controller.tasks import TaskSet
-from hypetunnel.fcaps.monitor import FLOW_AUDIT_INTERVAL, FaultMonitor, SessionLike
+from hypetunnel.fcaps.monitor import FLOW_AUDIT_INTERVAL, FaultMonitor
 from hypetunnel.fcaps.storage import RoleSideStore
-from hypetunnel.fcaps.watch import FabricView, SwitchView
+from hypetunnel.fcaps.view import fabric_view
+from hypetunnel.fcaps.watch import FabricView
 from hypetunnel.model.intent import Intent
 from hypetunnel.pki import TlsConfig, server_context
 from hypetunnel.southbound.observation import SwitchObservation
@@ -443,19 +444,9 @@ class Controller:
 
     # -- faults: alarms and the state log (MonitorPort, and the API's view) ---------------------
     def fcaps_view(self) -> FabricView:
-        sessions = [(n, st) for n, st in self.switches.items() if st.endpoint is not None]
-        return FabricView(
-            switches={n: SwitchView(
-                st.openflow_ready, st.ovsdb_connected, frozenset(st.bound),
-                frozenset(t.remote_hypervisor for t in st.observation.tunnels)
-                if st.observation is not None else frozenset(),
-                self.switch_converged(st)) for n, st in sessions},
-            placement={f"{t.name}/{v.name}": v.hypervisor for t in self.intent.tenants
-                       for v in t.vms},
-            networks=frozenset(f"{t.name}/{n.name}" for t in self.intent.tenants
-                               for n in t.networks))
+        return fabric_view(self.fcaps_sessions(), self.intent, self.switch_converged)
 
-    def fcaps_sessions(self) -> list[tuple[str, SessionLike]]:
+    def fcaps_sessions(self) -> list[tuple[str, SwitchSession]]:
         return [(n, st) for n, st in self.switches.items() if st.endpoint is not None]
 
     def fcaps_identity(self) -> tuple[str, int, bool]:
