@@ -147,29 +147,34 @@ def pings(lab: Lab, src: str, dst: str) -> bool:
                     check=False).returncode == 0
 
 
-def test_a_killed_vswitchd_raises_switch_disconnected_and_its_restart_clears_it(
+def test_a_cut_openflow_channel_raises_switch_disconnected_and_clears_when_back(
         lab: Lab) -> None:
+    """The switch's controllers removed (`ovs-vsctl del-controller br-int`): its OpenFlow
+    channel is gone while OVSDB still answers. (Killing ovs-vswitchd would not do here: in the
+    lab the management overlay runs through that very daemon, so the whole hypervisor drops
+    off, and after 3 s the controller restarts its VMs elsewhere: a hypervisor loss.)"""
     before = flow_tables(lab)
-    lab.kill_vswitchd(VICTIM)
-    killed = time.monotonic()
+    lab.hypervisor(VICTIM).ovs.vsctl("del-controller", "br-int")
+    cut, cut_at = time.monotonic(), time.time()
     try:
         wait_until(lambda: (f"switch/{VICTIM}", "switch_disconnected") in open_kinds(lab), 15,
                    "the switch_disconnected alarm")
-        detected = time.monotonic() - killed
-        # OVSDB still answers: the hypervisor is not lost, only its switch.
+        detected = time.monotonic() - cut
+        # OVSDB still answers: the hypervisor is not lost, only its switch's channel.
         assert (f"hypervisor/{VICTIM}", "hypervisor_lost") not in open_kinds(lab)
+        assert pings(lab, "acme/web1", "acme/web3")  # its flows stay installed meanwhile
     finally:
-        lab.start_vswitchd(VICTIM)
-    started = time.monotonic()
+        lab.set_controllers(VICTIM, hapair.switch_targets(lab))
+    back = time.monotonic()
     wait_until(lambda: (f"switch/{VICTIM}", "switch_disconnected") not in open_kinds(lab), 20,
                "the alarm to clear")
-    cleared = time.monotonic() - started
-    wait_until(lambda: flow_tables(lab)[VICTIM] == before[VICTIM], 20, "the flows back")
-    wait_until(lambda: pings(lab, "acme/web1", "acme/web3"), 10, "web3 to answer again")
-    print(f"\n[alarms] switch_disconnected raised {detected * 1000:.0f} ms after the kill, "
-          f"cleared {cleared * 1000:.0f} ms after the restart")
+    cleared = time.monotonic() - back
+    assert flow_tables(lab)[VICTIM] == before[VICTIM]
+    print(f"\n[alarms] switch_disconnected raised {detected * 1000:.0f} ms after the cut, "
+          f"cleared {cleared * 1000:.0f} ms after the controllers were back")
     [alarm] = [a for a in cli(lab, "alarms", "--all")
-               if a["kind"] == "switch_disconnected" and a["resource"] == f"switch/{VICTIM}"]
+               if a["kind"] == "switch_disconnected" and a["resource"] == f"switch/{VICTIM}"
+               and a["raised"] >= cut_at - 1]
     assert alarm["cleared"] is not None and alarm["severity"] == "major"
     states = [e["state"] for e in cli(lab, "events", "--resource", f"switch/{VICTIM}",
                                       "--since", "10m")]

@@ -112,12 +112,12 @@ def test_faults_hold_and_a_move_is_no_crash() -> None:
     # The intent moved it: its port leaving hv1 is the move, not a crash.
     moving = FabricView({"hv1": UP, "hv2": UP}, {"acme/web1": "hv2"})
     assert faults.update(moving, 3.0) == [] and not faults.present
-    # A lost hypervisor is one alarm, not one per VM or session.
+    # A lost hypervisor: its own alarm beside its sessions', none per VM.
     faults = Faults(hold=0.0)
     faults.update(FabricView({"hv1": with_ports(UP, "acme/web1")}, placed), 0.0)
     lost = SwitchView(False, False)
-    assert [f.kind for f in faults.update(FabricView({"hv1": lost}, placed), 1.0)] == [
-        "hypervisor_lost"]
+    assert sorted(f.kind for f in faults.update(FabricView({"hv1": lost}, placed), 1.0)) == [
+        "hypervisor_lost", "ovsdb_unreachable", "switch_disconnected"]
 
 
 # -- the monitor over a real service and store ------

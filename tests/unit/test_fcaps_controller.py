@@ -118,9 +118,15 @@ def test_ovsdb_unreachable_then_hypervisor_lost_then_back(socket: Path) -> None:
             ovsdb(False)  # OVSDB lost, OpenFlow still up
             await until(lambda: open_alarms(ctl) == {("switch/hv2", "ovsdb_unreachable")},
                         "ovsdb_unreachable raised", 10)
-            await hv2.disconnect()  # and OpenFlow: the hypervisor is lost, one alarm for it
-            await until(lambda: open_alarms(ctl) == {("hypervisor/hv2", "hypervisor_lost")},
-                        "hypervisor_lost raised, the session alarms folded into it", 10)
+            first = ctl.faults.recorder.book.open_alarm("switch/hv2", "ovsdb_unreachable")
+            await hv2.disconnect()  # and OpenFlow: the hypervisor is lost
+            await until(lambda: open_alarms(ctl) == {("hypervisor/hv2", "hypervisor_lost"),
+                                                     ("switch/hv2", "ovsdb_unreachable"),
+                                                     ("switch/hv2", "switch_disconnected")},
+                        "hypervisor_lost raised beside the sessions' alarms", 10)
+            # The OVSDB alarm is the same one all along: its fault never ended.
+            assert first is not None and first.id == ctl.faults.recorder.book.open_alarm(
+                "switch/hv2", "ovsdb_unreachable").id  # type: ignore[union-attr]
             [lost] = [a for a in every_alarm(ctl) if a["kind"] == "hypervisor_lost"]
             assert (lost["severity"], lost["service_affecting"]) == ("critical", True)
             ovsdb(True)

@@ -137,10 +137,11 @@ class Faults:
     def update(self, view: FabricView, now: float) -> list[Fault]:
         found: list[Fault] = []
         for hv, sw in sorted(view.switches.items()):
+            # Each session's alarm stands for as long as that session is down; losing both
+            # adds the hypervisor's (folding them in would clear an alarm whose fault holds).
             if not sw.up:
                 found.append(Fault(f"hypervisor/{hv}", "hypervisor_lost",
                                    f"{hv}: neither OVSDB nor OpenFlow answers"))
-                continue
             if not sw.openflow:
                 found.append(Fault(f"switch/{hv}", "switch_disconnected",
                                    f"{hv}: the OpenFlow channel is lost"))
