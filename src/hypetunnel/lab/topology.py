@@ -382,16 +382,8 @@ class Lab:
         """kill -9 the hypervisor's ovs-vswitchd (its ovsdb-server lives on) and start it
         again: what the daemon held at runtime (endpoint address, neighbour cache, flows) is
         restored by the lab, the tenant flows by the controller."""
-        self.kill_vswitchd(name)
-        self.start_vswitchd(name)
-
-    def kill_vswitchd(self, name: str) -> None:
-        """kill -9 the hypervisor's ovs-vswitchd alone (its ovsdb-server lives on)."""
-        self._own_ovs(name).ovs.kill_vswitchd()
-
-    def start_vswitchd(self, name: str) -> None:
-        """Start a killed ovs-vswitchd again with what it held at runtime (see above)."""
         hv = self._own_ovs(name)
+        hv.ovs.kill_vswitchd()
         hv.ovs.start_vswitchd()
         hv.ovs.vsctl("show")
         hvmod.configure_endpoint(self._state, hv)
