@@ -49,6 +49,9 @@ class DaemonConfig:
     # HA with TLS: the certificate names (CN) of the pair's controllers, the only peers
     # accepted on the peer channel.
     peer_names: list[str] = field(default_factory=list)
+    # Alarms (fcaps/): URLs every alarm change is POSTed to; how often flow tables are audited.
+    webhooks: list[str] = field(default_factory=list)
+    flow_audit_interval: float = 5.0
 
     def guards(self) -> Guards:
         rate = RateLimit(rate=self.api_rate, burst=self.api_burst) if self.api_rate > 0 else None
@@ -86,7 +89,9 @@ async def serve(config: DaemonConfig) -> None:
         config.tls.identity.check()  # a missing file: one clear line before anything starts
         use_identity(config.tls.identity)
     controller = Controller(store, openflow_listen=config.openflow,
-                            switch_targets=config.switch_targets, ha=ha, tls=config.tls)
+                            switch_targets=config.switch_targets, ha=ha, tls=config.tls,
+                            webhooks=config.webhooks,
+                            flow_audit_interval=config.flow_audit_interval)
     await controller.start()
     # The audit log is written through the store itself, not the role's fenced view: a
     # standby records the writes it refuses too.

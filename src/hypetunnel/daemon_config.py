@@ -47,6 +47,8 @@ class ControllerSettings(BaseModel):
     peer_name: list[str] = Field(default_factory=list)
     log_level: LogLevel = "info"
     log_format: LogFormat = "json"
+    webhook: list[str] = Field(default_factory=list)
+    flow_audit_interval: float = Field(default=5.0, gt=0)
 
     def problems(self) -> list[FieldError]:
         """What is wrong across keys (each value alone was valid); path = the key. Other keys
@@ -95,7 +97,9 @@ class ControllerSettings(BaseModel):
                             else None,
                             etcd=list(self.etcd) if self.etcd else None, node=self.node,
                             peer=self.peer, api_rate=self.api_rate, api_burst=self.api_burst,
-                            tls=tls, peer_names=list(self.peer_name))
+                            tls=tls, peer_names=list(self.peer_name),
+                            webhooks=list(self.webhook),
+                            flow_audit_interval=self.flow_audit_interval)
 
 
 KEYS: tuple[str, ...] = tuple(ControllerSettings.model_fields)

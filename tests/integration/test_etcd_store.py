@@ -91,6 +91,8 @@ test_stale_revision_is_a_conflict_and_writes_nothing = (
 test_unencodable_value_writes_nothing = shared.test_unencodable_value_writes_nothing
 test_loaded_documents_are_copies = shared.test_loaded_documents_are_copies
 test_codec_round_trip_through_a_store = shared.test_codec_round_trip_through_a_store
+test_side_documents_stay_out_of_the_intent_and_its_revision = (
+    shared.test_side_documents_stay_out_of_the_intent_and_its_revision)
 
 
 # -- etcd specifics -----------------------------------------------------------------------------
@@ -191,6 +193,20 @@ def test_claim_term_race_has_exactly_one_winner(opened: Callable[..., EtcdStore]
     assert contenders[0].claim_term(0, "late", {}) is False  # a stale expectation never wins
     print(f"\nclaim_term latency: median {statistics.median(latencies) * 1000:.1f} ms, "
           f"max {max(latencies) * 1000:.1f} ms")
+
+
+def test_fenced_side_documents_are_refused_after_a_newer_claim(
+        opened: Callable[..., EtcdStore]) -> None:
+    old, new = opened(), opened()
+    assert old.claim_term(0, "ctl-a", {})
+    old.fenced(1).side_commit({"fcaps/alarm/a1": {"by": "a"}}, [])
+    assert new.claim_term(1, "ctl-b", {})
+    many = {f"fcaps/event/{i:012d}": {"seq": i} for i in range(250)}  # several txns
+    with pytest.raises(Fenced):
+        old.fenced(1).side_commit({"fcaps/alarm/a1": {"by": "a2"}, **many}, [])
+    assert new.side_load("fcaps/") == {"fcaps/alarm/a1": {"by": "a"}}
+    new.fenced(2).side_commit(many, ["fcaps/alarm/a1"])
+    assert new.side_load("fcaps/") == many and new.revision() == 0
 
 
 def test_fenced_writes_are_refused_after_a_newer_claim(opened: Callable[..., EtcdStore]) -> None:

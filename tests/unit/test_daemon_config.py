@@ -78,7 +78,8 @@ def test_a_full_file_sets_every_setting(tmp_path: Path,
            "etcd": ["https://10.0.0.1:2379"], "node": "ctl1", "peer": "10.0.0.2:8651",
            "api_rate": 10, "api_burst": 20.5, "tls_dir": str(tmp_path / "pki"),
            "tls_name": "ctl1-cert", "peer_name": ["ctl1", "ctl2"], "log_level": "warning",
-           "log_format": "text"}
+           "log_format": "text", "webhook": ["https://alerts.example.net/ht"],
+           "flow_audit_interval": 2.5}
     assert set(doc) == set(KEYS)
     r = invoke("--config", str(write(tmp_path, doc)))
     assert r.exit_code == 0, r.output
@@ -92,6 +93,8 @@ def test_a_full_file_sets_every_setting(tmp_path: Path,
     assert config.tls is not None and config.tls.directory == tmp_path / "pki"
     assert config.tls.name == "ctl1-cert"
     assert config.peer_names == ["ctl1", "ctl2"]
+    assert config.webhooks == ["https://alerts.example.net/ht"]
+    assert config.flow_audit_interval == 2.5
     assert logging_ == ("warning", "text")
 
 

@@ -49,6 +49,9 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("POST", f"{P}/controller/failover"): "operation",
     ("GET", f"{P}/trace"): "any",
     ("GET", f"{P}/audit"): "any",
+    ("GET", f"{P}/alarms"): "any",
+    ("POST", f"{P}/alarms/{{alarm_id}}/ack"): "operation",
+    ("GET", f"{P}/events"): "any",
     ("GET", f"{P}/tokens"): "admin",
     ("POST", f"{P}/tokens"): "admin",
     ("DELETE", f"{P}/tokens/{{name}}"): "admin",
@@ -104,6 +107,7 @@ def url_of(path: str, tenant: str) -> tuple[str, dict[str, str]]:
         params = {"tenant": tenant}
     name = "nosuch-token" if "/tokens/" in path else "hv1"
     return (path.replace("{tenant}", tenant).replace("{network}", "front")
+            .replace("{alarm_id}", "a1")
             .replace("{vm}", "web1").replace("{name}", name)), params
 
 

@@ -224,3 +224,19 @@ def test_intent_changes_agrees_with_a_full_document_diff() -> None:
     assert "tenant/globex" in puts and "fabric" in puts and "hypervisor/hv3" in deletes
     assert intent_changes(old, old) == ({}, [])
     assert list(intent_changes(old, old, put_fabric=True)[0]) == ["fabric"]
+
+
+def test_side_documents_stay_out_of_the_intent_and_its_revision(store: Store) -> None:
+    from hypetunnel.store.side import SideStore
+
+    assert isinstance(store, SideStore)
+    store.commit({"fabric": {"v": 1}}, [])
+    store.side_commit({"fcaps/alarm/a1": {"id": "a1"}, "fcaps/event/000000000001": {"seq": 1},
+                       "other/x": {"y": 2}}, [])
+    assert store.revision() == 1 and store.load().items == {"fabric": {"v": 1}}
+    assert store.side_load("fcaps/") == {"fcaps/alarm/a1": {"id": "a1"},
+                                         "fcaps/event/000000000001": {"seq": 1}}
+    store.side_commit({"fcaps/alarm/a1": {"id": "a1", "acked": True}},
+                      ["fcaps/event/000000000001", "nosuch"])
+    assert store.side_load("fcaps/") == {"fcaps/alarm/a1": {"id": "a1", "acked": True}}
+    assert store.revision() == 1

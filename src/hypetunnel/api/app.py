@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, FastAPI, Header, Response
 
 from hypetunnel import __version__
 from hypetunnel.api import guards as request_guards
+from hypetunnel.api.alarms import alarms_router
 from hypetunnel.api.auth import install_auth_handlers
 from hypetunnel.api.bodies import strict_json_body
 from hypetunnel.api.errors import ERROR_RESPONSES, install_error_handlers
@@ -254,6 +255,7 @@ def create_app(service: FabricService, runtime: RuntimeView | None = None, *,
 
     app.include_router(api)
     app.include_router(mobility_router(runtime), prefix=API_PREFIX)
+    app.include_router(alarms_router(runtime), prefix=API_PREFIX)
     app.include_router(health_router(runtime), prefix=API_PREFIX)
     app.include_router(tokens_router(tokens, write), prefix=API_PREFIX)
     app.state.service = service

@@ -155,6 +155,11 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", f"{P}/trace"): filtered(tenantview.trace, own_trace),
     # The audit route (its engineer's) filters a tenant's entries itself.
     ("GET", f"{P}/audit"): filtered(None),
+    # Faults: a tenant sees the alarms and events of its own resources; acknowledging is
+    # the provider's operation.
+    ("GET", f"{P}/alarms"): filtered(tenantview.alarms),
+    ("POST", f"{P}/alarms/{{alarm_id}}/ack"): OPERATION,
+    ("GET", f"{P}/events"): filtered(tenantview.events),
     ("GET", f"{P}/tokens"): ADMIN,
     ("POST", f"{P}/tokens"): ADMIN,
     ("DELETE", f"{P}/tokens/{{name}}"): ADMIN,

@@ -100,3 +100,35 @@ def _inner(frame: Any) -> Any:
     if isinstance(frame, dict):
         return {k: v for k, v in frame.items() if not k.startswith("tun")}
     return frame
+
+
+def _own_record(principal: Principal, record: Any) -> bool:
+    return isinstance(record, dict) and record.get("tenant") == principal.tenant
+
+
+def _hidden(record: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    return {k: hide_names(v, names) if isinstance(v, str) else v for k, v in record.items()}
+
+
+def alarms(data: Any, principal: Principal, intent: Intent) -> Any:
+    """Alarms on its own resources (its VMs, its networks), hypervisor names hidden."""
+    if not isinstance(data, list):
+        return data
+    names = [h.name for h in intent.hypervisors]
+    return [_hidden(a, names) for a in data if _own_record(principal, a)]
+
+
+def events(data: Any, principal: Principal, intent: Intent) -> Any:
+    """State-log records of its own resources, hypervisor names hidden (also in an alarm)."""
+    if not isinstance(data, list):
+        return data
+    names = [h.name for h in intent.hypervisors]
+    out = []
+    for e in data:
+        if not _own_record(principal, e):
+            continue
+        seen = _hidden(e, names)
+        if isinstance(e.get("alarm"), dict):
+            seen["alarm"] = _hidden(e["alarm"], names)
+        out.append(seen)
+    return out

@@ -58,6 +58,13 @@ def run(
     log_format: Annotated[str, typer.Option(
         help="json: one JSON object per line on stdout (ts, level, logger, msg, extra "
              "fields); text: lines for people, on stderr.")] = D.log_format,
+    webhook: Annotated[list[str] | None, typer.Option(
+        help="URL every alarm change is POSTed to (JSON), retried until it answers 2xx; "
+             "repeat for more targets.")] = None,
+    flow_audit_interval: Annotated[float, typer.Option(
+        help="Seconds between reads of every switch's flow table: a difference from the "
+             "desired flows is repaired and alarmed (flow_drift).", min=0.1)
+    ] = D.flow_audit_interval,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="--log-level debug.")
                        ] = False,
 ) -> None:

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from hypetunnel.cli import (
+    alarmcmd,
     auditcmd,
     backupcmd,
     controllercmd,
@@ -81,6 +82,7 @@ mobility.register(app)  # also adds `vm move` and `hypervisor drain|undrain`
 app.add_typer(labcmd.app, name="lab")
 app.add_typer(controllercmd.app, name="controller")
 auditcmd.register(app)
+alarmcmd.register(app)
 backupcmd.register(app)
 app.add_typer(tokencmd.app, name="token")
 app.add_typer(pkicmd.app, name="pki")

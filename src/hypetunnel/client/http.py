@@ -186,6 +186,18 @@ class ApiClient:
                  if v is not None}
         return self._request("GET", "/audit" + (f"?{urlencode(query)}" if query else ""))
 
+    def alarms(self, include_cleared: bool = False) -> Any:
+        return self._request("GET", "/alarms" + ("?all=true" if include_cleared else ""))
+
+    def ack_alarm(self, alarm_id: str) -> JSON:
+        return self._object("POST", f"/alarms/{self._seg(alarm_id)}/ack")
+
+    def events(self, resource: str | None = None, since: float | None = None,
+               limit: int | None = None) -> Any:
+        query = {k: v for k, v in (("resource", resource), ("since", since), ("limit", limit))
+                 if v is not None}
+        return self._request("GET", "/events" + (f"?{urlencode(query)}" if query else ""))
+
     def list_hypervisors(self) -> Any:
         return self._request("GET", "/hypervisors")
 

@@ -260,6 +260,20 @@ class FlowReconciler:
             self._index, self._source, self._generation = index, desired.source, generation
         return diff
 
+    async def drift(self) -> tuple[int, int]:
+        """Read the switch's table and compare it with the bookkeeping: (our flows missing,
+        flows not installed by us or not ours). A difference marks the bookkeeping stale, so
+        the next apply re-reads the switch and repairs it."""
+        self._check_channel()
+        cookies = set(await self.channel.dump_flow_cookies())
+        ours = {c for c in cookies if c >> COOKIE_SHIFT == COOKIE_PREFIX}
+        missing = len(self.installed - ours)
+        unexpected = len(ours - self.installed) + len(cookies - ours - self.foreign)
+        if missing or unexpected:
+            self.synced = False
+            self._index = None
+        return missing, unexpected
+
     def follows(self, desired: SlicedFlows) -> bool:
         """True if the switch holds exactly these slices as of their current generation (what
         apply_slices would leave as is): an O(1) convergence check."""

@@ -37,6 +37,10 @@ from hypetunnel.controller.service import FabricService
 from hypetunnel.controller.session import SwitchSession
 from hypetunnel.controller.sessions import RETIRE_TIMEOUT, SwitchSessions
 from hypetunnel.controller.tasks import TaskSet
+from hypetunnel.fcaps.monitor import FLOW_AUDIT_INTERVAL, FaultMonitor
+from hypetunnel.fcaps.storage import RoleSideStore
+from hypetunnel.fcaps.view import fabric_view
+from hypetunnel.fcaps.watch import FabricView
 from hypetunnel.model.intent import Intent
 from hypetunnel.pki import TlsConfig, server_context
 from hypetunnel.southbound.observation import SwitchObservation
@@ -55,9 +59,13 @@ class Controller:
                  ovsdb_factory: OvsdbFactory = real_ovsdb,
                  retire_timeout: float = RETIRE_TIMEOUT,
                  store_probe_interval: float = 1.0,
-                 tls: TlsConfig | None = None) -> None:
+                 tls: TlsConfig | None = None, webhooks: list[str] | None = None,
+                 flow_audit_interval: float = FLOW_AUDIT_INTERVAL,
+                 node: str = "controller") -> None:
         """tls: our identity; then OpenFlow listens TLS-only and binds each switch to the
-        hypervisor its certificate names (None: plain, switches known by datapath id)."""
+        hypervisor its certificate names (None: plain, switches known by datapath id).
+        webhooks: URLs every alarm change is POSTed to (fcaps/webhook.py);
+        flow_audit_interval: seconds between reads of each switch's flow table (drift)."""
         self.openflow_listen = openflow_listen
         self.bridge = bridge
         self.startup_grace = startup_grace
@@ -94,6 +102,11 @@ class Controller:
         self._taken_term: int | None = None  # HA: the term every switch was taken for
         self.installation = PortInstallation()  # when compute may switch a moving VM over
         self._compiled_epoch = 0
+        self._node = ha.node if ha is not None else node
+        self.faults = FaultMonitor(self, RoleSideStore(store, self.role.writable_store,
+                                                       lambda: self.role.is_active),
+                                   webhooks=webhooks or [],
+                                   flow_audit_interval=flow_audit_interval)
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -109,6 +122,7 @@ class Controller:
         self.spawn(self.mobility.watch_failures(), "failure-watch")
         self.spawn(self.loop_lag.run(), "loop-lag")
         self.spawn(self.store_probe.run(self._stored_revision), "store-probe")
+        self.spawn(self.faults.run(), "fault-monitor")
         if self.role.election is not None:
             self.spawn(self._resume_deferred(self.role.election), "resume-deferred")
         if self.role.election is not None:
@@ -427,6 +441,28 @@ class Controller:
     def bindings(self) -> dict[str, str]:
         """VM id -> hypervisor where its port is, as the switches report it."""
         return self.fabric.locations()
+
+    # -- faults: alarms and the state log (MonitorPort, and the API's view) ---------------------
+    def fcaps_view(self) -> FabricView:
+        return fabric_view(self.fcaps_sessions(), self.intent, self.switch_converged)
+
+    def fcaps_sessions(self) -> list[tuple[str, SwitchSession]]:
+        return [(n, st) for n, st in self.switches.items() if st.endpoint is not None]
+
+    def fcaps_identity(self) -> tuple[str, int, bool]:
+        return self._node, self.role.term, self.role.election is not None
+
+    async def alarms(self, include_cleared: bool = False) -> list[dict[str, Any]]:
+        return await self.faults.alarms(include_cleared)
+
+    async def events(self, resource: str | None = None, since: float | None = None,
+                     limit: int = 1000) -> list[dict[str, Any]]:
+        return await self.faults.events(resource, since, limit)
+
+    async def ack_alarm(self, alarm_id: str) -> dict[str, Any]:
+        if not (self.is_active and self.faults.active):
+            raise NotActive("alarms are acknowledged on the active controller")
+        return await self.faults.ack(alarm_id)
 
     # -- the parts, for tests and benchmarks -----------------------------------------------------
     @property

@@ -370,6 +370,22 @@ class SwitchSession:
         self.last_error = None
         self._events.reconciled(hv)
 
+    async def audit_flows(self) -> tuple[int, int] | None:
+        """Compare the switch's flow table with what this session installed: (missing,
+        unexpected); None if it cannot be compared now (no channel, a round under way). A
+        difference makes the switch pending: its next round re-reads and repairs it."""
+        if self.lock.locked() or not self.openflow_ready:
+            return None
+        async with self.lock:
+            reconciler = self.reconciler
+            if reconciler is None or not reconciler.synced or not self.openflow_ready:
+                return None
+            diff = await reconciler.drift()
+        if diff != (0, 0):
+            self.pending = True
+            self._events.changed(self.hypervisor)
+        return diff
+
     # -- retirement ------------------------------------------------------------------------------
     def begin_retiring(self) -> None:
         """Called when the hypervisor leaves the intent, before retire() is scheduled: a

@@ -52,6 +52,7 @@ _REVISION, _TERM, _LEADER, _COMMIT, _SCHEMA = (
 # exhausted e.g. the space quota alarm, failed precondition, out of range, unimplemented, auth)
 _FATAL_CODES = {3, 5, 6, 7, 8, 9, 11, 12, 16}
 _CAS_ATTEMPTS = 50  # unconditional commits retry their revision compare-and-swap this often
+_SIDE_OPS = 100  # operations per side-document txn (etcd's default limit is 128)
 
 
 class Fenced(Conflict):
@@ -200,6 +201,7 @@ class EtcdStore:
             raise ValueError("the etcd prefix must not be empty")
         self.prefix = prefix
         self.audit_prefix = prefix.rstrip("/") + "-audit/"
+        self.side_prefix = prefix.rstrip("/") + "-side/"  # store/side.py
         self.fence = _fence
         self._gw = _gateway or _Gateway(endpoints, timeout, attempt_timeout, tls)
         self._owner = _gateway is None  # views share (and must not close) their parent's client
@@ -379,6 +381,32 @@ class EtcdStore:
             "compare": [self._equals(_SCHEMA, expected or 0)],
             "success": [self._put(_SCHEMA, str(version))]})
         return bool(reply.get("succeeded"))
+
+    # -- side documents (store/side.py) ---------------------------------------------------------
+    def side_load(self, prefix: str) -> dict[str, dict[str, Any]]:
+        start = self.side_prefix + prefix
+        reply = self._gw.post("/v3/kv/range", {"key": _b64(start),
+                                               "range_end": _b64(prefix_end(start))})
+        return {_unb64(kv["key"])[len(self.side_prefix):]: json.loads(_unb64(kv.get("value", "")))
+                for kv in reply.get("kvs", [])}
+
+    def side_commit(self, puts: Mapping[str, dict[str, Any]], deletes: Iterable[str]) -> None:
+        """In txns of at most _SIDE_OPS operations, each only while the fence's term holds."""
+        encoded = {key: json.dumps(value, sort_keys=True) for key, value in puts.items()}
+        ops = [{"request_put": {"key": _b64(self.side_prefix + k), "value": _b64(v)}}
+               for k, v in encoded.items()]
+        ops += [{"request_delete_range": {"key": _b64(self.side_prefix + k)}}
+                for k in dict.fromkeys(deletes) if k not in encoded]
+        compare = [] if self.fence is None else [self._equals(_TERM, self.fence)]
+        with self._gw.operation():
+            for i in range(0, len(ops), _SIDE_OPS):
+                reply = self._gw.post("/v3/kv/txn", {"compare": compare,
+                                                     "success": ops[i:i + _SIDE_OPS],
+                                                     "failure": [self._meta_range()]})
+                if not reply.get("succeeded"):
+                    meta = self._decode_kvs(
+                        reply["responses"][0]["response_range"].get("kvs", []))
+                    self._check_fence(meta)
 
     # -- audit log (AuditStore) ------------------------------------------------------------------
     def _audit_put_op(self, row: AuditRow) -> dict[str, Any]:

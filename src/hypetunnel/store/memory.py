@@ -21,6 +21,7 @@ class MemoryStore:
         self.commits = 0  # number of non-empty commits, for tests
         self._audit: dict[str, AuditRow] = {}
         self._schema: int | None = None
+        self._side: dict[str, str] = {}  # side documents (store/side.py), JSON-encoded
 
     def load(self) -> StoreSnapshot:
         with self._lock:
@@ -72,6 +73,17 @@ class MemoryStore:
             for key in old:
                 del self._audit[key]
             return len(old)
+
+    def side_load(self, prefix: str) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return {k: json.loads(v) for k, v in self._side.items() if k.startswith(prefix)}
+
+    def side_commit(self, puts: Mapping[str, dict[str, Any]], deletes: Iterable[str]) -> None:
+        encoded = {key: json.dumps(value) for key, value in puts.items()}
+        with self._lock:
+            for key in deletes:
+                self._side.pop(key, None)
+            self._side.update(encoded)
 
     def schema_version(self) -> int | None:
         with self._lock:

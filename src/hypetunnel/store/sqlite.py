@@ -18,6 +18,7 @@ from typing import Any
 
 from hypetunnel.store.audit import AuditRow, pending_change
 from hypetunnel.store.base import StaleRevision, StoreNotEmpty, StoreSnapshot, StoreUnavailable
+from hypetunnel.store.side import prefix_range
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (
@@ -37,6 +38,10 @@ CREATE TABLE IF NOT EXISTS audit (
     doc TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_time ON audit (time);
+CREATE TABLE IF NOT EXISTS side (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 """
 
 
@@ -152,6 +157,24 @@ class SqliteStore:
                 return int(cur.rowcount)
             except sqlite3.Error as exc:
                 raise StoreUnavailable(f"cannot prune the audit log {self.path}: {exc}") from exc
+
+    # -- side documents (store/side.py) ---------------------------------------------------------
+    def side_load(self, prefix: str) -> dict[str, dict[str, Any]]:
+        start, end = prefix_range(prefix)
+        with self._lock:
+            try:
+                rows = self._db.execute("SELECT key, value FROM side WHERE key >= ? AND key < ?",
+                                        (start, end)).fetchall()
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"cannot read store {self.path}: {exc}") from exc
+        return {key: json.loads(value) for key, value in rows}
+
+    def side_commit(self, puts: Mapping[str, dict[str, Any]], deletes: Iterable[str]) -> None:
+        encoded = [(key, json.dumps(value, sort_keys=True)) for key, value in puts.items()]
+        with self._write("side documents"):
+            self._db.executemany("DELETE FROM side WHERE key = ?", [(k,) for k in deletes])
+            self._db.executemany("INSERT OR REPLACE INTO side (key, value) VALUES (?, ?)",
+                                 encoded)
 
     # -- restore (backup.py) --------------------------------------------------------------------
     def restore(self, items: Mapping[str, dict[str, Any]], revision: int, schema: int,

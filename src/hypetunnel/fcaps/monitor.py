@@ -1,0 +1,227 @@
+"""The controller's fault monitor: turns what the sessions report into the state log and the
+alarm book, audits the switches' flow tables, and feeds the webhooks.
+
+Dependencies point one way: the monitor reads the runtime through `MonitorPort` (snapshots of
+plain values, taken on the event loop) and writes only through the recorder (in threads). It
+works while this controller may program switches (the active one, after its takeover); when it
+becomes active it first loads the book and the log another controller left in the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol
+
+from hypetunnel.fcaps.alarm import Alarm
+from hypetunnel.fcaps.events import PREFIX, query
+from hypetunnel.fcaps.record import Recorder
+from hypetunnel.fcaps.watch import HOLD, FabricView, Faults, SwitchView, changes
+from hypetunnel.fcaps.webhook import Post, WebhookTarget, http_post
+from hypetunnel.store.side import SideStore
+
+log = logging.getLogger(__name__)
+
+TICK = 0.25  # seconds between snapshots
+FLOW_AUDIT_INTERVAL = 5.0  # seconds between two reads of every switch's flow table
+LEVEL_KINDS = ("hypervisor_lost", "switch_disconnected", "ovsdb_unreachable", "vm_crash")
+
+
+class SessionLike(Protocol):
+    endpoint: str | None
+
+    @property
+    def openflow_ready(self) -> bool: ...
+
+    @property
+    def ovsdb_connected(self) -> bool: ...
+
+    async def audit_flows(self) -> tuple[int, int] | None: ...
+
+
+class MonitorPort(Protocol):
+    """What the monitor reads of the runtime (the Controller provides it)."""
+
+    @property
+    def may_program(self) -> bool: ...
+
+    def fcaps_view(self) -> FabricView: ...
+
+    def fcaps_sessions(self) -> Iterable[tuple[str, SessionLike]]: ...
+
+    def fcaps_identity(self) -> tuple[str, int, bool]:
+        """(this controller's node name, its term, whether it runs as an HA pair)."""
+        ...
+
+
+class FaultMonitor:
+    def __init__(self, port: MonitorPort, store: SideStore, *, webhooks: Iterable[str] = (),
+                 post: Post = http_post, flow_audit_interval: float = FLOW_AUDIT_INTERVAL,
+                 tick: float = TICK, hold: float = HOLD,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._port = port
+        self._store = store
+        self.tick = tick
+        self.flow_audit_interval = flow_audit_interval
+        self.hold = hold
+        self.recorder = Recorder(self._write, clock)
+        self.recorder.on_alarm_change = self._alarm_changed
+        self.webhooks = [WebhookTarget(url, post) for url in webhooks]
+        self._wake = asyncio.Event()
+        self.active = False
+        self._view: FabricView | None = None
+        self._faults = Faults(hold)
+        self._drifted: set[str] = set()  # switches whose drift is being repaired
+
+    def _write(self, puts: Mapping[str, dict[str, Any]], deletes: Iterable[str]) -> None:
+        self._store.side_commit(puts, deletes)
+
+    def _alarm_changed(self) -> None:
+        self._wake.set()
+
+    # -- the task ------------------------------------------------------------------------------
+    async def run(self) -> None:
+        await asyncio.gather(self._watch(), self._audit(),
+                             *(w.run(lambda: self.recorder.events, self._cursor_moved,
+                                     self._wake, lambda: self.active)
+                               for w in self.webhooks))
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick)
+            if not self._port.may_program:
+                self.active = False
+                continue
+            if not self.active:
+                try:
+                    await self._activate()
+                except Exception as e:  # the store: try again at the next tick
+                    log.warning("cannot load the alarm book: %s", e)
+                    continue
+            try:
+                self.observe(self._port.fcaps_view(), time.monotonic())
+            except Exception:  # a bug must not end the monitor: the next tick tries again
+                log.exception("fault monitor: a snapshot could not be judged")
+            await self.recorder.flush()
+
+    async def _activate(self) -> None:
+        records = await asyncio.to_thread(self._store.side_load, PREFIX)
+        self.recorder.load(records)
+        for w in self.webhooks:
+            w.load(records.get(w.key))
+        self._view, self._faults = None, Faults(self.hold)
+        # Drift another controller was repairing clears once the switch converges here.
+        self._drifted = {a.resource.removeprefix("switch/")
+                         for a in self.recorder.book.open_alarms("flow_drift")}
+        view = self._port.fcaps_view()
+        for a in self.recorder.book.open_alarms("vm_crash"):
+            vm = a.resource.removeprefix("vm/")
+            host = view.placement.get(vm)
+            if host:
+                self._faults.remember(vm, host)
+        node, term, ha = self._port.fcaps_identity()
+        self.active = True
+        self.recorder.state(f"controller/{node}", "active",
+                            f"elected for term {term}" if ha else "started")
+        if ha and term > 1:
+            text = f"{node} took over as the active controller (term {term})"
+            self.recorder.raise_alarm(f"controller/{node}", "controller_failover", text)
+            self.recorder.clear(f"controller/{node}", "controller_failover", text)
+        log.info("fault monitor active: %d alarms open, state log at %d",
+                 len(self.recorder.book.open_alarms()), self.recorder.seq)
+
+    def observe(self, view: FabricView, now: float) -> None:
+        """One snapshot: its state changes logged, standing faults raised or cleared."""
+        rec = self.recorder
+        if self._view is not None:
+            for c in changes(self._view, view):
+                rec.state(c.resource, c.state, c.cause)
+        self._view = view
+        held = self._faults.update(view, now)
+        for f in held:
+            rec.raise_alarm(f.resource, f.kind, f.text, f.tenant)
+        present = self._faults.present
+        for a in rec.book.open_alarms():
+            if a.kind in LEVEL_KINDS and (a.resource, a.kind) not in present:
+                rec.clear(a.resource, a.kind, _cleared_text(a))
+        for hv in sorted(self._drifted):
+            sw = view.switches.get(hv)
+            if sw is None or sw.converged:
+                self._drifted.discard(hv)
+                alarm = rec.book.open_alarm(f"switch/{hv}", "flow_drift")
+                if alarm is not None:
+                    rec.clear(alarm.resource, alarm.kind,
+                              alarm.text.replace(": repairing", ": repaired"))
+
+    async def _audit(self) -> None:
+        """Every switch's flow table against what was installed: a difference is drift,
+        repaired by the switch's next reconcile round (the alarm clears once converged)."""
+        while True:
+            await asyncio.sleep(self.flow_audit_interval)
+            if not (self.active and self._port.may_program):
+                continue
+            for hv, st in list(self._port.fcaps_sessions()):
+                try:
+                    diff = await st.audit_flows()
+                except Exception as e:  # the channel went away: its own alarm says so
+                    log.debug("%s: flow audit failed: %s", hv, e)
+                    continue
+                if diff is None or diff == (0, 0):
+                    continue
+                missing, unexpected = diff
+                text = (f"{hv}: {missing} flows missing, {unexpected} unexpected: "
+                        "repairing")
+                log.warning("%s", text)
+                self.recorder.state(f"switch/{hv}", "drifted", text)
+                self.recorder.raise_alarm(f"switch/{hv}", "flow_drift", text)
+                self._drifted.add(hv)
+
+    def _cursor_moved(self, target: WebhookTarget) -> None:
+        self.recorder.put(target.key, target.cursor_doc())
+
+    # -- what the API asks ---------------------------------------------------------------------
+    async def alarms(self, include_cleared: bool = False) -> list[dict[str, Any]]:
+        if self.active:
+            alarms = self.recorder.book.all()
+        else:  # the standby answers from the store
+            records = await asyncio.to_thread(self._store.side_load, PREFIX + "alarm/")
+            alarms = sorted((Alarm.from_doc(d) for d in records.values()),
+                            key=lambda a: (a.raised, a.id))
+        return [a.to_doc() for a in alarms if include_cleared or a.open]
+
+    async def events(self, resource: str | None = None, since: float | None = None,
+                     limit: int = 1000) -> list[dict[str, Any]]:
+        if self.active:
+            events = list(self.recorder.events)
+        else:
+            events = list((await asyncio.to_thread(self._store.side_load,
+                                                   PREFIX + "event/")).values())
+        return query(events, resource, since, limit)
+
+    async def ack(self, alarm_id: str) -> dict[str, Any]:
+        alarm = self.recorder.ack(alarm_id)
+        if not await self.recorder.flush():
+            raise OSError("the acknowledgement could not be stored yet (it will be retried)")
+        return alarm.to_doc()
+
+    def describe(self) -> dict[str, Any]:
+        return {"active": self.active, "open": len(self.recorder.book.open_alarms()),
+                "state_log_seq": self.recorder.seq,
+                "webhooks": [{"url": w.url, "cursor": w.cursor, "delivered": w.delivered,
+                              "failures": w.failures, "last_error": w.last_error}
+                             for w in self.webhooks]}
+
+
+def _cleared_text(alarm: Alarm) -> str:
+    return {"hypervisor_lost": "the hypervisor answers again",
+            "switch_disconnected": "the OpenFlow channel is back",
+            "ovsdb_unreachable": "OVSDB answers again",
+            "vm_crash": "the VM's port is back, or the VM moved or was deleted"}.get(
+                alarm.kind, "")
+
+
+def switch_view(openflow: bool, ovsdb: bool, ports: Iterable[str], tunnels: Iterable[str],
+                converged: bool) -> SwitchView:
+    return SwitchView(openflow, ovsdb, frozenset(ports), frozenset(tunnels), converged)

@@ -1,0 +1,46 @@
+"""A snapshot of the fabric for the monitor, taken on the event loop: plain values only, from
+the switch sessions (what they see) and the intent (where VMs belong)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Protocol, TypeVar
+
+from hypetunnel.compiler.tunnels import TunnelPort
+from hypetunnel.fcaps.watch import FabricView, SwitchView
+from hypetunnel.model.intent import Intent
+
+
+class ObservationLike(Protocol):
+    @property
+    def tunnels(self) -> frozenset[TunnelPort]: ...
+
+
+class SessionView(Protocol):
+    bound: set[str]
+
+    @property
+    def openflow_ready(self) -> bool: ...
+
+    @property
+    def ovsdb_connected(self) -> bool: ...
+
+    @property
+    def observation(self) -> ObservationLike | None: ...
+
+
+S = TypeVar("S", bound=SessionView)
+
+
+def fabric_view(sessions: Iterable[tuple[str, S]], intent: Intent,
+                converged: Callable[[S], bool]) -> FabricView:
+    switches = {}
+    for name, st in sessions:
+        obs = st.observation
+        tunnels = frozenset(t.remote_hypervisor for t in obs.tunnels) if obs else frozenset()
+        switches[name] = SwitchView(st.openflow_ready, st.ovsdb_connected, frozenset(st.bound),
+                                    tunnels, converged(st))
+    return FabricView(
+        switches=switches,
+        placement={f"{t.name}/{v.name}": v.hypervisor for t in intent.tenants for v in t.vms},
+        networks=frozenset(f"{t.name}/{n.name}" for t in intent.tenants for n in t.networks))

@@ -1,0 +1,308 @@
+"""Alarms and the state log on the HA lab, from real faults: a killed ovs-vswitchd, flows
+deleted with ovs-ofctl, a VM killed without a move, and a failover that keeps the book."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hypetunnel.cli.democmd import bundled_example
+from hypetunnel.client import ApiClient
+from hypetunnel.lab import datacenter, hapair
+from hypetunnel.lab.proc import wait_until
+from hypetunnel.lab.topology import Lab
+from tests.lab.conftest import flow_tables, keep_failed_lab
+
+pytestmark = pytest.mark.lab
+
+# hv3 hosts only the etcd witness: its faults cost no controller its management network.
+VICTIM = "hv3"
+
+
+RECEIVER = Path(__file__).parent / "webhook_receiver.py"
+HOOK_PORT = 8099
+
+
+class Hook:
+    """A webhook receiver in a service namespace on the management overlay; stop() takes it
+    down (connections refused), start() brings it back on the same address."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        self.ip = lab.add_service("hook", "hv1").mgmt_ip
+        self.url = f"http://{self.ip}:{HOOK_PORT}/alarms"
+        self.file = lab.directory / "webhook.jsonl"
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        self.proc = self.lab.spawn("hook", ["python3", str(RECEIVER), self.ip, str(HOOK_PORT),
+                                            str(self.file)], stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        wait_until(lambda: self.lab.exec("hook", ["ss", "-Hltn", f"sport = :{HOOK_PORT}"]
+                                         ).stdout.strip() != "", 10, "the receiver to listen")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
+
+    def bodies(self) -> list[dict[str, Any]]:
+        if not self.file.exists():
+            return []
+        return [json.loads(line) for line in self.file.read_text().splitlines() if line]
+
+
+def with_webhook(lab: Lab, url: str) -> None:
+    """Both controllers restarted with `--webhook url` (and a 2 s flow audit): the standby
+    first, then the active, whose stop hands over to the standby."""
+    ctls = hapair.controllers(lab)
+    first = active_node(lab)
+    assert first is not None
+    for node in (other(first), first):
+        ctl = ctls[node]
+        ctl.stop()
+        if node == first:
+            wait_until(lambda: active_node(lab) == other(first), 30, "the standby to take over")
+        dataclasses.replace(ctl, extra_args=(*ctl.extra_args, "--webhook", url,
+                                             "--flow-audit-interval", "2")).start()
+    wait_until(lambda: hapair.role(ctls[first].api_url, ctls[first].ca,
+                                   datacenter.token_for(lab)) == "standby", 30,
+               f"{first} to be the standby")
+    with active(lab) as api:
+        datacenter.wait_converged(api, 60)
+
+
+@pytest.fixture(scope="module")
+def fixture_lab(request: pytest.FixtureRequest) -> Iterator[tuple[Lab, Hook]]:
+    if os.geteuid() != 0:
+        pytest.skip("the lab needs root")
+    name = f"fc{os.getpid() % 10000}"
+    datacenter.down(name)
+    hook: Hook | None = None
+    try:
+        lab = datacenter.up(bundled_example(), name, timeout=90, ha=True)
+        hook = Hook(lab)
+        hook.start()
+        with_webhook(lab, hook.url)
+        yield lab, hook
+    finally:
+        if hook is not None:
+            hook.stop()
+        if not keep_failed_lab(request):
+            datacenter.down(name)
+
+
+@pytest.fixture
+def lab(fixture_lab: tuple[Lab, Hook]) -> Lab:
+    return fixture_lab[0]
+
+
+@pytest.fixture
+def hook(fixture_lab: tuple[Lab, Hook]) -> Hook:
+    return fixture_lab[1]
+
+
+def other(node: str) -> str:
+    return hapair.NODES[1 - hapair.NODES.index(node)]
+
+
+def active(lab: Lab) -> ApiClient:
+    return hapair.active_api(lab)
+
+
+def active_node(lab: Lab) -> str | None:
+    with active(lab) as api:
+        node = api.controller().get("node")
+        return str(node) if node else None
+
+
+def alarms(lab: Lab, include_cleared: bool = False) -> list[dict[str, Any]]:
+    with active(lab) as api:
+        return list(api.alarms(include_cleared))
+
+
+def open_kinds(lab: Lab) -> set[tuple[str, str]]:
+    return {(a["resource"], a["kind"]) for a in alarms(lab)}
+
+
+def cli(lab: Lab, *args: str) -> Any:
+    out = subprocess.run([sys.executable, "-m", "hypetunnel", "--lab", lab.name, *args,
+                          "-o", "json"], capture_output=True, text=True, timeout=60,
+                         check=True).stdout
+    return json.loads(out)
+
+
+def pings(lab: Lab, src: str, dst: str) -> bool:
+    return lab.exec(src, ["ping", "-c", "1", "-W", "1", lab.vm(dst).ip],
+                    check=False).returncode == 0
+
+
+def test_a_cut_openflow_channel_raises_switch_disconnected_and_clears_when_back(
+        lab: Lab) -> None:
+    """The switch's controllers removed (`ovs-vsctl del-controller br-int`): its OpenFlow
+    channel is gone while OVSDB still answers. (Killing ovs-vswitchd would not do here: in the
+    lab the management overlay runs through that very daemon, so the whole hypervisor drops
+    off, and after 3 s the controller restarts its VMs elsewhere: a hypervisor loss.)"""
+    before = flow_tables(lab)
+    lab.hypervisor(VICTIM).ovs.vsctl("del-controller", "br-int")
+    cut, cut_at = time.monotonic(), time.time()
+    try:
+        wait_until(lambda: (f"switch/{VICTIM}", "switch_disconnected") in open_kinds(lab), 15,
+                   "the switch_disconnected alarm")
+        detected = time.monotonic() - cut
+        # OVSDB still answers: the hypervisor is not lost, only its switch's channel.
+        assert (f"hypervisor/{VICTIM}", "hypervisor_lost") not in open_kinds(lab)
+    finally:
+        lab.set_controllers(VICTIM, hapair.switch_targets(lab))
+    back = time.monotonic()
+    wait_until(lambda: (f"switch/{VICTIM}", "switch_disconnected") not in open_kinds(lab), 20,
+               "the alarm to clear")
+    cleared = time.monotonic() - back
+    wait_until(lambda: flow_tables(lab)[VICTIM] == before[VICTIM], 20, "its flows")
+    wait_until(lambda: pings(lab, "acme/web1", "acme/web3"), 10, "web3 to answer")
+    print(f"\n[alarms] switch_disconnected raised {detected * 1000:.0f} ms after the cut, "
+          f"cleared {cleared * 1000:.0f} ms after the controllers were back")
+    [alarm] = [a for a in cli(lab, "alarms", "--all")
+               if a["kind"] == "switch_disconnected" and a["resource"] == f"switch/{VICTIM}"
+               and a["raised"] >= cut_at - 1]
+    assert alarm["cleared"] is not None and alarm["severity"] == "major"
+    states = [e["state"] for e in cli(lab, "events", "--resource", f"switch/{VICTIM}",
+                                      "--since", "10m")]
+    assert "openflow disconnected" in states and "openflow connected" in states
+    assert states.index("openflow disconnected") < len(states) - 1 - states[::-1].index(
+        "openflow connected")
+
+
+def test_deleted_flows_are_repaired_and_alarmed(lab: Lab) -> None:
+    before = flow_tables(lab)
+    assert before[VICTIM]
+    lab.hypervisor(VICTIM).ovs.ofctl("del-flows", bridge_mgmt="br-int")
+    deleted = time.monotonic()
+    assert not flow_tables(lab)[VICTIM]
+
+    def drift() -> list[dict[str, Any]]:
+        return [a for a in alarms(lab, include_cleared=True)
+                if a["kind"] == "flow_drift" and a["resource"] == f"switch/{VICTIM}"]
+
+    wait_until(lambda: bool(drift()), 20, "the flow_drift alarm")
+    wait_until(lambda: flow_tables(lab)[VICTIM] == before[VICTIM], 20, "the flows repaired")
+    repaired = time.monotonic() - deleted
+    wait_until(lambda: all(a["cleared"] is not None for a in drift()), 10,
+               "the drift alarm to clear once repaired")
+    [alarm] = drift()[-1:]
+    assert f"{len(before[VICTIM])} flows missing" in alarm["text"], alarm
+    assert pings(lab, "acme/web1", "acme/web3")
+    print(f"\n[alarms] {len(before[VICTIM])} deleted flows repaired and alarmed within "
+          f"{repaired * 1000:.0f} ms")
+
+
+def tenant_client(lab: Lab, api: ApiClient, name: str, tenant: str) -> ApiClient:
+    token = api.create_token(name, "tenant-reader", tenant)["token"]
+    return ApiClient(api.base_url, token=token, ca=hapair.lab_ca(lab))
+
+
+def test_a_vm_killed_without_a_move_raises_vm_crash_for_its_tenant_only(lab: Lab) -> None:
+    vm = "acme/web3"
+    lab.remove_vm(vm)  # its namespace and port gone; the intent still places it on hv3
+    killed = time.monotonic()
+    try:
+        wait_until(lambda: (f"vm/{vm}", "vm_crash") in open_kinds(lab), 15,
+                   "the vm_crash alarm")
+        detected = time.monotonic() - killed
+        [crash] = [a for a in alarms(lab) if a["kind"] == "vm_crash"]
+        assert crash["tenant"] == "acme" and crash["service_affecting"] is True
+        suffix = os.getpid() % 10000
+        with active(lab) as api, \
+                tenant_client(lab, api, f"fc-acme-{suffix}", "acme") as acme, \
+                tenant_client(lab, api, f"fc-globex-{suffix}", "globex") as globex:
+            mine = acme.alarms(True)
+            assert [a["id"] for a in mine if a["kind"] == "vm_crash" and a["cleared"] is None
+                    ] == [crash["id"]]
+            assert all(a["tenant"] == "acme" for a in mine)
+            assert not any(h in json.dumps(mine) for h in ("hv1", "hv2", "hv3"))
+            assert globex.alarms(True) == []
+            events = acme.events(f"vm/{vm}")
+            assert any(e["state"].startswith("unbound") for e in events), events
+            seen = acme.events()
+            assert seen and all(e["tenant"] == "acme" and e["resource"].startswith(
+                ("vm/acme/", "network/acme/")) for e in seen), seen
+            assert not any(h in json.dumps(seen) for h in ("hv1", "hv2", "hv3"))
+            assert globex.events(f"vm/{vm}") == []
+            acked = api.ack_alarm(crash["id"])
+            assert acked["acknowledged"] is True and acked["cleared"] is None
+        print(f"\n[alarms] vm_crash raised {detected * 1000:.0f} ms after the VM was killed")
+    finally:
+        with active(lab) as api:
+            datacenter.sync_vms(lab, api)  # the compute side starts it again
+    wait_until(lambda: (f"vm/{vm}", "vm_crash") not in open_kinds(lab), 15,
+               "the vm_crash alarm to clear")
+    wait_until(lambda: pings(lab, "acme/web1", vm), 10, f"{vm} to answer again")
+
+
+def alarm_changes(lab: Lab) -> list[int]:
+    with active(lab) as api:
+        return [int(e["seq"]) for e in api.events() if "alarm" in e]
+
+
+def test_a_webhook_receiver_that_was_down_gets_the_missed_changes(lab: Lab, hook: Hook) -> None:
+    wait_until(lambda: {b["seq"] for b in hook.bodies()} == set(alarm_changes(lab)), 30,
+               "every alarm change so far to be delivered")
+    hook.stop()
+    delivered = len(hook.bodies())
+    vm = "acme/db2"
+    lab.remove_vm(vm)  # a crash while the receiver is down
+    try:
+        wait_until(lambda: (f"vm/{vm}", "vm_crash") in open_kinds(lab), 15, "the crash")
+    finally:
+        with active(lab) as api:
+            datacenter.sync_vms(lab, api)
+    wait_until(lambda: (f"vm/{vm}", "vm_crash") not in open_kinds(lab), 15, "the clear")
+    missed = [s for s in alarm_changes(lab) if s > max(b["seq"] for b in hook.bodies())]
+    assert len(missed) >= 2 and len(hook.bodies()) == delivered  # nothing got through
+    hook.start()
+    back = time.monotonic()
+    wait_until(lambda: {b["seq"] for b in hook.bodies()} >= set(missed), 45,
+               "the missed changes after the receiver came back")
+    caught_up = time.monotonic() - back
+    late = [b for b in hook.bodies()[delivered:] if b["seq"] in missed]
+    assert [b["seq"] for b in late] == missed, "out of order"
+    crash = [(b["change"], b["alarm"]["kind"]) for b in late
+             if b["alarm"]["resource"] == f"vm/{vm}"]
+    assert crash == [("raised", "vm_crash"), ("cleared", "vm_crash")], crash
+    print(f"\n[alarms] webhook: {len(missed)} changes missed while the receiver was down, "
+          f"delivered {caught_up * 1000:.0f} ms after it came back")
+
+
+def test_a_failover_keeps_the_book_and_is_itself_alarmed(lab: Lab) -> None:
+    before = {a["id"]: a for a in alarms(lab, include_cleared=True)}
+    assert before, "the earlier tests raised alarms"
+    with active(lab) as api:
+        old = api.controller()
+        api.failover()
+    wait_until(lambda: active_node(lab) not in (None, old["node"]), 30,
+               "the other controller to take over")
+    wait_until(lambda: any(a["kind"] == "controller_failover" and a["id"] not in before
+                           for a in alarms(lab, include_cleared=True)), 15,
+               "the failover alarm")
+    after = {a["id"]: a for a in alarms(lab, include_cleared=True)}
+    for alarm_id, a in before.items():  # the same alarms, acknowledgements kept
+        assert after[alarm_id]["acknowledged"] == a["acknowledged"], a
+    failovers = sorted((a for a in after.values() if a["kind"] == "controller_failover"),
+                       key=lambda a: a["raised"])
+    assert failovers[-1]["id"] not in before and failovers[-1]["cleared"] is not None
+    with active(lab) as api:
+        node = api.controller()["node"]
+        assert any(e["state"] == "active" for e in api.events(f"controller/{node}"))
+    with active(lab) as api:
+        datacenter.wait_converged(api, 30)
+    assert pings(lab, "acme/web1", "acme/web3")
