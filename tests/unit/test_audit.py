@@ -57,7 +57,9 @@ class Ctx:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.service = FabricService(store)
-        self.app = create_app(self.service, guards=Guards(node="ctl-test"))
+        # The refusal window closes only when a test says so (close_window): a window
+        # of 10 s could close in the middle of a test's requests on a loaded machine.
+        self.app = create_app(self.service, guards=Guards(node="ctl-test", refusal_window=3600))
         self.client = TestClient(self.app)
         self.trail: AuditTrail = self.app.state.audit
         self.tokens = {"alice": mint(self.app, "alice")}

@@ -3,6 +3,7 @@ HTTPS through the socket, the certificate checked against the CA (no host name t
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import ssl
@@ -57,6 +58,17 @@ def serve(sock_path: Path, cert: Path, key: Path) -> socket.socket:
 
     threading.Thread(target=loop, daemon=True).start()
     return srv
+
+
+@pytest.fixture(autouse=True)
+def http_connect_restored() -> Iterator[None]:
+    """ansible.module_utils.urls patches http.client.HTTPConnection.connect for a unix socket
+    and restores it only when the request succeeds (no try/finally around its yield): after the
+    refused handshake below, every later HTTP client of this pytest process would dial the
+    socket's code. Modules run in a process of their own, so only tests see this; undo it here."""
+    connect = http.client.HTTPConnection.connect
+    yield
+    http.client.HTTPConnection.connect = connect  # type: ignore[method-assign]
 
 
 @pytest.fixture

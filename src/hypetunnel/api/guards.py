@@ -24,6 +24,7 @@ class Guards:
     rate: RateLimit | None = None  # None: not limited (tests); the daemon passes its own
     node: str = "controller"  # the name audit rows give this controller
     audit_read_timeout: float = READ_TIMEOUT  # GET /audit: then 503
+    refusal_window: float = 10.0  # refusals coalesced per window (api/audit_trail.py)
 
 
 def install(app: FastAPI, store: object, guards: Guards | None = None, *,
@@ -31,7 +32,7 @@ def install(app: FastAPI, store: object, guards: Guards | None = None, *,
     """Add the guards to `app`; the audit trail needs a store with an audit log (AuditStore)."""
     guards = guards or Guards()
     if trail is None and isinstance(store, AuditStore):
-        trail = AuditTrail(store, guards.node)
+        trail = AuditTrail(store, guards.node, refusal_window=guards.refusal_window)
     app.add_middleware(BodyLimitMiddleware, limits=guards.body)
     if trail is not None:
         app.add_middleware(AuditMiddleware, trail=trail)
