@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from hypetunnel.compiler.flows import Flow
-from hypetunnel.compiler.gcpolicy import BULK_SLICES, long_lived_allocations
+from hypetunnel.compiler.gcpolicy import BULK_SLICES, long_lived_allocations, settle
 from hypetunnel.compiler.pipeline import base_flows, network_slice
 from hypetunnel.compiler.topology import Topology
 from hypetunnel.compiler.tunnels import TunnelPort, tunnel_port, tunnel_port_name
@@ -107,8 +107,9 @@ class FabricCompiler:
         if len(dirty) >= BULK_SLICES:
             with long_lived_allocations():
                 self._rebuild(dirty, touched)
-        else:
+        elif dirty:
             self._rebuild(dirty, touched)
+            settle()  # what the change built is long-lived: out of the collector's way
         for hv in touched:
             self._tunnel_union.pop(hv, None)
         return touched
