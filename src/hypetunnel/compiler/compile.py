@@ -15,7 +15,7 @@ from functools import lru_cache
 from hypetunnel.compiler.flows import Flow, Slice
 from hypetunnel.compiler.gcpolicy import BULK_SLICES, long_lived_allocations, settle
 from hypetunnel.compiler.pipeline import base_flows, network_slice
-from hypetunnel.compiler.topology import Topology
+from hypetunnel.compiler.topology import Topology, VmView
 from hypetunnel.compiler.tunnels import TunnelPort, tunnel_port, tunnel_port_name
 
 _BASE: Slice = tuple(sorted(base_flows(), key=lambda f: (f.table, f.priority)))
@@ -23,6 +23,9 @@ BASE_SLICE = -1  # slice key of the flows every switch has (VNIs are positive)
 # Port names are looked up for every remote host of every slice: parse each address once.
 _tunnel_name = lru_cache(maxsize=1 << 16)(tunnel_port_name)
 _tunnel_port = lru_cache(maxsize=1 << 16)(tunnel_port)
+
+
+Members = list[tuple[VmView, tuple[str, ...]]]  # a network's VMs, each with its live ports' hosts
 
 
 def _changed(old: Mapping[str, int], new: Mapping[str, int]) -> set[str]:
@@ -118,9 +121,12 @@ class FabricCompiler:
     def _rebuild(self, dirty: set[tuple[str, int]], touched: set[str]) -> None:
         topo = self.topology
         gen = self.generation
+        # What every host of a network shares, derived once per network and rebuild.
+        members: dict[int, Members] = {}
+        remotes: dict[int, list[tuple[str, TunnelPort]]] = {}
         for hv, vni in dirty:
             touched.add(hv)
-            flows = self._slice(hv, vni)
+            flows = self._slice(hv, vni, members)
             slices = self._slices.setdefault(hv, {})
             old = slices.get(vni)
             if old != (flows or None):  # a slice rebuilt the same is no change for anyone
@@ -133,26 +139,50 @@ class FabricCompiler:
                 journal[vni] = gen
             hosted = vni in topo.networks_on.get(hv, ())
             per_slice = self._slice_tunnels.setdefault(hv, {})
-            tunnels = self._tunnels_of(hv, vni) if hosted else ()
+            tunnels = self._tunnels_of(hv, vni, remotes) if hosted else ()
             if tunnels:
                 per_slice[vni] = tunnels
             else:
                 per_slice.pop(vni, None)
 
-    def _tunnels_of(self, hv: str, vni: int) -> tuple[TunnelPort, ...]:
+    def _tunnels_of(self, hv: str, vni: int,
+                    cache: dict[int, list[tuple[str, TunnelPort]]] | None = None
+                    ) -> tuple[TunnelPort, ...]:
         """Tunnels from hv to the other hosts of one network (in its encapsulation)."""
+        ends = None if cache is None else cache.get(vni)
+        if ends is None:
+            ends = self._tunnel_ends(vni)
+            if cache is not None:
+                cache[vni] = ends
+        return tuple(t for remote, t in ends if remote != hv)
+
+    def _tunnel_ends(self, vni: int) -> list[tuple[str, TunnelPort]]:
+        """(host, the tunnel port that reaches it) for every reachable host of a network."""
         topo = self.topology
         net = topo.networks.get(vni)
         if net is None:
-            return ()
+            return []
         out = []
         for remote in topo.hosts.get(vni, {}):
             r = topo.hypervisors.get(remote)
-            if remote != hv and r is not None and r.underlay_ip is not None:
-                out.append(_tunnel_port(net.encapsulation, r.underlay_ip, remote))
-        return tuple(dict.fromkeys(out))
+            if r is not None and r.underlay_ip is not None:
+                out.append((remote, _tunnel_port(net.encapsulation, r.underlay_ip, remote)))
+        return out
 
-    def _slice(self, hv: str, vni: int) -> Slice:
+    def _members(self, vni: int) -> Members:
+        """The network's bound VMs (by id), each with where its port is live."""
+        topo = self.topology
+        location, secondary, vms = topo.location, topo.secondary, topo.vms
+        out: Members = []
+        for vid in sorted(topo.members.get(vni, ())):
+            here = location.get(vid)
+            if here is None:
+                continue
+            other = secondary.get(vid)
+            out.append((vms[vid], (here,) if other is None or other == here else (here, other)))
+        return out
+
+    def _slice(self, hv: str, vni: int, members: dict[int, Members]) -> Slice:
         topo = self.topology
         net = topo.networks.get(vni)
         if net is None or hv not in topo.hypervisors or vni not in topo.networks_on.get(hv, ()):
@@ -166,8 +196,10 @@ class FabricCompiler:
                 return None
             return ofports.get(_tunnel_name(encapsulation, r.underlay_ip))
 
-        members = [(vm, loc) for vm in topo.bound_members(vni) for loc in topo.locations(vm.id)]
-        return network_slice(net, members, hv, vm_ports.get, tunnel_ofport)
+        where = members.get(vni)
+        if where is None:
+            where = members[vni] = self._members(vni)
+        return network_slice(net, where, hv, vm_ports.get, tunnel_ofport)
 
     # -- results ---------------------------------------------------------------------------
     def tunnels(self, hv: str) -> frozenset[TunnelPort]:

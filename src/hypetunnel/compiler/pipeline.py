@@ -23,7 +23,7 @@ planned hypervisor anyway, after crossing the underlay).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
 
 from hypetunnel.compiler.flows import (
@@ -202,12 +202,13 @@ def _flood_flows(vni: int, local_ports: tuple[int, ...],
     )
 
 
-def network_slice(net: NetworkView, members: Iterable[tuple[VmView, str]], here: str,
+def network_slice(net: NetworkView, members: Iterable[tuple[VmView, Sequence[str]]], here: str,
                   local_port: Callable[[str], int | None],
                   tunnel_port: Callable[[str, str], int | None]) -> Slice:
     """All flows of one network on one switch.
 
-    members: (vm, hypervisor where it is bound); local_port(vm_id) gives the VM's OpenFlow port
+    members: (vm, the hypervisors where its port is live: one, or both ends of a move), each VM
+    once, in a deterministic order; local_port(vm_id) gives the VM's OpenFlow port
     on this switch; tunnel_port(remote_hypervisor, encapsulation) the tunnel's port number.
     Flows whose port does not exist yet are left out; they appear when OVS reports the port.
     The flows are distinct (the intent gives each VM of a network its own MAC and IP) and in
@@ -215,16 +216,19 @@ def network_slice(net: NetworkView, members: Iterable[tuple[VmView, str]], here:
     """
     flows: list[Flow] = []
     local_ports: list[int] = []
-    remote_hosts: set[str] = set()
-    where: dict[str, tuple[VmView, list[str]]] = {}
-    for vm, hv in members:
-        where.setdefault(vm.id, (vm, []))[1].append(hv)
-    for vm, hvs in where.values():
+    remote_ports: dict[str, int | None] = {}  # remote host -> tunnel port (None: not yet)
+    encap = net.encapsulation
+    for vm, hvs in members:
         p = local_port(vm.id) if here in hvs else None
         tunnels = []
         for hv in hvs:
-            if hv != here and (t := tunnel_port(hv, net.encapsulation)) is not None:
-                remote_hosts.add(hv)
+            if hv == here:
+                continue
+            if hv in remote_ports:
+                t = remote_ports[hv]
+            else:
+                t = remote_ports[hv] = tunnel_port(hv, encap)
+            if t is not None:
                 tunnels.append(t)
         if p is None and not tunnels:
             continue
@@ -236,8 +240,8 @@ def network_slice(net: NetworkView, members: Iterable[tuple[VmView, str]], here:
                          else [remote_vm_flow(vm, tunnels[0])])
         else:
             flows.extend(moving_vm_flows(vm, p, tunnels))
-    tunnel_ports = list(dict.fromkeys(p for hv in sorted(remote_hosts)
-                                      if (p := tunnel_port(hv, net.encapsulation)) is not None))
+    tunnel_ports = list(dict.fromkeys(t for _, t in sorted(remote_ports.items())
+                                      if t is not None))
     flows.extend(tunnel_ingress_flow(net.vni, t) for t in tunnel_ports)
     if local_ports:  # only frames from local VMs pass tables ARP and L2 with reg0=0
         flows.extend(flood_flows(net.vni, local_ports, tunnel_ports))

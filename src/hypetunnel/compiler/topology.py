@@ -25,6 +25,11 @@ class VmView:
     mac: str
     ip: str
 
+    def __hash__(self) -> int:
+        # Equal views have equal ids, and a str caches its hash: the compiler's memos look a
+        # VM up on every flow they return, where the generated hash would build a tuple.
+        return hash(self.id)
+
 
 @dataclass(frozen=True, slots=True)
 class HypervisorView:
