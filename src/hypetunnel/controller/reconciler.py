@@ -148,10 +148,11 @@ class DesiredIndex:
                 came.extend(new)
             elif not new:
                 gone.extend(old)
-            else:
-                olds, news = set(old), set(new)
-                gone.extend(olds - news)
-                came.extend(news - olds)
+            else:  # by cookie (cached on the flow), not by the flow's hash (its whole content)
+                olds = {f.cookie: f for f in old}
+                news = {f.cookie: f for f in new}
+                gone.extend(f for c, f in olds.items() if c not in news)
+                came.extend(f for c, f in news.items() if c not in olds)
             if new:
                 self.slices[key] = new
             else:
