@@ -12,9 +12,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
-from hypetunnel.compiler.flows import Flow, Slice
+from hypetunnel.compiler.flows import Flow, Slice, clear_pairs
 from hypetunnel.compiler.gcpolicy import BULK_SLICES, long_lived_allocations, settle
-from hypetunnel.compiler.pipeline import base_flows, network_slice
+from hypetunnel.compiler.pipeline import base_flows, clear_memos, network_slice
 from hypetunnel.compiler.topology import Topology, VmView
 from hypetunnel.compiler.tunnels import TunnelPort, tunnel_port, tunnel_port_name
 
@@ -25,14 +25,21 @@ _tunnel_name = lru_cache(maxsize=1 << 16)(tunnel_port_name)
 _tunnel_port = lru_cache(maxsize=1 << 16)(tunnel_port)
 
 
+def clear_caches() -> None:
+    """Empty every memo and interning table of the compiler: what a fresh process starts with.
+    Only for measurements; compiled state keeps working (it just stops sharing with new flows)."""
+    clear_memos()
+    clear_pairs()
+    _tunnel_name.cache_clear()
+    _tunnel_port.cache_clear()
+
+
 Members = list[tuple[VmView, tuple[str, ...]]]  # a network's VMs, each with its live ports' hosts
 
 
 def _changed(old: Mapping[str, int], new: Mapping[str, int]) -> set[str]:
     """Keys added, removed or renumbered between two port maps."""
-    changed = {k for k, v in new.items() if old.get(k) != v}
-    changed.update(old.keys() - new.keys())
-    return changed
+    return {k for k, _ in old.items() ^ new.items()}  # set operations on the items, in C
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +58,7 @@ class FabricCompiler:
         # Tunnels are kept per slice too, so a change costs its slices, not the switch's.
         self._slice_tunnels: dict[str, dict[int, tuple[TunnelPort, ...]]] = {}
         self._tunnel_union: dict[str, frozenset[TunnelPort]] = {}  # hv -> tunnels(hv)
+        self._tunnel_names: dict[str, frozenset[str]] = {}  # hv -> names of _slice_tunnels[hv]
         # Slices made stale by port observations, kept apart from the topology's dirty sets:
         # ports never change which tunnels a switch needs, so they must not void that cache.
         self._stale: set[tuple[str, int]] = set()
@@ -85,10 +93,19 @@ class FabricCompiler:
                 self._stale.add((hypervisor, vm.vni))
         # Slices not dirty yet have current tunnel sets, so this is exact for them.
         changed = _changed(old_ports, ofports)
-        if changed:
+        if changed and not changed.isdisjoint(self._names_of_tunnels(hypervisor)):
             for vni, tunnels in self._slice_tunnels.get(hypervisor, {}).items():
                 if any(t.name in changed for t in tunnels):
                     self._stale.add((hypervisor, vni))
+
+    def _names_of_tunnels(self, hv: str) -> frozenset[str]:
+        """Every tunnel port name a slice of hv uses (so a VM port change skips the scan)."""
+        names = self._tunnel_names.get(hv)
+        if names is None:
+            names = frozenset(t.name for tunnels in self._slice_tunnels.get(hv, {}).values()
+                              for t in tunnels)
+            self._tunnel_names[hv] = names
+        return names
 
     # -- compilation ---------------------------------------------------------------------
     def recompute(self) -> set[str]:
@@ -108,17 +125,19 @@ class FabricCompiler:
                 dirty.add((hv, vni))
         if dirty:
             self.generation += 1
+        moved = set(switches)  # switches whose slices' tunnels changed
         if len(dirty) >= BULK_SLICES:
             with long_lived_allocations():
-                self._rebuild(dirty, touched)
+                self._rebuild(dirty, touched, moved)
         elif dirty:
-            self._rebuild(dirty, touched)
+            self._rebuild(dirty, touched, moved)
             settle()  # what the change built is long-lived: out of the collector's way
-        for hv in touched:
+        for hv in moved:
             self._tunnel_union.pop(hv, None)
+            self._tunnel_names.pop(hv, None)
         return touched
 
-    def _rebuild(self, dirty: set[tuple[str, int]], touched: set[str]) -> None:
+    def _rebuild(self, dirty: set[tuple[str, int]], touched: set[str], moved: set[str]) -> None:
         topo = self.topology
         gen = self.generation
         # What every host of a network shares, derived once per network and rebuild.
@@ -140,10 +159,12 @@ class FabricCompiler:
             hosted = vni in topo.networks_on.get(hv, ())
             per_slice = self._slice_tunnels.setdefault(hv, {})
             tunnels = self._tunnels_of(hv, vni, remotes) if hosted else ()
-            if tunnels:
-                per_slice[vni] = tunnels
-            else:
-                per_slice.pop(vni, None)
+            if tunnels != per_slice.get(vni, ()):
+                moved.add(hv)
+                if tunnels:
+                    per_slice[vni] = tunnels
+                else:
+                    del per_slice[vni]
 
     def _tunnels_of(self, hv: str, vni: int,
                     cache: dict[int, list[tuple[str, TunnelPort]]] | None = None
@@ -212,7 +233,7 @@ class FabricCompiler:
             return frozenset().union(*(self._tunnels_of(hv, vni)
                                        for vni in topo.networks_on.get(hv, ())))
         # Every change to a switch's tunnels dirties one of its slices, and recompute() drops
-        # the union of each touched switch: the cached union is current.
+        # the union of each switch whose slices' tunnels it changed: the cached union is current.
         union = self._tunnel_union.get(hv)
         if union is None:
             union = frozenset().union(*self._slice_tunnels.get(hv, {}).values())
