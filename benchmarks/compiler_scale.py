@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _report import percentile  # noqa: E402
 
-from hypetunnel.compiler.compile import FabricCompiler  # noqa: E402
+from hypetunnel.compiler.compile import FabricCompiler, clear_caches  # noqa: E402
 from hypetunnel.compiler.topology import HypervisorView, NetworkView, Topology, VmView  # noqa: E402
 from hypetunnel.compiler.tunnels import TunnelPort  # noqa: E402
 from hypetunnel.controller.reconciler import FlowReconciler  # noqa: E402
@@ -191,6 +191,7 @@ class SimFabric:
 # -- 1. full compile -----------------------------------------------------------------------------
 
 def build(scale: Scale) -> tuple[SimFabric, dict[str, float]]:
+    clear_caches()  # cold, as a fresh controller: not from an earlier run's memos
     rng = random.Random(scale.seed)
     sim = SimFabric()
     topo = sim.topology

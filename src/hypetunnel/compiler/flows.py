@@ -117,5 +117,10 @@ def match(**fields: MatchValue) -> Match:
     return tuple([intern(p, p) for p in sorted(fields.items())])
 
 
+def clear_pairs() -> None:
+    """Forget the interned match fields (see clear_memos in pipeline)."""
+    _PAIRS.clear()
+
+
 def is_ours(cookie: int) -> bool:
     return cookie >> COOKIE_SHIFT == COOKIE_PREFIX

@@ -49,10 +49,10 @@ P_UNKNOWN_DST = 10  # table L2: a local VM's unicast to no known MAC
 
 PortOf = Callable[[str], int | None]  # port name -> OpenFlow port number, None if not there yet
 
-# Building a Flow hashes its whole content into the cookie (~15 us). A slice is rebuilt whole
-# when one VM of its network changes, and a VM's ARP flow appears on every host of its network,
-# so the per-VM flows are memoized on their (immutable) inputs: a VM change then costs a few new
-# flows instead of every flow of the network on every host, and identical flows are shared.
+# A slice is rebuilt whole when one VM of its network changes, and a VM's ARP flow appears on
+# every host of its network, so the per-VM flows are memoized on their (immutable) inputs: a VM
+# change then builds a few new flows instead of every flow of the network on every host (a slice
+# rebuilt the same is the same objects, cheap to compare), and identical flows are shared.
 # Bounded so that churn cannot grow it forever; sized for a 100,000-VM fabric.
 _memo = lru_cache(maxsize=1 << 19)
 # Actions are values too, and few: one Output per port number, one SetField per (field, value).
@@ -247,3 +247,11 @@ def network_slice(net: NetworkView, members: Iterable[tuple[VmView, Sequence[str
         flows.extend(flood_flows(net.vni, local_ports, tunnel_ports))
         flows.extend(source_drop_flows(net.vni))
     return tuple(flows)
+
+
+def clear_memos() -> None:
+    """Forget every memoized flow and action: a cold start, as in a fresh process (benchmarks
+    use it so that one run does not compile from the previous run's memos)."""
+    for memo in (_local_port_flows, tunnel_ingress_flow, remote_vm_flow, source_drop_flows,
+                 arp_responder_flow, _flood_flows, output, set_field):
+        memo.cache_clear()
