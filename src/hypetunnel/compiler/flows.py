@@ -92,6 +92,10 @@ class Flow:
         return (self.table, self.priority, self.match)
 
 
+# One slice of a switch's desired flows (compile.FabricCompiler): distinct flows, in order.
+Slice = tuple[Flow, ...]
+
+
 def cookie_of(content: tuple[object, ...]) -> int:
     """Content hash under our prefix: the same flow gets the same cookie in every process."""
     digest = hashlib.blake2b(repr(content).encode(), digest_size=8).digest()
@@ -111,6 +115,11 @@ def match(**fields: MatchValue) -> Match:
         _PAIRS.clear()
     intern = _PAIRS.setdefault
     return tuple([intern(p, p) for p in sorted(fields.items())])
+
+
+def clear_pairs() -> None:
+    """Forget the interned match fields (see clear_memos in pipeline)."""
+    _PAIRS.clear()
 
 
 def is_ours(cookie: int) -> bool:

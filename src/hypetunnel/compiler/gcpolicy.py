@@ -1,12 +1,22 @@
-"""How a bulk compile treats Python's cyclic garbage collector.
+"""How the compiler treats Python's cyclic garbage collector.
 
-A full compile allocates millions of small objects (flows, match tuples, slices) that all live
-on, and none of them is part of a reference cycle. The cyclic GC would scan them again and again
-while they are being built (a third of the compile's CPU at 100,000 VMs) and then walk them on
-every later full collection (pauses of 100-400 ms in the middle of single VM changes). So a bulk
-compile runs with the collector paused and then moves what survives into the permanent
-generation (gc.freeze): those objects are still freed by reference counting when the compiler
-drops them; only a cycle among them would never be collected, and the compiler makes none.
+The compiled fabric is millions of small objects (flows, match tuples, slices) that live long
+and form no reference cycle. Left to the collector, they are scanned again and again: a third of
+a full compile's CPU at 100,000 VMs, and every later collection of the old generation walks
+them (pauses of 50-300 ms in the middle of single VM changes, measured with gc.callbacks in
+benchmarks/compiler_scale.py). Incremental changes keep adding to them: each VM change leaves
+~100-300 new long-lived objects, so the young collections and, above all, the full ones grow
+with the churn since the last freeze.
+
+So what the compiler builds goes into the permanent generation (gc.freeze), where no collection
+looks at it; frozen objects are still freed by reference counting when the compiler drops them.
+- A bulk compile runs with the collector paused, then freezes what survives.
+- After an incremental recompute, `settle` first collects everything not frozen yet (cheap: only
+  what was allocated since the last settle, so a few hundred objects) and then freezes the rest.
+  Collecting first means no garbage cycle is ever frozen.
+The price: a reference cycle that is alive at a freeze and becomes garbage later is freed only
+if something breaks the cycle; the compiler makes none, and no collection pause grows with the
+fabric or with the churn.
 """
 
 from __future__ import annotations
@@ -28,3 +38,12 @@ def long_lived_allocations() -> Iterator[None]:
         if enabled:
             gc.freeze()
             gc.enable()
+
+
+def settle() -> None:
+    """Collect what is not frozen yet, then freeze what survived (see the module docstring).
+    Does nothing while the collector is disabled (inside long_lived_allocations, or when the
+    process turned it off)."""
+    if gc.isenabled():
+        gc.collect()
+        gc.freeze()

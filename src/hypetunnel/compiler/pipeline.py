@@ -23,10 +23,19 @@ planned hypervisor anyway, after crossing the underlay).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
 
-from hypetunnel.compiler.flows import OFPP_IN_PORT, Action, Flow, Output, RegMove, SetField, match
+from hypetunnel.compiler.flows import (
+    OFPP_IN_PORT,
+    Action,
+    Flow,
+    Output,
+    RegMove,
+    SetField,
+    Slice,
+    match,
+)
 from hypetunnel.compiler.topology import NetworkView, VmView
 
 T_CLASSIFY, T_ARP, T_L2, T_FLOOD = 0, 10, 20, 30
@@ -40,12 +49,34 @@ P_UNKNOWN_DST = 10  # table L2: a local VM's unicast to no known MAC
 
 PortOf = Callable[[str], int | None]  # port name -> OpenFlow port number, None if not there yet
 
-# Building a Flow hashes its whole content into the cookie (~15 us). A slice is rebuilt whole
-# when one VM of its network changes, and a VM's ARP flow appears on every host of its network,
-# so the per-VM flows are memoized on their (immutable) inputs: a VM change then costs a few new
-# flows instead of every flow of the network on every host, and identical flows are shared.
+# A slice is rebuilt whole when one VM of its network changes, and a VM's ARP flow appears on
+# every host of its network, so the per-VM flows are memoized on their (immutable) inputs: a VM
+# change then builds a few new flows instead of every flow of the network on every host (a slice
+# rebuilt the same is the same objects, cheap to compare), and identical flows are shared.
 # Bounded so that churn cannot grow it forever; sized for a 100,000-VM fabric.
 _memo = lru_cache(maxsize=1 << 19)
+# Actions are values too, and few: one Output per port number, one SetField per (field, value).
+# Shared, each costs its flows one pointer instead of an object (a quarter of a compiled
+# fabric's objects were copies of the same ~100 actions per switch).
+_action = lru_cache(maxsize=1 << 16)
+
+
+@_action
+def output(port: int) -> Output:
+    return Output(port)
+
+
+@_action
+def set_field(name: str, value: int | str) -> SetField:
+    return SetField(name, value)
+
+
+SET_FROM_TUNNEL = SetField("reg0", FROM_TUNNEL)
+TO_IN_PORT = Output(OFPP_IN_PORT)
+# The ARP responder's moves: the same three on every responder flow.
+ARP_REPLY = SetField("arp_op", 2)
+ARP_MOVES = (RegMove("eth_src", "eth_dst", 48), RegMove("arp_sha", "arp_tha", 48),
+             RegMove("arp_spa", "arp_tpa", 32))
 
 
 def base_flows() -> frozenset[Flow]:
@@ -68,7 +99,7 @@ def _local_port_flows(vm: VmView, ofport: int) -> tuple[Flow, ...]:
                                     ipv4_src=vm.ip), metadata=vm.vni, goto=T_ARP),
         Flow(T_CLASSIFY, 100, match(in_port=ofport, eth_src=vm.mac, eth_type=ETH_ARP,
                                     arp_sha=vm.mac, arp_spa=vm.ip), metadata=vm.vni, goto=T_ARP),
-        Flow(T_L2, 100, match(metadata=vm.vni, eth_dst=vm.mac), (Output(ofport),)),
+        Flow(T_L2, 100, match(metadata=vm.vni, eth_dst=vm.mac), (output(ofport),)),
     )
 
 
@@ -77,14 +108,14 @@ def tunnel_ingress_flow(vni: int, tunnel_ofport: int) -> Flow:
     # Frames from tunnels skip the ARP responder: the sending hypervisor already answered
     # what it could, and a request that crossed the fabric must reach the VM.
     return Flow(T_CLASSIFY, 100, match(in_port=tunnel_ofport, tunnel_id=vni),
-                (SetField("reg0", FROM_TUNNEL),), metadata=vni, goto=T_L2)
+                (SET_FROM_TUNNEL,), metadata=vni, goto=T_L2)
 
 
 @_memo
 def remote_vm_flow(vm: VmView, tunnel_ofport: int) -> Flow:
     # reg0=0: only frames from local VMs may go into a tunnel (split horizon).
     return Flow(T_L2, 100, match(metadata=vm.vni, eth_dst=vm.mac, reg0=0),
-                (SetField("tunnel_id", vm.vni), Output(tunnel_ofport)))
+                (set_field("tunnel_id", vm.vni), output(tunnel_ofport)))
 
 
 def moving_vm_flows(vm: VmView, ofport: int | None, tunnels: list[int]) -> list[Flow]:
@@ -93,15 +124,15 @@ def moving_vm_flows(vm: VmView, ofport: int | None, tunnels: list[int]) -> list[
     out: list[Flow] = []
     to_tunnels: tuple[Action, ...] = ()
     if tunnels:
-        to_tunnels = (SetField("tunnel_id", vm.vni), *(Output(t) for t in sorted(tunnels)))
+        to_tunnels = (set_field("tunnel_id", vm.vni), *(output(t) for t in sorted(tunnels)))
     if ofport is None:
         out.append(Flow(T_L2, 100, match(metadata=vm.vni, eth_dst=vm.mac, reg0=0), to_tunnels))
         return out
     out.extend(f for f in local_port_flows(vm, ofport) if f.table == T_CLASSIFY)
     out.append(Flow(T_L2, 100, match(metadata=vm.vni, eth_dst=vm.mac, reg0=0),
-                    (Output(ofport), *to_tunnels)))
+                    (output(ofport), *to_tunnels)))
     out.append(Flow(T_L2, 100, match(metadata=vm.vni, eth_dst=vm.mac, reg0=FROM_TUNNEL),
-                    (Output(ofport),)))
+                    (output(ofport),)))
     return out
 
 
@@ -136,15 +167,16 @@ def drop_reason(table: int, flow: Flow | None) -> str:
 @_memo
 def arp_responder_flow(vm: VmView) -> Flow:
     """Turn an ARP request for vm.ip into the reply, sent back out of the asking port."""
+    # The SetFields of the VM's own MAC and IP are in this flow only: not worth sharing.
     actions: tuple[Action, ...] = (
-        RegMove("eth_src", "eth_dst", 48),
+        ARP_MOVES[0],
         SetField("eth_src", vm.mac),
-        SetField("arp_op", 2),
-        RegMove("arp_sha", "arp_tha", 48),
-        RegMove("arp_spa", "arp_tpa", 32),
+        ARP_REPLY,
+        ARP_MOVES[1],
+        ARP_MOVES[2],
         SetField("arp_sha", vm.mac),
         SetField("arp_spa", vm.ip),
-        Output(OFPP_IN_PORT),
+        TO_IN_PORT,
     )
     return Flow(T_ARP, 100, match(metadata=vm.vni, eth_type=ETH_ARP, arp_op=1, arp_tpa=vm.ip),
                 actions)
@@ -159,10 +191,10 @@ def flood_flows(vni: int, local_ofports: Iterable[int],
 @_memo
 def _flood_flows(vni: int, local_ports: tuple[int, ...],
                  tunnels: tuple[int, ...]) -> tuple[Flow, ...]:
-    local = tuple(Output(p) for p in local_ports)
+    local = tuple(output(p) for p in local_ports)
     remote: tuple[Action, ...] = ()
     if tunnels:
-        remote = (SetField("tunnel_id", vni), *(Output(p) for p in tunnels))
+        remote = (set_field("tunnel_id", vni), *(output(p) for p in tunnels))
     return (
         Flow(T_L2, 50, match(metadata=vni, eth_dst=MULTICAST), goto=T_FLOOD),
         Flow(T_FLOOD, 100, match(metadata=vni, reg0=0), local + remote),
@@ -170,27 +202,33 @@ def _flood_flows(vni: int, local_ports: tuple[int, ...],
     )
 
 
-def network_slice(net: NetworkView, members: Iterable[tuple[VmView, str]], here: str,
+def network_slice(net: NetworkView, members: Iterable[tuple[VmView, Sequence[str]]], here: str,
                   local_port: Callable[[str], int | None],
-                  tunnel_port: Callable[[str, str], int | None]) -> frozenset[Flow]:
+                  tunnel_port: Callable[[str, str], int | None]) -> Slice:
     """All flows of one network on one switch.
 
-    members: (vm, hypervisor where it is bound); local_port(vm_id) gives the VM's OpenFlow port
+    members: (vm, the hypervisors where its port is live: one, or both ends of a move), each VM
+    once, in a deterministic order; local_port(vm_id) gives the VM's OpenFlow port
     on this switch; tunnel_port(remote_hypervisor, encapsulation) the tunnel's port number.
     Flows whose port does not exist yet are left out; they appear when OVS reports the port.
+    The flows are distinct (the intent gives each VM of a network its own MAC and IP) and in
+    an order that depends only on the inputs.
     """
     flows: list[Flow] = []
     local_ports: list[int] = []
-    remote_hosts: set[str] = set()
-    where: dict[str, tuple[VmView, list[str]]] = {}
-    for vm, hv in members:
-        where.setdefault(vm.id, (vm, []))[1].append(hv)
-    for vm, hvs in where.values():
+    remote_ports: dict[str, int | None] = {}  # remote host -> tunnel port (None: not yet)
+    encap = net.encapsulation
+    for vm, hvs in members:
         p = local_port(vm.id) if here in hvs else None
         tunnels = []
         for hv in hvs:
-            if hv != here and (t := tunnel_port(hv, net.encapsulation)) is not None:
-                remote_hosts.add(hv)
+            if hv == here:
+                continue
+            if hv in remote_ports:
+                t = remote_ports[hv]
+            else:
+                t = remote_ports[hv] = tunnel_port(hv, encap)
+            if t is not None:
                 tunnels.append(t)
         if p is None and not tunnels:
             continue
@@ -202,10 +240,18 @@ def network_slice(net: NetworkView, members: Iterable[tuple[VmView, str]], here:
                          else [remote_vm_flow(vm, tunnels[0])])
         else:
             flows.extend(moving_vm_flows(vm, p, tunnels))
-    tunnel_ports = [p for hv in sorted(remote_hosts)
-                    if (p := tunnel_port(hv, net.encapsulation)) is not None]
+    tunnel_ports = list(dict.fromkeys(t for _, t in sorted(remote_ports.items())
+                                      if t is not None))
     flows.extend(tunnel_ingress_flow(net.vni, t) for t in tunnel_ports)
     if local_ports:  # only frames from local VMs pass tables ARP and L2 with reg0=0
         flows.extend(flood_flows(net.vni, local_ports, tunnel_ports))
         flows.extend(source_drop_flows(net.vni))
-    return frozenset(flows)
+    return tuple(flows)
+
+
+def clear_memos() -> None:
+    """Forget every memoized flow and action: a cold start, as in a fresh process (benchmarks
+    use it so that one run does not compile from the previous run's memos)."""
+    for memo in (_local_port_flows, tunnel_ingress_flow, remote_vm_flow, source_drop_flows,
+                 arp_responder_flow, _flood_flows, output, set_field):
+        memo.cache_clear()

@@ -25,6 +25,11 @@ class VmView:
     mac: str
     ip: str
 
+    def __hash__(self) -> int:
+        # Equal views have equal ids, and a str caches its hash: the compiler's memos look a
+        # VM up on every flow they return, where the generated hash would build a tuple.
+        return hash(self.id)
+
 
 @dataclass(frozen=True, slots=True)
 class HypervisorView:
@@ -40,7 +45,7 @@ class Topology:
         self.location: dict[str, str] = {}  # vm id -> hypervisor where its port is bound
         self.secondary: dict[str, str] = {}  # vm id -> the other live port during a move
         self.expected: dict[str, str] = {}  # vm id -> hypervisor the intent places it on
-        self._contrib: dict[str, tuple[int, frozenset[str]]] = {}  # vm id -> (vni, its hosts)
+        self._contrib: dict[str, tuple[int, tuple[str, ...]]] = {}  # vm id -> (vni, its hosts)
         self.members: dict[int, set[str]] = defaultdict(set)  # vni -> vm ids
         # vni -> hypervisor -> number of bound VMs of that network there
         self.hosts: dict[int, dict[str, int]] = defaultdict(dict)
@@ -155,7 +160,7 @@ class Topology:
     def _recount(self, vm_id: str) -> None:
         """Re-derive which hypervisors host this VM's network because of this VM. A VM that
         is nowhere (not bound, not expected) is in no flow, so its changes touch nothing."""
-        old_vni, old = self._contrib.pop(vm_id, (None, frozenset()))
+        old_vni, old = self._contrib.pop(vm_id, (None, ()))
         if old_vni is not None:
             self._touch_network(old_vni)  # the old hosts lose or re-point the MAC
             for h in old:
@@ -163,8 +168,9 @@ class Topology:
         vm = self.vms.get(vm_id)
         if vm is None:
             return
-        new = frozenset(h for h in (self.location.get(vm_id), self.secondary.get(vm_id),
-                                    self.expected.get(vm_id)) if h)
+        new = tuple(dict.fromkeys(h for h in (self.location.get(vm_id),
+                                              self.secondary.get(vm_id),
+                                              self.expected.get(vm_id)) if h))
         if not new:
             return
         for h in new:

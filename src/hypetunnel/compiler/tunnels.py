@@ -19,6 +19,11 @@ class TunnelPort:
     remote_ip: str
     remote_hypervisor: str
 
+    def __hash__(self) -> int:
+        # Equal ports have equal names, and a str caches its hash: a switch's set of ~100-200
+        # tunnels is rebuilt after each change of its networks' hosts.
+        return hash(self.name)
+
 
 def tunnel_port_name(encapsulation: str, remote_ip: str) -> str:
     """Deterministic from the remote address, so every controller names ports alike."""

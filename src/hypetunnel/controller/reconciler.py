@@ -12,7 +12,7 @@ desired state, diffs only the slices that changed since (O(the change)).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -84,7 +84,8 @@ def plan_flows(desired: Iterable[Flow], installed: set[int], foreign: set[int]) 
 
 
 class SlicedFlows(Protocol):
-    """A switch's desired flows as slices plus a change journal (compiler.SwitchSlices)."""
+    """A switch's desired flows as slices plus a change journal (compiler.SwitchSlices). A
+    slice holds distinct flows (a tuple or a set)."""
 
     @property
     def source(self) -> object: ...
@@ -94,9 +95,9 @@ class SlicedFlows(Protocol):
 
     def changed_since(self, generation: int) -> Iterable[int]: ...
 
-    def slice(self, key: int) -> frozenset[Flow]: ...
+    def slice(self, key: int) -> Collection[Flow]: ...
 
-    def items(self) -> Iterable[tuple[int, frozenset[Flow]]]: ...
+    def items(self) -> Iterable[tuple[int, Collection[Flow]]]: ...
 
 
 FlowKey = tuple[int, int, tuple[object, ...]]
@@ -112,12 +113,12 @@ class DesiredIndex:
     """
 
     def __init__(self) -> None:
-        self.slices: dict[int, frozenset[Flow]] = {}
+        self.slices: dict[int, Collection[Flow]] = {}  # the compiler's own, never copied
         self.refs: dict[int, int] = {}  # cookie -> number of slices that want it
         self._keys: dict[FlowKey, int] = {}  # flow identity -> cookie
 
     @classmethod
-    def of(cls, slices: Iterable[tuple[int, frozenset[Flow]]]) -> DesiredIndex:
+    def of(cls, slices: Iterable[tuple[int, Collection[Flow]]]) -> DesiredIndex:
         index = cls()
         # Built once per switch (start, takeover, resync) and kept: like the compiled slices,
         # long-lived and acyclic, so the cyclic GC need not scan it (see compiler.gcpolicy).
@@ -134,17 +135,24 @@ class DesiredIndex:
                     seen.add(f.cookie)
                     yield f
 
-    def update(self, changes: Mapping[int, frozenset[Flow]]) -> tuple[list[Flow], list[int]]:
+    def update(self, changes: Mapping[int, Collection[Flow]]) -> tuple[list[Flow], list[int]]:
         """Replace these slices (empty = gone). Returns (flows that became desired, cookies that
         stopped being desired). On SouthboundError the index is unusable: build a new one."""
         gone: list[Flow] = []
         came: list[Flow] = []
         for key, new in changes.items():
-            old = self.slices.get(key, frozenset())
+            old = self.slices.get(key, ())
             if old is new:
                 continue
-            gone.extend(old - new)
-            came.extend(new - old)
+            if not old:  # a first slice (index built from scratch, or a new network here)
+                came.extend(new)
+            elif not new:
+                gone.extend(old)
+            else:  # by cookie (cached on the flow), not by the flow's hash (its whole content)
+                olds = {f.cookie: f for f in old}
+                news = {f.cookie: f for f in new}
+                gone.extend(f for c, f in olds.items() if c not in news)
+                came.extend(f for c, f in news.items() if c not in olds)
             if new:
                 self.slices[key] = new
             else:
