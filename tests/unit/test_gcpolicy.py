@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from benchmarks.compiler_scale import Scale, build
+from hypetunnel.compiler import gcpolicy
 from hypetunnel.compiler.gcpolicy import settle
 
 TINY = Scale("tiny", hypervisors=4, tenants=2, networks_per_tenant=2, vms_per_network=3,
@@ -65,4 +66,19 @@ def test_settle_leaves_a_disabled_collector_alone(gc_enabled: None) -> None:
     assert dead() is not None and id(dead()) in unfrozen_ids()
     gc.enable()
     gc.collect()
+    assert dead() is None
+
+
+def test_a_cycle_frozen_while_alive_is_reclaimed_within_reclaim_every_settles(
+        gc_enabled: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gcpolicy, "RECLAIM_EVERY", 3)
+    monkeypatch.setattr(gcpolicy, "_settles", 0)
+    cycle = Node()  # alive at the freeze: an in-flight request's objects, say
+    dead = weakref.ref(cycle)
+    settle()
+    assert id(cycle) not in unfrozen_ids()
+    del cycle
+    settle()
+    assert dead() is not None  # frozen: no ordinary collection sees it
+    settle()  # the third: a full collection over the frozen objects too
     assert dead() is None
