@@ -8,7 +8,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,7 @@ from hypetunnel.client import ApiClient
 from hypetunnel.lab import datacenter, hapair
 from hypetunnel.lab.proc import wait_until
 from hypetunnel.lab.topology import Lab
-from tests.lab.conftest import flow_tables, keep_failed_lab
+from tests.lab.conftest import answers, flow_tables, keep_failed_lab, lost, start_ping, stop_ping
 
 pytestmark = pytest.mark.lab
 
@@ -109,40 +108,6 @@ def hypetunnel(lab: Lab, node: str, *args: str) -> str:
     return cp.stdout
 
 
-@dataclass
-class Ping:
-    proc: subprocess.Popen[str]
-    out: Path
-
-
-def start_ping(lab: Lab, out: Path) -> Ping:
-    """A 10 ms ping across hypervisors, each answer with its wall-clock time (-D), into a
-    file: a pipe nobody reads fills up (64 KiB, some 800 answers) and blocks the ping."""
-    with out.open("w") as f:
-        return Ping(lab.spawn(PING_SRC, ["ping", "-D", "-i", "0.01", "-W", "1",
-                                         lab.vm(PING_DST).ip],
-                              stdout=f, stderr=subprocess.STDOUT), out)
-
-
-def answers(out: str) -> dict[int, float]:
-    """icmp_seq -> when its answer came (time.time() clock)."""
-    return {int(m.group(2)): float(m.group(1))
-            for m in re.finditer(r"^\[(\d+\.\d+)\].*icmp_seq=(\d+) ttl=", out, re.M)}
-
-
-def lost(got: dict[int, float]) -> list[int]:
-    """The echoes never answered among those sent before the last answered one."""
-    return sorted(set(range(1, max(got, default=0) + 1)) - set(got))
-
-
-def stop_ping(p: Ping) -> str:
-    """SIGINT (ping prints its summary); the echo in flight at that moment has no answer yet,
-    so loss is judged by the sequence numbers answered, not by the summary's counts."""
-    p.proc.send_signal(signal.SIGINT)
-    p.proc.wait(timeout=30)
-    return p.out.read_text()
-
-
 # One TCP connection, a 64-byte echo every 10 ms until SIGTERM; any stall over 5 s, reset
 # or short read ends it with the error.
 ECHO_SERVER = """
@@ -217,7 +182,7 @@ def scenario(lab: Lab, tmp: Path) -> Restored:
     backup_out = hypetunnel(lab, first, "backup", str(backup_file), "--config", str(cfg))
     with datacenter.api_for(lab) as a:
         datacenter.wait_converged(a, 30)
-    pinger = start_ping(lab, tmp / "ping.out")
+    pinger = start_ping(lab, PING_SRC, PING_DST, tmp / "ping.out")
     server, client = start_stream(lab)
     try:
         time.sleep(1.0)  # both streams established before the loss (a measurement window)
@@ -368,7 +333,7 @@ def test_the_ansible_roles_back_up_and_restore_the_pair(restored: Restored) -> N
     ctls = hapair.controllers(lab)
     sent = {n: controller_view(lab, n).get("flow_mods_sent") for n in hapair.NODES}
     before = flow_tables(lab)
-    pinger = start_ping(lab, tmp / "ping.out")
+    pinger = start_ping(lab, PING_SRC, PING_DST, tmp / "ping.out")
     try:
         time.sleep(1.0)  # the stream is established before the loss (a measurement window)
         lost_at = time.time()
