@@ -8,6 +8,7 @@ reports changed=0."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -62,26 +63,37 @@ class Playbook:
 
 
 @dataclass
-class Upgraded:
-    """What the module's one scenario measured, for the tests to check one by one."""
+class Stage:
+    """The module's lab and what each test in turn did to it and measured: the tests run in
+    file order, each stage within its own time budget (a loaded machine makes site.yml slow)."""
 
     lab: Lab
-    check: Playbook
-    run: Playbook
-    again: Playbook
-    views_before: dict[str, dict[str, Any]]
-    views_after: dict[str, dict[str, Any]]
-    services_before: dict[str, dict[str, Any]]  # host -> hypetunnel_service's record
-    services_after_check: dict[str, dict[str, Any]]
-    services_after: dict[str, dict[str, Any]]
-    services_again: dict[str, dict[str, Any]]
-    installed_after_check: dict[str, str]
-    ping: dict[int, float]
-    ping_out: str
-    stream: dict[str, Any]
-    began: float
-    ended: float
-    seconds: dict[str, float] = field(default_factory=dict)
+    work: Path
+    deployed: Path  # the wheelhouse site.yml installs from
+    wheels: Path  # the newer wheel the upgrade installs
+    views_before: dict[str, dict[str, Any]] = field(default_factory=dict)
+    services_before: dict[str, dict[str, Any]] = field(default_factory=dict)
+    upgraded: Playbook | None = None
+    services_after: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def upgrade(self, *args: str) -> Playbook:
+        return playbook(self.lab, "upgrade", "-e", f"upgrade_version={NEW_VERSION}",
+                        "-e", f"upgrade_wheelhouse={self.wheels}", *args)
+
+
+def own_wheelhouse(where: Path) -> Path:
+    """What site.yml installs from: the shared wheelhouse's dependencies and this checkout's
+    own wheel, built here (another checkout's test run may rebuild the shared wheelhouse's
+    hypetunnel wheel at any moment, and this test needs this source's API on both sides)."""
+    wheels = where / "deployed"
+    wheels.mkdir()
+    for dep in WHEELHOUSE.glob("*.whl"):
+        if not dep.name.startswith("hypetunnel-"):
+            (wheels / dep.name).symlink_to(dep)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--find-links",
+                    str(WHEELHOUSE), "-w", str(wheels), str(REPO)], check=True, timeout=300,
+                   cwd=where)
+    return wheels
 
 
 def newer_wheelhouse(where: Path) -> Path:
@@ -196,52 +208,16 @@ class Stream:
                 p.wait(10)
 
 
-def scenario(lab: Lab, work: Path, wheels: Path) -> Upgraded:
-    seconds: dict[str, float] = {}
-    t = time.monotonic()
-    playbook(lab, "site", "-e", f"@{TENANTS}", "-e", f"controller_wheelhouse={WHEELHOUSE}")
-    seconds["site"] = time.monotonic() - t
-    cp = hypetunnel("lab", "attach", "--name", lab.name)
-    assert cp.returncode == 0, cp.stdout + cp.stderr
-    cp = hypetunnel("lab", "sync", "--name", lab.name)
-    assert cp.returncode == 0, cp.stdout + cp.stderr
-    lab = Lab.load(lab.name)
-    wait_until(lambda: reaches(lab, PING_SRC, PING_DST) and reaches(lab, STREAM_SRC, STREAM_DST),
-               30, "the VMs to reach each other")
-    views_before, services_before = views(lab), services(lab)
-    upgrade = ("-e", f"upgrade_version={NEW_VERSION}", "-e", f"upgrade_wheelhouse={wheels}")
-
-    t = time.monotonic()
-    check = playbook(lab, "upgrade", *upgrade, "--check")
-    seconds["check"] = time.monotonic() - t
-    services_after_check, installed_after_check = services(lab), installed(lab)
-
-    pinger = start_ping(lab, PING_SRC, PING_DST, work / "ping.out")
-    stream: Stream | None = None
-    try:
-        stream = Stream(lab, work)
-        wait_until(lambda: len(answers((work / "ping.out").read_text())) >= 50, 15,
-                   "the ping to run")
-        began = time.time()
-        t = time.monotonic()
-        run = playbook(lab, "upgrade", *upgrade)
-        seconds["upgrade"] = time.monotonic() - t
-        ended = time.time()
-        time.sleep(1.0)  # traffic keeps flowing after the upgrade (a measurement window)
-    finally:
-        ping_out = stop_ping(pinger)
-        result = stream.finish() if stream is not None else {"echoed": 0, "error": "no stream"}
-    views_after, services_after = views(lab), services(lab)
-    t = time.monotonic()
-    again = playbook(lab, "upgrade", *upgrade)
-    seconds["again"] = time.monotonic() - t
-    return Upgraded(lab, check, run, again, views_before, views_after, services_before,
-                    services_after_check, services_after, services(lab), installed_after_check,
-                    answers(ping_out), ping_out, result, began, ended, seconds)
+def shared_dependencies() -> None:
+    """The dependencies' wheels in the shared wheelhouse (built once, under its lock)."""
+    stamp = WHEELHOUSE / (".deps-" + hashlib.sha1((REPO / "pyproject.toml").read_bytes())
+                          .hexdigest()[:12])
+    if not stamp.exists():
+        build_wheelhouse()
 
 
 @pytest.fixture(scope="module")
-def upgraded(request: pytest.FixtureRequest) -> Iterator[Upgraded]:
+def stage(request: pytest.FixtureRequest) -> Iterator[Stage]:
     if os.geteuid() != 0:
         pytest.skip("the lab needs root")
     name = f"up{os.getpid() % 10000}"
@@ -249,15 +225,15 @@ def upgraded(request: pytest.FixtureRequest) -> Iterator[Upgraded]:
     work = Path(tempfile.mkdtemp(prefix="ht-upgrade-"))
     directory: Path | None = None
     try:
-        build_wheelhouse()
-        wheels = newer_wheelhouse(work)
+        shared_dependencies()
+        deployed, wheels = own_wheelhouse(work), newer_wheelhouse(work)
         hosts = work / "hosts.yaml"
         hosts.write_text(yaml.safe_dump({"hosts": [{"name": n} for n in HOSTS]}))
         cp = hypetunnel("lab", "up", "--bare", str(hosts), "--name", name)
         assert cp.returncode == 0, cp.stderr
         lab = Lab.load(name)
         directory = lab.directory
-        yield scenario(lab, work, wheels)
+        yield Stage(lab, work, deployed, wheels)
     finally:
         if not keep_failed_lab(request):
             records = lab_service_records(directory) if directory else []
@@ -278,56 +254,92 @@ def restarts(out: str) -> list[str]:
     return hosts
 
 
-def test_check_mode_changes_nothing(upgraded: Upgraded) -> None:
-    u = upgraded
-    assert u.check.changed() >= 1, u.check.output[-3000:]  # it tells what it would do
-    assert "Hand the active role over" in u.check.output
-    assert u.services_after_check == u.services_before  # no controller was restarted
-    assert u.installed_after_check == {h: __version__ for h in CONTROLLERS}
+def test_site_deploys_the_pair(stage: Stage) -> None:
+    t = time.monotonic()
+    playbook(stage.lab, "site", "-e", f"@{TENANTS}", "-e",
+             f"controller_wheelhouse={stage.deployed}")
+    elapsed = time.monotonic() - t
+    for args in (("attach",), ("sync",)):
+        cp = hypetunnel("lab", *args, "--name", stage.lab.name)
+        assert cp.returncode == 0, cp.stdout + cp.stderr
+    stage.lab = lab = Lab.load(stage.lab.name)
+    wait_until(lambda: reaches(lab, PING_SRC, PING_DST) and reaches(lab, STREAM_SRC, STREAM_DST),
+               30, "the VMs to reach each other")
+    stage.views_before, stage.services_before = views(lab), services(lab)
+    before = {n: (v.get("role"), v.get("version")) for n, v in stage.views_before.items()}
+    assert before == {"hv1": ("active", __version__), "hv2": ("standby", __version__)}, \
+        stage.views_before
+    print(f"\n[upgrade] site.yml: {elapsed:.0f} s")
 
 
-def test_the_standby_first_then_a_hand_over_then_the_old_active(upgraded: Upgraded) -> None:
-    u = upgraded
-    before = {n: v.get("role") for n, v in u.views_before.items()}
-    assert before == {"hv1": "active", "hv2": "standby"}, u.views_before
-    assert {n: v.get("version") for n, v in u.views_before.items()} == \
-        {h: __version__ for h in CONTROLLERS}
-    out = u.run.output
+def test_check_mode_changes_nothing(stage: Stage) -> None:
+    assert stage.services_before, "site.yml did not deploy the pair"
+    t = time.monotonic()
+    check = stage.upgrade("--check")
+    elapsed = time.monotonic() - t
+    assert check.changed() >= 1, check.output[-3000:]  # it tells what it would do
+    assert restarts(check.output) == ["hv2", "hv1"], check.output[-3000:]
+    assert services(stage.lab) == stage.services_before  # no controller was restarted
+    assert installed(stage.lab) == {h: __version__ for h in CONTROLLERS}
+    assert {n: v.get("role") for n, v in views(stage.lab).items()} == \
+        {"hv1": "active", "hv2": "standby"}  # no hand-over
+    print(f"\n[upgrade] --check: {elapsed:.0f} s")
+
+
+def test_the_rolling_upgrade_loses_not_one_packet(stage: Stage) -> None:
+    assert stage.services_before, "site.yml did not deploy the pair"
+    lab = stage.lab
+    pinger = start_ping(lab, PING_SRC, PING_DST, stage.work / "ping.out")
+    stream: Stream | None = None
+    try:
+        stream = Stream(lab, stage.work)
+        wait_until(lambda: len(answers((stage.work / "ping.out").read_text())) >= 50, 15,
+                   "the ping to run")
+        began = time.time()
+        stage.upgraded = stage.upgrade()
+        ended = time.time()
+        time.sleep(1.0)  # traffic keeps flowing after the upgrade (a measurement window)
+    finally:
+        ping_out = stop_ping(pinger)
+        result = stream.finish() if stream is not None else {"echoed": 0, "error": "no stream"}
+    stage.services_after = services(lab)
+    got = answers(ping_out)
+    assert got, ping_out[-300:]
+    missing = lost(got)
+    assert missing == [], f"lost icmp_seq {missing[:20]} of {max(got)}"
+    assert min(got.values()) < began and max(got.values()) > ended, ping_out[-500:]
+    assert result["error"] is None and result["echoed"] > 100, result
+    print(f"\n[upgrade] the rolling upgrade: {ended - began:.0f} s; ping {len(got)} answered "
+          f"of {max(got)}; tcp {result['echoed']} echoes, longest {result.get('longest_ms')} ms")
+
+
+def test_the_standby_first_then_a_hand_over_then_the_old_active(stage: Stage) -> None:
+    assert stage.upgraded is not None, "the upgrade did not run"
+    out = stage.upgraded.output
     assert restarts(out) == ["hv2", "hv1"], out[-4000:]
     hand_over = out.index("TASK [hypetunnel.fabric.upgrade : Hand the active role over")
     first, second = (out.index(f"TASK [hypetunnel.fabric.upgrade : {t}")
                      for t in ("The standby first: hv2", "Then the old active: hv1"))
     assert first < hand_over < second
     # The processes' own start times (kernel clock ticks) tell the same order.
-    started = {h: int(u.services_after[h]["start_time"]) for h in CONTROLLERS}
-    assert started["hv2"] < started["hv1"], u.services_after
-    assert all(u.services_after[h]["pid"] != u.services_before[h]["pid"] for h in CONTROLLERS)
+    after, before = stage.services_after, stage.services_before
+    assert int(after["hv2"]["start_time"]) < int(after["hv1"]["start_time"]), after
+    assert all(after[h]["pid"] != before[h]["pid"] for h in CONTROLLERS)
 
 
-def test_both_controllers_run_the_new_version(upgraded: Upgraded) -> None:
-    u = upgraded
-    after = {n: (v.get("role"), v.get("version")) for n, v in u.views_after.items()}
-    assert after == {"hv1": ("standby", NEW_VERSION), "hv2": ("active", NEW_VERSION)}, \
-        u.views_after
-    assert u.views_after["hv2"]["term"] > u.views_before["hv1"]["term"]
-    assert installed(u.lab) == {h: NEW_VERSION for h in CONTROLLERS}
+def test_both_controllers_run_the_new_version(stage: Stage) -> None:
+    assert stage.upgraded is not None, "the upgrade did not run"
+    now = views(stage.lab)
+    assert {n: (v.get("role"), v.get("version")) for n, v in now.items()} == \
+        {"hv1": ("standby", NEW_VERSION), "hv2": ("active", NEW_VERSION)}, now
+    assert now["hv2"]["term"] > stage.views_before["hv1"]["term"]
+    assert installed(stage.lab) == {h: NEW_VERSION for h in CONTROLLERS}
 
 
-def test_not_one_packet_lost(upgraded: Upgraded) -> None:
-    u = upgraded
-    got = u.ping
-    assert got, u.ping_out[-300:]
-    missing = lost(got)
-    assert missing == [], f"lost icmp_seq {missing[:20]} of {max(got)}"
-    assert min(got.values()) < u.began and max(got.values()) > u.ended, u.ping_out[-500:]
-    assert u.stream["error"] is None and u.stream["echoed"] > 100, u.stream
-    print(f"\n[upgrade] {u.seconds}; ping {len(got)} answered of {max(got)}; tcp "
-          f"{u.stream['echoed']} echoes, longest {u.stream.get('longest_ms')} ms")
-
-
-def test_a_second_run_changes_nothing(upgraded: Upgraded) -> None:
-    u = upgraded
-    assert u.again.changed() == 0, "\n".join(
-        ln for ln in u.again.output.splitlines() if ln.startswith(("TASK", "changed")))
-    assert u.services_again == u.services_after  # nothing restarted
-    assert "Hand the active role over" in u.again.output  # skipped, not missing
+def test_a_second_run_changes_nothing(stage: Stage) -> None:
+    assert stage.upgraded is not None, "the upgrade did not run"
+    again = stage.upgrade()
+    assert again.changed() == 0, "\n".join(
+        ln for ln in again.output.splitlines() if ln.startswith(("TASK", "changed")))
+    assert services(stage.lab) == stage.services_after  # nothing restarted
+    assert "Hand the active role over" in again.output  # skipped, not missing
