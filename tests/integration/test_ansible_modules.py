@@ -440,3 +440,16 @@ def test_info_reads_everything_and_changes_nothing(daemon: Daemon) -> None:
     assert result["status"]["revision"] == rev and "hypervisors" in result["overlay"]
     assert isinstance(result["moves"], list) and "fabric" in result["intent"]
     assert revision(daemon) == rev
+
+
+# -- hypetunnel_failover ------------------------------------------------------------------------
+def test_failover_to_an_unknown_controller_fails_and_changes_nothing(daemon: Daemon) -> None:
+    """This daemon runs without a pair: it names no node, so no hand-over can make `ctl9`
+    active; the real hand-over runs in tests/lab/test_ansible_upgrade.py."""
+    before = daemon.api().controller()
+    run = play(daemon, [task(daemon, "hypetunnel_failover", active="ctl9")])
+    assert run.rc != 0, run.output
+    assert run.only["msg"] == "active: no member of api_url is the controller ctl9", run.only
+    assert run.only["controllers"][0]["role"] == "active" and not run.only["changed"]
+    after = daemon.api().controller()
+    assert (after["role"], after["term"]) == (before["role"], before["term"])

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
+import signal
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -71,3 +75,37 @@ def flow_tables(lab: Lab) -> dict[str, list[str]]:
         dump = hv.ovs.ofctl("dump-flows", "--no-stats", bridge_mgmt="br-int")
         out[name] = sorted(ln.strip() for ln in dump.splitlines() if "actions=" in ln)
     return out
+
+
+@dataclass
+class Ping:
+    proc: subprocess.Popen[str]
+    out: Path
+
+
+def start_ping(lab: Lab, src: str, dst: str, out: Path) -> Ping:
+    """A 10 ms ping from VM `src` to VM `dst`, each answer with its wall-clock time (-D), into
+    a file: a pipe nobody reads fills up (64 KiB, some 800 answers) and blocks the ping."""
+    with out.open("w") as f:
+        return Ping(lab.spawn(src, ["ping", "-D", "-i", "0.01", "-W", "1", lab.vm(dst).ip],
+                              stdout=f, stderr=subprocess.STDOUT), out)
+
+
+def answers(out: str) -> dict[int, float]:
+    """icmp_seq -> when its answer came (time.time() clock)."""
+    return {int(m.group(2)): float(m.group(1))
+            for m in re.finditer(r"^\[(\d+\.\d+)\].*icmp_seq=(\d+) ttl=", out, re.M)}
+
+
+def lost(got: dict[int, float]) -> list[int]:
+    """The echoes never answered among those sent before the last answered one."""
+    return sorted(set(range(1, max(got, default=0) + 1)) - set(got))
+
+
+def stop_ping(p: Ping) -> str:
+    """SIGINT (ping prints its summary); the echo in flight at that moment has no answer yet,
+    so loss is judged by the sequence numbers answered, not by the summary's counts."""
+    if p.proc.poll() is None:
+        p.proc.send_signal(signal.SIGINT)
+    p.proc.wait(timeout=30)
+    return p.out.read_text()

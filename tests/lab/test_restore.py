@@ -8,7 +8,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,7 @@ from hypetunnel.client import ApiClient
 from hypetunnel.lab import datacenter, hapair
 from hypetunnel.lab.proc import wait_until
 from hypetunnel.lab.topology import Lab
-from tests.lab.conftest import flow_tables, keep_failed_lab
+from tests.lab.conftest import answers, flow_tables, keep_failed_lab, lost, start_ping, stop_ping
 
 pytestmark = pytest.mark.lab
 
@@ -75,14 +74,15 @@ def controller_view(lab: Lab, node: str) -> dict[str, Any]:
         return {}
 
 
-def config_file(lab: Lab, node: str, where: Path) -> Path:
+def config_file(lab: Lab, node: str, where: Path, api: str | None = None) -> Path:
     """The controller's config file as a deployed host has it (the Ansible controller role's
-    keys): what `hypetunnel backup/restore --config` reads."""
+    keys): what `hypetunnel backup/restore --config` and `controller run --config` read.
+    api: where the API listens (default the management address's port 8650)."""
     svc = lab.service(node)
     doc: dict[str, Any] = {
         "state_dir": str(hapair.controllers(lab)[node].directory),
         "etcd": hapair.etcd_cluster(lab).endpoints, "node": node,
-        "peer": f"{svc.mgmt_ip}:{hapair.PEER_PORT}", "api": f"{svc.mgmt_ip}:8650",
+        "peer": f"{svc.mgmt_ip}:{hapair.PEER_PORT}", "api": api or f"{svc.mgmt_ip}:8650",
         "openflow": [f"pssl:0.0.0.0:{hapair.OPENFLOW_PORT}"],
     }
     if lab.tls_dir:
@@ -107,40 +107,6 @@ def hypetunnel(lab: Lab, node: str, *args: str) -> str:
     cp = lab.exec(node, [sys.executable, "-m", "hypetunnel", *args], check=False, timeout=60)
     assert cp.returncode == 0, f"hypetunnel {' '.join(args)}: {cp.stdout}{cp.stderr}"
     return cp.stdout
-
-
-@dataclass
-class Ping:
-    proc: subprocess.Popen[str]
-    out: Path
-
-
-def start_ping(lab: Lab, out: Path) -> Ping:
-    """A 10 ms ping across hypervisors, each answer with its wall-clock time (-D), into a
-    file: a pipe nobody reads fills up (64 KiB, some 800 answers) and blocks the ping."""
-    with out.open("w") as f:
-        return Ping(lab.spawn(PING_SRC, ["ping", "-D", "-i", "0.01", "-W", "1",
-                                         lab.vm(PING_DST).ip],
-                              stdout=f, stderr=subprocess.STDOUT), out)
-
-
-def answers(out: str) -> dict[int, float]:
-    """icmp_seq -> when its answer came (time.time() clock)."""
-    return {int(m.group(2)): float(m.group(1))
-            for m in re.finditer(r"^\[(\d+\.\d+)\].*icmp_seq=(\d+) ttl=", out, re.M)}
-
-
-def lost(got: dict[int, float]) -> list[int]:
-    """The echoes never answered among those sent before the last answered one."""
-    return sorted(set(range(1, max(got, default=0) + 1)) - set(got))
-
-
-def stop_ping(p: Ping) -> str:
-    """SIGINT (ping prints its summary); the echo in flight at that moment has no answer yet,
-    so loss is judged by the sequence numbers answered, not by the summary's counts."""
-    p.proc.send_signal(signal.SIGINT)
-    p.proc.wait(timeout=30)
-    return p.out.read_text()
 
 
 # One TCP connection, a 64-byte echo every 10 ms until SIGTERM; any stall over 5 s, reset
@@ -217,7 +183,7 @@ def scenario(lab: Lab, tmp: Path) -> Restored:
     backup_out = hypetunnel(lab, first, "backup", str(backup_file), "--config", str(cfg))
     with datacenter.api_for(lab) as a:
         datacenter.wait_converged(a, 30)
-    pinger = start_ping(lab, tmp / "ping.out")
+    pinger = start_ping(lab, PING_SRC, PING_DST, tmp / "ping.out")
     server, client = start_stream(lab)
     try:
         time.sleep(1.0)  # both streams established before the loss (a measurement window)
@@ -327,13 +293,14 @@ REPO = Path(__file__).resolve().parents[2]
 PLAYBOOKS = REPO / "ansible/ansible_collections/hypetunnel/fabric/playbooks"
 
 
-def ansible_playbook(tmp: Path, playbook: str, extra: dict[str, Any]) -> str:
+def ansible_playbook(tmp: Path, playbook: str, extra: dict[str, Any],
+                     host_vars: dict[str, dict[str, Any]] | None = None) -> str:
     """A playbook of the collection against the lab's controller hosts (connection local:
-    the lab's controllers are reached through the CLI wrappers and the lab hook)."""
+    the lab's controllers are reached through the CLI wrappers, in their namespaces)."""
     inventory = tmp / "inventory.yml"
     local = {"ansible_connection": "local", "ansible_python_interpreter": "/usr/bin/python3"}
     inventory.write_text(yaml.safe_dump({"all": {"children": {"controllers": {
-        "hosts": {n: dict(local) for n in hapair.NODES}}}}}))
+        "hosts": {n: {**local, **(host_vars or {}).get(n, {})} for n in hapair.NODES}}}}}))
     (tmp / "extra.json").write_text(json.dumps(extra))
     env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(REPO / "ansible"),
            "ANSIBLE_NOCOLOR": "1", "ANSIBLE_HOME": str(tmp / "ansible-home"),
@@ -345,6 +312,35 @@ def ansible_playbook(tmp: Path, playbook: str, extra: dict[str, Any]) -> str:
                         timeout=300, check=False)
     assert cp.returncode == 0, f"{playbook}:\n{cp.stdout[-3000:]}{cp.stderr[-2000:]}"
     return cp.stdout
+
+
+def sock(lab: Lab, node: str) -> str:
+    """The API socket a restored controller serves on (as the lab's own controllers do)."""
+    return f"unix:{hapair.controllers(lab)[node].directory / 'api.sock'}"
+
+
+def service_vars(lab: Lab, tmp: Path) -> dict[str, dict[str, Any]]:
+    """Each controller host's variables for the restore role's service: its CLI in its
+    namespace, its config (the API on a unix socket, as the lab's controllers serve it, so the
+    test reaches it), the lab service manager's files, and the socket to wait for."""
+    out = {}
+    for node, ctl in hapair.controllers(lab).items():
+        out[node] = {
+            "restore_cli": str(cli_wrapper(lab, node, tmp)),
+            "restore_config": str(config_file(lab, node, tmp, api=sock(lab, node))),
+            "restore_service_lab_dir": str(tmp / f"service-{node}"),
+            "restore_service_log_file": str(ctl.directory / "controller.log"),
+            "restore_service_wait_for": sock(lab, node).removeprefix("unix:")}
+    return out
+
+
+def adopt_services(lab: Lab, tmp: Path) -> None:
+    """Hand the processes the role started (the hypetunnel_service record) to the lab's
+    controller records, so that the lab's clients find their API and stop them."""
+    for node, ctl in hapair.controllers(lab).items():
+        rec = json.loads((tmp / f"service-{node}" / "hypetunnel-controller.json").read_text())
+        (ctl.directory / "controller.json").write_text(json.dumps(
+            {"pid": rec["pid"], "api_url": sock(lab, node), "api_port": None}))
 
 
 def test_the_ansible_roles_back_up_and_restore_the_pair(restored: Restored) -> None:
@@ -368,7 +364,7 @@ def test_the_ansible_roles_back_up_and_restore_the_pair(restored: Restored) -> N
     ctls = hapair.controllers(lab)
     sent = {n: controller_view(lab, n).get("flow_mods_sent") for n in hapair.NODES}
     before = flow_tables(lab)
-    pinger = start_ping(lab, tmp / "ping.out")
+    pinger = start_ping(lab, PING_SRC, PING_DST, tmp / "ping.out")
     try:
         time.sleep(1.0)  # the stream is established before the loss (a measurement window)
         lost_at = time.time()
@@ -376,11 +372,12 @@ def test_the_ansible_roles_back_up_and_restore_the_pair(restored: Restored) -> N
             ctls[node].destroy()
         hapair.etcd_cluster(lab).recreate()
         out = ansible_playbook(tmp, "restore.yml", {
-            "restore_file": str(fetched), "restore_cli": str(cli), "restore_config": str(cfg),
-            "restore_remote_dir": str(tmp / "remote"), "restore_api_port": 0,
+            "restore_file": str(fetched), "restore_remote_dir": str(tmp / "remote"),
             "hypetunnel_service_manager": "lab",
-            "restore_service_tasks": str(Path(__file__).parent / "restore_lab_service.yml"),
-            "lab_python": sys.executable, "lab_name": lab.name})
+            "hypetunnel_api_urls": [sock(lab, n) for n in hapair.NODES],
+            "hypetunnel_api_token_file": str(ctls[first].directory / "admin.token"),
+            "hypetunnel_api_ca": str(hapair.lab_ca(lab))}, service_vars(lab, tmp))
+        adopt_services(lab, tmp)
         with datacenter.api_for(lab) as a:
             datacenter.wait_converged(a, 60)
         restored_at = time.time()

@@ -13,12 +13,14 @@ from typing import Any
 
 import pytest
 
+from hypetunnel import __version__
 from hypetunnel.controller.runtime import Controller
 from hypetunnel.controller.session import Lifecycle, OpenFlowState, OvsdbState
 from hypetunnel.errors import HypeTunnelError
 from hypetunnel.model.intent import VM, Hypervisor, Intent, Network, Tenant
 from hypetunnel.store.base import StoreUnavailable
 from hypetunnel.store.memory import MemoryStore
+from hypetunnel.store.schema import SCHEMA_VERSION
 from tests.unit.controller_fakes import Fabric, running, until
 
 pytestmark = pytest.mark.timeout(30)
@@ -291,6 +293,9 @@ def test_an_ha_controller_programs_only_while_it_holds_the_term(socket: Path) ->
         async with running(store, fabric, socket, ha=config) as ctl:
             await until(lambda: ctl.status()["controller"]["role"] == "active", "active")
             assert ctl.status()["controller"]["term"] == 1
+            # What a rolling upgrade waits for on each member: the version it runs.
+            assert (ctl.status()["controller"]["version"],
+                    ctl.status()["controller"]["store_schema"]) == (__version__, SCHEMA_VERSION)
             await asyncio.to_thread(ctl.service.apply, intent({"web1": "hv1", "web2": "hv2"},
                                                               hvs=("hv1", "hv2")))
             fabric.hvs["hv1"].plug("acme/web1")

@@ -103,3 +103,23 @@ def test_controller_run_refuses_a_newer_store_before_it_starts(tmp_path: Path) -
     assert r.exit_code == 1, r.output
     assert "error: the store's schema is version 2, newer than this controller" in r.output
     assert not (state / "admin.token").exists()  # nothing started: no bootstrap token
+
+
+def test_a_rolling_upgrade_migrates_once_and_the_old_code_then_refuses_to_start(
+        store: schema.VersionedStore) -> None:
+    """The newer controller (here: one that knows a version SCHEMA_VERSION + 1) starts on the
+    pair's older store and migrates it; its peer, upgraded next, finds nothing left to do; the
+    old code restarted on it (a crash before its upgrade) refuses, untouched, with a clear error."""
+    store.commit({"tenant/acme": {"name": "acme"}}, [])
+    assert schema.ensure(store) == 0  # the old pair stamped it at its own version
+    old, newer = schema.SCHEMA_VERSION, schema.SCHEMA_VERSION + 1
+    ran: list[int] = []
+    migrations = {**schema.MIGRATIONS, old: lambda s: ran.append(old)}
+    assert schema.ensure(store, current=newer, migrations=migrations) == old
+    assert ran == [old] and store.schema_version() == newer
+    assert schema.ensure(store, current=newer, migrations=migrations) == newer
+    assert ran == [old]  # the second new controller migrated nothing
+    before = store.load()
+    with pytest.raises(schema.SchemaTooNew, match=f"version {newer}, newer than this controller"):
+        schema.ensure(store)
+    assert store.load() == before and store.schema_version() == newer

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from hypetunnel import __version__
 from hypetunnel.aio import cancel_and_wait
 from hypetunnel.compiler.compile import FabricCompiler
 from hypetunnel.compiler.topology import Topology
@@ -46,6 +47,7 @@ from hypetunnel.pki import TlsConfig, server_context
 from hypetunnel.southbound.observation import SwitchObservation
 from hypetunnel.southbound.openflow.server import OpenFlowServer
 from hypetunnel.store.base import Store
+from hypetunnel.store.schema import SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -400,7 +402,10 @@ class Controller:
         total, bound = self.fabric.vms()
         enlisted = [s for s in switches if s["ovsdb"]]
         return {
-            "controller": {**self.role.describe(), "startup_done": self._startup_done,
+            # version: the package this process runs (a rolling upgrade waits for the new one
+            # on each member); store_schema: the store layout it writes (store/schema.py).
+            "controller": {**self.role.describe(), "version": __version__,
+                           "store_schema": SCHEMA_VERSION, "startup_done": self._startup_done,
                            "applied_revision": self.follower.applied_revision,
                            "loop_lag_ms": round(self.loop_lag.recent() * 1000, 1),
                            "retiring": self.switches.retiring,
