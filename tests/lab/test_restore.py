@@ -115,12 +115,11 @@ class Ping:
     out: Path
 
 
-def start_ping(lab: Lab, out: Path) -> Ping:
+def start_ping(lab: Lab, out: Path, src: str = PING_SRC, dst: str = PING_DST) -> Ping:
     """A 10 ms ping across hypervisors, each answer with its wall-clock time (-D), into a
     file: a pipe nobody reads fills up (64 KiB, some 800 answers) and blocks the ping."""
     with out.open("w") as f:
-        return Ping(lab.spawn(PING_SRC, ["ping", "-D", "-i", "0.01", "-W", "1",
-                                         lab.vm(PING_DST).ip],
+        return Ping(lab.spawn(src, ["ping", "-D", "-i", "0.01", "-W", "1", lab.vm(dst).ip],
                               stdout=f, stderr=subprocess.STDOUT), out)
 
 
