@@ -2,7 +2,8 @@
 measuring) as a subprocess exits 0, prints its figures, and leaves docs/benchmarks.md alone.
 
 compiler_scale is owned and smoke-tested elsewhere. The cost is the labs the benchmarks build
-(one each; about 1.5 min for all on an idle 2-core machine).
+(one each; about 1.5 min for all on an idle 2-core machine), plus site_deploy's: three
+site.yml runs on 3 bare hosts and a `lab up --ha` (minutes; see TIMEOUTS).
 """
 
 from __future__ import annotations
@@ -35,10 +36,17 @@ FIGURES: dict[str, list[str]] = {
     "mobility": [rf"move 1: lost {NUM} ms, controller {NUM} ms \(fabric ready {NUM} ms",
                  r"moves that did not end ok: 0/1",
                  rf"drain of 1 VMs:\s+{NUM} s, moves not ok: 0/1"],
+    "site_deploy": [rf"\| `site\.yml` first run \(bare hosts -> converged\) \| {NUM} s \|",
+                    rf"\| second run \(changed=0\) \| {NUM} s \|",
+                    rf"\| `--check` \(changed=0\) \| {NUM} s \|",
+                    rf"\| \*\*first run / `lab up`\*\* \| \*\*{NUM}x\*\* \|"],
     "throughput": [rf"\| {path} \| \d+ \| \d+ \| {NUM} \| {NUM} \|"
                    for path in ("underlay", "vxlan", "gre", "geneve")],
 }
 TIMEOUT = 300.0  # s per benchmark, on a loaded machine
+# site_deploy's smoke deploys 3 bare hosts with site.yml three times (first, second, --check)
+# and builds the same fabric with `lab up --ha`: some 3 minutes on an idle machine.
+TIMEOUTS = {"site_deploy": 900.0}
 
 
 def run_smoke(name: str) -> subprocess.CompletedProcess[str]:
@@ -47,7 +55,7 @@ def run_smoke(name: str) -> subprocess.CompletedProcess[str]:
                             cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
     try:
-        out, _ = proc.communicate(timeout=TIMEOUT)
+        out, _ = proc.communicate(timeout=TIMEOUTS.get(name, TIMEOUT))
     except subprocess.TimeoutExpired:
         # SIGINT runs the benchmark's own `finally`, which takes its lab down.
         proc.send_signal(signal.SIGINT)
@@ -56,7 +64,8 @@ def run_smoke(name: str) -> subprocess.CompletedProcess[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             out, _ = proc.communicate()
-        pytest.fail(f"{name} --smoke did not finish in {TIMEOUT:.0f} s:\n{out[-3000:]}")
+        pytest.fail(f"{name} --smoke did not finish in {TIMEOUTS.get(name, TIMEOUT):.0f} s:\n"
+                    f"{out[-3000:]}")
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, "")
 
 
