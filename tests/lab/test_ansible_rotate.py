@@ -21,7 +21,7 @@ import pytest
 from cryptography import x509
 
 from hypetunnel.lab import datacenter
-from hypetunnel.lab.proc import wait_until
+from hypetunnel.lab.proc import LabError, wait_until
 from hypetunnel.lab.topology import Lab
 from tests.lab.test_ansible_site import HOSTS, bare_lab, hypetunnel, site
 from tests.lab.test_restore import answers, lost, start_ping, stop_ping
@@ -81,8 +81,9 @@ def switch_serials(lab: Lab) -> dict[str, dict[str, str | None]]:
         try:
             with datacenter.client(lab, url, timeout=5.0) as api:
                 status: dict[str, Any] = dict(api.status())
-        except Exception:  # not answering is a view too: nothing connected
-            status = {"switches": []}
+        except Exception as e:  # not answering is a view too (shown in a failure)
+            out[node] = {"(no answer)": repr(e)[:200]}
+            continue
         out[node] = {s["hypervisor"]: s.get("certificate_serial") if s["openflow_connected"]
                      else None for s in status["switches"]}
     return out
@@ -101,9 +102,21 @@ def served_serial(url: str) -> int:
     return x509.load_der_x509_certificate(der).serial_number
 
 
-def all_switches_with(lab: Lab, serials: dict[str, int]) -> bool:
+def wait_for_switches_with(lab: Lab, serials: dict[str, int], what: str) -> None:
+    """Until both controllers hold every switch with the certificate of that serial. Polled
+    twice a second: the API limits each caller's request rate, and a refused poll would
+    pass for "not connected"."""
     want = {h: f"{s:x}" for h, s in serials.items()}
-    return all(view == want for view in switch_serials(lab).values())
+    seen: list[dict[str, dict[str, str | None]]] = [{}]
+
+    def holds() -> bool:
+        seen[0] = switch_serials(lab)
+        return all(seen[0].get(n) == want for n in CONTROLLERS)
+
+    try:
+        wait_until(holds, 60, what, interval=0.5)
+    except LabError as e:
+        raise AssertionError(f"{e}: want {want}, the controllers hold {seen[0]}") from e
 
 
 @pytest.fixture(scope="module")
@@ -125,23 +138,21 @@ def rotated(deployed: Lab, tmp_path_factory: pytest.TempPathFactory) -> Rotated:
     tmp, lab = tmp_path_factory.mktemp("ht-rotate-"), deployed
     certs = certificates(lab)
     before = {h: c.serial_number for h, c in certs.items()}
-    wait_until(lambda: all_switches_with(lab, before), 60,
-               "both controllers to hold every switch over TLS")
+    wait_for_switches_with(lab, before, "both controllers to hold every switch over TLS")
     services_before = services(lab)
     pinger = start_ping(lab, tmp / "ping.out", PING_SRC, PING_DST)
     try:
         wait_until(lambda: len(answers((tmp / "ping.out").read_text())) >= 20, 30,
-                   f"{PING_SRC} to answer pings")
+                   f"{PING_SRC} to answer pings", interval=0.2)
         started = time.time()
         output, recap = site(lab, *FORCE, playbook="rotate_certificates", timeout=300)
         ended = time.time()
         after_certs = certificates(lab)
         after = {h: c.serial_number for h, c in after_certs.items()}
-        wait_until(lambda: all_switches_with(lab, after), 60,
-                   "both controllers to hold every switch with its new certificate")
-        wait_until(lambda: len(answers((tmp / "ping.out").read_text())) > 0
-                   and max(answers((tmp / "ping.out").read_text()).values()) > ended + 1,
-                   30, "the ping to go on after the rotation")
+        wait_for_switches_with(lab, after,
+                               "both controllers to hold every switch with its new certificate")
+        wait_until(lambda: max(answers((tmp / "ping.out").read_text()).values(), default=0)
+                   > ended + 1, 30, "the ping to go on after the rotation", interval=0.2)
     finally:
         ping_out = stop_ping(pinger)
     return Rotated(lab, before, after,
@@ -155,8 +166,7 @@ def rotated(deployed: Lab, tmp_path_factory: pytest.TempPathFactory) -> Rotated:
 
 def test_site_left_both_controllers_holding_every_switch_over_tls(deployed: Lab) -> None:
     serials = {h: c.serial_number for h, c in certificates(deployed).items()}
-    wait_until(lambda: all_switches_with(deployed, serials), 60,
-               "both controllers to hold every switch over TLS")
+    wait_for_switches_with(deployed, serials, "both controllers to hold every switch over TLS")
 
 
 def test_every_host_has_a_new_certificate_from_the_same_ca(rotated: Rotated) -> None:
