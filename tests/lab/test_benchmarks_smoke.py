@@ -45,7 +45,8 @@ FIGURES: dict[str, list[str]] = {
 }
 TIMEOUT = 300.0  # s per benchmark, on a loaded machine
 # site_deploy's smoke deploys 3 bare hosts with site.yml three times (first, second, --check)
-# and builds the same fabric with `lab up --ha`: some 3 minutes on an idle machine.
+# and builds the same fabric with `lab up --ha`: 8.8 min on the shared 2-core machine at load
+# average 10 (2026-12-02); its three site.yml runs alone took 6 min at load 7.
 TIMEOUTS = {"site_deploy": 900.0}
 
 
