@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import uvicorn
+from cryptography import x509
 
 # Loaded here, before the event loop runs, not lazily when the first switch is enlisted: the
 # import (python-ovs pulls in eventlet) took the loop 0.3 s on an idle machine and over 1 s on
@@ -25,7 +27,8 @@ from hypetunnel.api.tokens_bootstrap import ensure_bootstrap_token
 from hypetunnel.controller.ha import HaConfig
 from hypetunnel.controller.peertls import PeerTls
 from hypetunnel.controller.runtime import Controller
-from hypetunnel.pki import TlsConfig
+from hypetunnel.errors import HypeTunnelError
+from hypetunnel.pki import TlsConfig, reload_all, track
 from hypetunnel.store import opening, schema
 from hypetunnel.store.audit import AuditStore
 from hypetunnel.store.base import Store
@@ -56,6 +59,21 @@ class DaemonConfig:
     def guards(self) -> Guards:
         rate = RateLimit(rate=self.api_rate, burst=self.api_burst) if self.api_rate > 0 else None
         return Guards(rate=rate, node=self.node or "controller")
+
+
+def reload_tls(tls: TlsConfig, uv: uvicorn.Config) -> None:
+    """SIGHUP: every channel's TLS context loads our certificate, key and CA files again
+    (later handshakes present the new certificate; no listener or connection restarts)."""
+    if uv.loaded and isinstance(uv.ssl, ssl.SSLContext):  # made by uvicorn, not by us
+        track(uv.ssl, tls.identity)
+    try:
+        n = reload_all(tls.identity)
+    except HypeTunnelError as e:
+        log.error("%s", e)
+        return
+    cert = x509.load_pem_x509_certificate(tls.identity.cert.read_bytes())
+    log.info("TLS reloaded: %d contexts now present %s (serial %x)", n, tls.identity.cert,
+             cert.serial_number)
 
 
 def open_store(config: DaemonConfig) -> Store:
@@ -115,6 +133,8 @@ async def serve(config: DaemonConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
+    if config.tls is not None:
+        loop.add_signal_handler(signal.SIGHUP, reload_tls, config.tls, uv)
     log.info("API on %s, OpenFlow on %s%s", config.api, ", ".join(config.openflow),
              f", HA node {config.node} (peer {config.peer})" if ha else "")
     try:

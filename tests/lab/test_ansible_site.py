@@ -15,8 +15,9 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -89,43 +90,54 @@ def kill_role_processes(records: list[dict[str, Any]]) -> None:
                "the roles' processes to die")
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    if os.geteuid() != 0:
-        pytest.skip("the lab needs root")
-    name = f"st{os.getpid() % 10000}"
+@contextlib.contextmanager
+def bare_lab(prefix: str, hosts: Sequence[str] = HOSTS) -> Iterator[Lab]:
+    """A bare lab of `hosts` named PREFIX<pid>; on the way out the roles' processes are
+    killed and the lab taken down (and checked gone), whatever happened."""
+    name = f"{prefix}{os.getpid() % 10000}"
     datacenter.down(name)
     build_wheelhouse()
-    hosts = tmp_path_factory.mktemp("ht-site-") / "hosts.yaml"
-    hosts.write_text(yaml.safe_dump({"hosts": [{"name": n} for n in HOSTS]}))
     directory: Path | None = None
-    try:
-        cp = hypetunnel("lab", "up", "--bare", str(hosts), "--name", name)
-        assert cp.returncode == 0, cp.stderr
-        lab = Lab.load(name)
-        directory = lab.directory
-        yield lab
-    finally:
-        records = lab_service_records(directory) if directory else []
+    with tempfile.TemporaryDirectory(prefix="ht-bare-") as tmp:
+        spec = Path(tmp) / "hosts.yaml"
+        spec.write_text(yaml.safe_dump({"hosts": [{"name": n} for n in hosts]}))
         try:
-            kill_role_processes(records)
-        finally:
-            cp = hypetunnel("lab", "down", name)
+            cp = hypetunnel("lab", "up", "--bare", str(spec), "--name", name, timeout=600)
             assert cp.returncode == 0, cp.stderr
-            assert not any(still_running(r) for r in records)
-            assert directory is None or not directory.exists()
+            lab = Lab.load(name)
+            directory = lab.directory
+            yield lab
+        finally:
+            records = lab_service_records(directory) if directory else []
+            try:
+                kill_role_processes(records)
+            finally:
+                cp = hypetunnel("lab", "down", name, timeout=300)
+                assert cp.returncode == 0, cp.stderr
+                assert not any(still_running(r) for r in records)
+                assert directory is None or not directory.exists()
 
 
-def site(lab: Lab, *args: str, timeout: float = 480) -> tuple[str, dict[str, dict[str, int]]]:
-    """ansible-playbook hypetunnel.fabric.site over SSH; its output and its PLAY RECAP."""
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    if os.geteuid() != 0:
+        pytest.skip("the lab needs root")
+    with bare_lab("st") as built:
+        yield built
+
+
+def site(lab: Lab, *args: str, timeout: float = 480, playbook: str = "site",
+         hosts: Sequence[str] = HOSTS) -> tuple[str, dict[str, dict[str, int]]]:
+    """ansible-playbook hypetunnel.fabric.PLAYBOOK over SSH (with the tenants' vars); its
+    output and its PLAY RECAP, which must name every host."""
     cp = hypetunnel("lab", "operator", "--name", lab.name, "--", "ansible-playbook",
-                    "hypetunnel.fabric.site", "-e", f"@{TENANTS}",
+                    f"hypetunnel.fabric.{playbook}", "-e", f"@{TENANTS}",
                     "-e", f"controller_wheelhouse={WHEELHOUSE}", *args, timeout=timeout)
     out = cp.stdout + cp.stderr
     assert cp.returncode == 0, out[-6000:]
     recap = {m[1]: {"ok": int(m[2]), "changed": int(m[3]), "unreachable": int(m[4]),
                     "failed": int(m[5])} for m in RECAP.finditer(cp.stdout)}
-    assert sorted(recap) == sorted(HOSTS), out[-3000:]
+    assert sorted(recap) == sorted(hosts), out[-3000:]
     return out, recap
 
 

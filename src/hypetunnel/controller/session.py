@@ -181,6 +181,11 @@ class SwitchSession:
             "openflow_connected": self.openflow_ready,
             "openflow_state": self.openflow_state.value,
             "role": role if self.openflow_ready else None,
+            # Which certificate the switch's OpenFlow channel presented (hex; None when plain
+            # or down): a certificate rotation shows here once the switch reconnected.
+            "certificate_serial": (f"{self.channel.certificate_serial:x}"
+                                   if self.openflow_ready and self.channel is not None
+                                   and self.channel.certificate_serial is not None else None),
             "flows": desired.flow_count(hv),
             "flows_installed": len(self.reconciler.installed) if self.reconciler else 0,
             "tunnels": len(desired.tunnels(hv)),

@@ -21,6 +21,7 @@ from hypetunnel.pki.identity import (
     peer_common_name,
     server_context,
 )
+from hypetunnel.pki.reload import reload_all, track
 
 __all__ = [
     "CertificateInfo",
@@ -34,5 +35,7 @@ __all__ = [
     "issue",
     "list_certificates",
     "peer_common_name",
+    "reload_all",
     "server_context",
+    "track",
 ]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hypetunnel.errors import HypeTunnelError
+from hypetunnel.pki.reload import track
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ def _base(purpose: ssl.Purpose, identity: Identity) -> ssl.SSLContext:
         ctx.load_cert_chain(str(identity.cert), str(identity.key))
     except (ssl.SSLError, OSError) as e:
         raise HypeTunnelError(f"TLS: cannot load {identity.cert} with {identity.key}: {e}") from e
-    return ctx
+    return track(ctx, identity)  # reloaded on SIGHUP (hypetunnel.pki.reload)
 
 
 def server_context(identity: Identity) -> ssl.SSLContext:

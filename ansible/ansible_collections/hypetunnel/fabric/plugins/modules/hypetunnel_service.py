@@ -31,8 +31,10 @@ options:
     description:
       - V(started) starts it unless it runs; V(stopped) stops it if it runs; V(restarted)
         always (re)starts it.
+      - V(reloaded) asks a running service to reload its files (C(systemctl reload); with
+        O(manager=lab), SIGHUP to its process); it fails when the service does not run.
     type: str
-    choices: [started, stopped, restarted]
+    choices: [started, stopped, restarted, reloaded]
     required: true
   manager:
     description: V(systemd) or V(lab).
@@ -47,7 +49,9 @@ options:
     type: bool
     default: false
   command:
-    description: With O(manager=lab), the service's command line (argv), run in the foreground.
+    description:
+      - With O(manager=lab), the service's command line (argv), run in the foreground.
+      - Needed to start it; a restart without it runs the recorded command line again.
     type: list
     elements: str
   lab_dir:
@@ -116,7 +120,8 @@ pid:
   returned: always
   type: int
 action:
-  description: What was (or in check mode would be) done, V(start), V(stop), V(restart) or V(none).
+  description: What was (or in check mode would be) done, V(start), V(stop), V(restart),
+    V(reload) or V(none).
   returned: always
   type: str
 """
@@ -235,6 +240,12 @@ class LabService(object):
     def ensure(self, state):
         rec = self.record()
         command = self.module.params["command"]
+        if state == "reloaded":
+            if not rec:
+                self.module.fail_json(msg="service %s does not run: nothing to reload" % self.name)
+            if not self.module.check_mode:
+                self._signal(rec["pid"], signal.SIGHUP)
+            return "reload", rec["pid"]
         if state == "stopped":
             action = "stop" if rec else "none"
         elif state == "restarted" or (rec and command and rec["command"] != command):
@@ -244,6 +255,8 @@ class LabService(object):
         pid = rec["pid"] if rec and action == "none" else None
         if self.module.check_mode or action == "none":
             return action, pid
+        if rec and not command:  # a restart with the command line it was started with
+            self.module.params["command"] = rec.get("command")
         if rec:
             self.stop(rec)
         if action != "stop":
@@ -266,7 +279,11 @@ def systemd(module):
     props = dict(line.split("=", 1) for line in run(
         "show", p["name"], "-p", "ActiveState", "-p", "UnitFileState").splitlines() if "=" in line)
     active = props.get("ActiveState") in ("active", "activating", "reloading")
-    if p["state"] == "stopped":
+    if p["state"] == "reloaded":
+        if not active:
+            module.fail_json(msg="service %s does not run: nothing to reload" % p["name"])
+        action = "reload"
+    elif p["state"] == "stopped":
         action = "stop" if active else "none"
     elif p["state"] == "restarted":
         action = "restart"
@@ -288,7 +305,8 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             name=dict(type="str", required=True),
-            state=dict(type="str", choices=["started", "stopped", "restarted"], required=True),
+            state=dict(type="str", choices=["started", "stopped", "restarted", "reloaded"],
+                       required=True),
             manager=dict(type="str", choices=["systemd", "lab"], default="systemd"),
             enabled=dict(type="bool"),
             daemon_reload=dict(type="bool", default=False),
