@@ -259,3 +259,36 @@ def test_every_metric_of_the_rules_and_the_dashboard_has_data(prom: Prom) -> Non
             'sum(hypetunnel_store_operation_duration_seconds_count{operation="revision"})'),
     }
     print(f"prometheus figures: {figures}")
+
+
+def test_a_cut_switch_shows_in_prometheus_and_its_alert_goes_pending(prom: Prom) -> None:
+    """hv3's OpenFlow channels removed (`ovs-vsctl del-controller br-int`, as
+    tests/lab/test_alarms.py does): the active controller's per-switch gauge drops to 0, the
+    alarm gauge counts it, and the shipped rule's expression matches (pending: its `for` is
+    30 s); all back once the controllers are given back."""
+    victim = "hv3"
+    active = "and on (instance) (hypetunnel_controller_active == 1)"
+    connected = f'hypetunnel_switch_openflow_connected{{hypervisor="{victim}"}} {active}'
+    alarm = 'sum(hypetunnel_alarms_open{kind="switch_disconnected"})'
+
+    def alert_state() -> str | None:
+        for g in prom.get("/api/v1/rules")["groups"]:
+            for r in g["rules"]:
+                if r["name"] == "HypeTunnelSwitchDisconnected":
+                    return str(r.get("state"))
+        return None
+
+    prom.lab.hypervisor(victim).ovs.vsctl("del-controller", "br-int")
+    try:
+        wait_for({
+            "gauge 0": lambda: prom.scalar(connected) == 0,
+            "alarm counted": lambda: prom.scalar(alarm) == 1,
+            "alert pending": lambda: alert_state() in ("pending", "firing"),
+        }, 30, "the cut switch in Prometheus")
+    finally:
+        prom.lab.set_controllers(victim, hapair.switch_targets(prom.lab))
+    wait_for({
+        "gauge 1": lambda: prom.scalar(connected) == 1,
+        "alarm cleared": lambda: prom.scalar(alarm) == 0,
+        "alert inactive": lambda: alert_state() == "inactive",
+    }, 30, "the switch back in Prometheus")
