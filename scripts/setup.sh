@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(openvswitch-switch iperf3 tcpdump ethtool iproute2 iputils-ping iputils-arping etcd-server
-              procps psmisc python3-venv python3-pip openssh-server shellcheck systemd)
+              procps psmisc python3-venv python3-pip openssh-server shellcheck systemd prometheus)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -13,8 +13,25 @@ if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq </dev/null
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null >/dev/null
+  # No package's own service may start while installing (prometheus would take port 9090):
+  # a policy-rc.d answering 101 ("action not allowed"), removed again unless it was there.
+  own_policy=
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    own_policy=1
+  fi
+  rc=0
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null >/dev/null || rc=$?
+  if [ -n "$own_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
+  ((rc == 0)) || exit "$rc"
 fi
+# The lab's Prometheus check runs its own server on a free port; the distribution's service
+# is not needed (nor its node exporter, should it be installed).
+systemctl disable --now prometheus prometheus-node-exporter >/dev/null 2>&1 || true
+for prog in prometheus promtool; do
+  command -v "$prog" >/dev/null || { echo "setup: $prog is missing" >&2; exit 1; }
+done
 # The lab runs its own Open vSwitch instances; the distribution's service is not needed.
 systemctl disable --now openvswitch-switch >/dev/null 2>&1 || true
 # The bare lab hosts run their own sshd (one per namespace); the machine's own is not needed.

@@ -46,6 +46,7 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("GET", f"{P}/status"): "provider-read",
     ("GET", f"{P}/overlay"): "provider-read",
     ("GET", f"{P}/controller"): "provider-read",
+    ("GET", f"{P}/metrics"): "provider-read",
     ("POST", f"{P}/controller/failover"): "operation",
     ("GET", f"{P}/trace"): "any",
     ("GET", f"{P}/audit"): "any",

@@ -18,6 +18,7 @@ from hypetunnel.api.auth import install_auth_handlers
 from hypetunnel.api.bodies import strict_json_body
 from hypetunnel.api.errors import ERROR_RESPONSES, install_error_handlers
 from hypetunnel.api.health import health_router
+from hypetunnel.api.metrics_route import install_request_metrics, metrics_router
 from hypetunnel.api.mobility import mobility_router
 from hypetunnel.api.openapi import DocumentedApp
 from hypetunnel.api.params import HypervisorName, NetworkName, TenantName, VmName
@@ -257,6 +258,7 @@ def create_app(service: FabricService, runtime: RuntimeView | None = None, *,
     app.include_router(mobility_router(runtime), prefix=API_PREFIX)
     app.include_router(alarms_router(runtime), prefix=API_PREFIX)
     app.include_router(health_router(runtime), prefix=API_PREFIX)
+    app.include_router(metrics_router(runtime), prefix=API_PREFIX)
     app.include_router(tokens_router(tokens, write), prefix=API_PREFIX)
     app.state.service = service
     app.state.runtime = runtime
@@ -264,6 +266,7 @@ def create_app(service: FabricService, runtime: RuntimeView | None = None, *,
     # Last: the guards wrap everything added before them (see api/guards.py); the audit
     # route they add is ruled like every other one.
     request_guards.install(app, audit_store or service.store, guards, prefix=API_PREFIX)
+    install_request_metrics(app, runtime)
     document_security(app)
     check_routes(app)  # a route without a policy rule would be open to every token
     return app

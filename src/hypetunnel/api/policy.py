@@ -151,6 +151,8 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", f"{P}/status"): PROVIDER_READ,
     ("GET", f"{P}/overlay"): PROVIDER_READ,
     ("GET", f"{P}/controller"): PROVIDER_READ,
+    # Prometheus scrapes with a provider token (admin or operator): fabric-wide figures.
+    ("GET", f"{P}/metrics"): PROVIDER_READ,
     ("POST", f"{P}/controller/failover"): OPERATION,
     ("GET", f"{P}/trace"): filtered(tenantview.trace, own_trace),
     # The audit route (its engineer's) filters a tenant's entries itself.

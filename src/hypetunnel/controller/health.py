@@ -10,6 +10,7 @@ import asyncio
 import collections
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 
 from hypetunnel.store.base import Store
 
@@ -58,6 +59,7 @@ class StoreProbe:
         self.last_error: str | None = None
         self.revision: int | None = None
         self._pending: asyncio.Future[int] | None = None
+        self.timed: Callable[[str], AbstractContextManager[object]] = lambda _op: nullcontext()
 
     async def run(self, on_revision: Callable[[int], None]) -> None:
         while True:
@@ -69,7 +71,7 @@ class StoreProbe:
     async def probe(self) -> int | None:
         # A read still hanging from the last round is waited for, not doubled.
         if self._pending is None or self._pending.done():
-            self._pending = asyncio.ensure_future(asyncio.to_thread(self.store.revision))
+            self._pending = asyncio.ensure_future(asyncio.to_thread(self._read_revision))
         try:
             revision = await asyncio.wait_for(asyncio.shield(self._pending), self.timeout)
         except TimeoutError:
@@ -82,6 +84,10 @@ class StoreProbe:
         self._pending = None
         self.last_ok, self.last_error, self.revision = time.monotonic(), None, revision
         return revision
+
+    def _read_revision(self) -> int:
+        with self.timed("revision"):
+            return self.store.revision()
 
     def problem(self) -> str | None:
         """Why the store counts as unreachable now, or None."""

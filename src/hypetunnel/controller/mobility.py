@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 from hypetunnel.controller import moves
@@ -70,6 +70,7 @@ class Mobility:
         self.move_timeout = move_timeout
         self._down_since: dict[str, float] = {}
         self._evacuated: set[str] = set()
+        self.on_finished: Callable[[dict[str, Any]], None] | None = None  # every move's end
 
     # -- requests -------------------------------------------------------------------------------
     async def move(self, vm: str, to: str, cold: bool = False) -> dict[str, Any]:
@@ -131,6 +132,8 @@ class Mobility:
         rec.update(end=time.time(), result="ok" if clock.complete else "timeout",
                    interruption_ms=clock.interruption_ms(),
                    fabric_ready_lead_ms=clock.lead_ms())
+        if self.on_finished is not None:
+            self.on_finished(rec)
         log.info("move %s #%s %s -> %s (%s): %s, network interruption %s ms (fabric ready "
                  "%s ms before the old port went)", vid, rec["seq"], src, dst, rec["kind"],
                  rec["result"], rec["interruption_ms"], rec["fabric_ready_lead_ms"])

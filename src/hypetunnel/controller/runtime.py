@@ -42,6 +42,7 @@ from hypetunnel.fcaps.monitor import FLOW_AUDIT_INTERVAL, FaultMonitor
 from hypetunnel.fcaps.storage import RoleSideStore
 from hypetunnel.fcaps.view import fabric_view
 from hypetunnel.fcaps.watch import FabricView
+from hypetunnel.metrics.registry import ControllerMetrics
 from hypetunnel.model.intent import Intent
 from hypetunnel.pki import TlsConfig, server_context
 from hypetunnel.southbound.observation import SwitchObservation
@@ -73,11 +74,16 @@ class Controller:
         self.startup_grace = startup_grace
         self.store = store
         self.fabric = FabricState()
+        # Prometheus (metrics/): a registry of this instance's own; the collector reads
+        # status() at scrape time, the instruments are fed below.
+        self.metrics = ControllerMetrics(self)
+        instruments = self.metrics.instruments
         self.role = ControllerRole(store, ha, on_active=self._became_active,
                                    on_standby=self._became_standby)
         # Until this controller wins a term (HA) its service may read but not write.
         self.service = FabricService(self.role.writable_store(),
                                      on_change=self._on_intent_change)
+        self.service.timed = instruments.store_operation
         self.switches = SwitchSessions(
             self, self.fabric, may_program=self._may_program, role=self.role.openflow_role,
             on_retired=self._retired, bridge=bridge,
@@ -85,10 +91,13 @@ class Controller:
             switch_targets=switch_targets or [], ovsdb_factory=ovsdb_factory,
             retire_timeout=retire_timeout, authenticated=tls is not None)
         self.mobility = Mobility(self.service, self)
+        self.mobility.on_finished = instruments.move_finished
         self.loop_lag = LoopLag()
         self.store_probe = StoreProbe(store, interval=store_probe_interval)
+        self.store_probe.timed = instruments.store_operation
         self._of_server = OpenFlowServer(
             self.switches.accept,
+            channel_options={"on_error": lambda _text: instruments.openflow_errors.inc()},
             ssl_context=server_context(tls.identity) if tls is not None else None)
         self._tasks = TaskSet()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -278,6 +287,8 @@ class Controller:
     def reconciled(self, hypervisor: str) -> None:
         st = self.switches.get(hypervisor)
         if st is not None:  # called inside its reconcile round, which holds its lock
+            if st.last_round_seconds is not None:
+                self.metrics.instruments.reconcile_seconds.observe(st.last_round_seconds)
             self._note_converged([st], in_round=True)
 
     def _retired(self, hypervisor: str) -> None:
@@ -463,6 +474,13 @@ class Controller:
     async def events(self, resource: str | None = None, since: float | None = None,
                      limit: int = 1000) -> list[dict[str, Any]]:
         return await self.faults.events(resource, since, limit)
+
+    def open_alarm_kinds(self) -> list[tuple[str, str]] | None:
+        """(kind, severity) of the open alarms, from the book in memory: the active monitor
+        holds it; elsewhere None (the active controller exports them, metrics/collector.py)."""
+        if not self.faults.active:
+            return None
+        return [(a.kind, a.severity) for a in self.faults.recorder.book.open_alarms()]
 
     async def ack_alarm(self, alarm_id: str) -> dict[str, Any]:
         if not (self.is_active and self.faults.active):

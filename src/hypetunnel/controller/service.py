@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from hypetunnel.errors import Conflict, FieldError, IntentInvalid, NotFound, PreconditionFailed
@@ -27,6 +28,10 @@ OnChange = Callable[[Intent, Intent], None]
 # Documents that must change in the same commit as an intent change (old, new): e.g. the tokens
 # of a removed tenant are revoked with it, never a moment later. Runs under the service lock.
 CommitHook = Callable[[Intent, Intent], Mapping[str, dict[str, Any]]]
+
+
+def _untimed(operation: str) -> AbstractContextManager[object]:
+    return nullcontext()
 
 
 class ObjectNotFound(NotFound):
@@ -61,6 +66,9 @@ class FabricService:
         self.store = store
         self.on_change = on_change
         self.commit_hooks: list[CommitHook] = []
+        # Wraps every store call with its operation's name ("load", "commit"): the
+        # controller's metrics time them (metrics/instruments.py).
+        self.timed: Callable[[str], AbstractContextManager[object]] = _untimed
         self._lock = threading.RLock()
         self.intent: Intent = Intent()
         self.revision = 0
@@ -73,7 +81,8 @@ class FabricService:
     def reload(self) -> None:
         """Take the store's current state as the truth (startup, or after losing a race)."""
         with self._lock:
-            snap = self.store.load()
+            with self.timed("load"):
+                snap = self.store.load()
             self.intent = items_to_intent(snap.items)
             self.revision = snap.revision
             self.published = (self.intent, self.revision)
@@ -117,7 +126,9 @@ class FabricService:
                 for hook in self.commit_hooks:
                     puts = {**puts, **hook(self.intent, resolved)}
                 try:
-                    revision = self.store.commit(puts, deletes, expect_revision=self.revision)
+                    with self.timed("commit"):
+                        revision = self.store.commit(puts, deletes,
+                                                     expect_revision=self.revision)
                 except Conflict:
                     self.reload()
                     raise
@@ -133,7 +144,9 @@ class FabricService:
         """Store non-intent documents (move records) conditionally, like any write."""
         with self._lock:
             try:
-                self.revision = self.store.commit(records, [], expect_revision=self.revision)
+                with self.timed("commit"):
+                    self.revision = self.store.commit(records, [],
+                                                      expect_revision=self.revision)
             except Conflict:
                 self.reload()
                 raise

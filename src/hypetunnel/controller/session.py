@@ -107,6 +107,7 @@ class SwitchSession:
         self.flow_mods_sent = 0  # flow adds and deletes sent to this switch, ever
         self.last_flow_push: float | None = None
         self.last_error: str | None = None
+        self.last_round_seconds: float | None = None  # the last full reconcile round's time
         self.lock = asyncio.Lock()  # one reconcile (or retirement) at a time
 
     def __repr__(self) -> str:
@@ -356,6 +357,7 @@ class SwitchSession:
 
     async def _reconcile_once(self, desired: DesiredState) -> None:
         hv = self.hypervisor
+        started = time.perf_counter()
         if self.ovsdb is not None and self.observation is not None:
             tunnels = desired.tunnels(hv)
             if tunnels != self.observation.tunnels:
@@ -373,6 +375,7 @@ class SwitchSession:
             log.info("%s: +%d -%d flows", hv, diff.added,
                      diff.removed + diff.foreign_removed)
         self.last_error = None
+        self.last_round_seconds = time.perf_counter() - started
         self._events.reconciled(hv)
 
     async def audit_flows(self) -> tuple[int, int] | None:

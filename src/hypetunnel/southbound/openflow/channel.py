@@ -57,13 +57,16 @@ class SwitchChannel:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
                  echo_interval: float = 1.0, echo_timeout: float = 3.0,
                  batch_timeout: float = 120.0,
-                 on_port_status: Callable[[Any], None] | None = None) -> None:
+                 on_port_status: Callable[[Any], None] | None = None,
+                 on_error: Callable[[str], None] | None = None) -> None:
+        """on_error: told the text of every OpenFlow error message the switch sends."""
         self._reader = reader
         self._writer = writer
         self.echo_interval = echo_interval
         self.echo_timeout = echo_timeout
         self.batch_timeout = batch_timeout
         self.on_port_status = on_port_status
+        self.on_error = on_error
         self.state = ChannelState.HANDSHAKE
         self.datapath_id: int | None = None
         # Who the switch proved to be: its certificate's common name (TLS), None when plain.
@@ -328,6 +331,8 @@ class SwitchChannel:
     def _on_error(self, xid: int, buf: bytes) -> None:
         msg = codec.parse(buf)
         text = codec.describe_error(msg)
+        if self.on_error is not None:
+            self.on_error(text)
         req = self._pending.get(xid)
         if req is not None and not req.future.done():
             req.future.set_exception(SouthboundError(f"switch {self.peer}: {text}"))

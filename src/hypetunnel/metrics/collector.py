@@ -1,0 +1,126 @@
+"""The scrape-time collector: reads the runtime's status (the same dict GET /status answers)
+and its open alarms, and turns them into metric families. Nothing is stored between scrapes."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from typing import Any, Protocol
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from hypetunnel.fcaps.alarm import KINDS
+
+
+class MetricsSource(Protocol):
+    def status(self) -> dict[str, Any]:
+        """As RuntimeView.status (api/app.py)."""
+        ...
+
+    def open_alarm_kinds(self) -> Iterable[tuple[str, str]] | None:
+        """(kind, severity) of every open alarm; None where the book is not held (a standby:
+        the active controller exports them)."""
+        ...
+
+
+def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, value=value)
+
+
+class StatusCollector(Collector):
+    def __init__(self, source: MetricsSource) -> None:
+        self.source = source
+
+    def describe(self) -> list[Metric]:
+        return []  # unknown until scraped: the registry does not call collect() at register
+
+    def collect(self) -> Iterator[Metric]:
+        status = self.source.status()
+        yield from self._controller(status.get("controller") or {}, status)
+        yield from self._switches(status.get("switches") or [])
+        alarms = self.source.open_alarm_kinds()
+        if alarms is not None:
+            yield self._alarms(alarms)
+
+    def _controller(self, ctl: dict[str, Any], status: dict[str, Any]) -> Iterator[Metric]:
+        info = GaugeMetricFamily("hypetunnel_controller_info", "This controller's identity",
+                                 labels=["node", "version", "store_schema"])
+        info.add_metric([str(ctl.get("node") or ""), str(ctl.get("version") or ""),
+                         str(ctl.get("store_schema") or "")], 1)
+        yield info
+        yield _gauge("hypetunnel_controller_active",
+                     "1 if this controller is the active one (programs the switches), else 0",
+                     1 if ctl.get("role") == "active" else 0)
+        yield _gauge("hypetunnel_controller_term", "The election term this controller knows",
+                     float(ctl.get("term") or 0))
+        yield _gauge("hypetunnel_controller_ready_startup",
+                     "1 once the startup gate opened (every switch's bindings known)",
+                     1 if ctl.get("startup_done") else 0)
+        yield _gauge("hypetunnel_applied_revision", "Store revision of the intent applied",
+                     float(ctl.get("applied_revision") or 0))
+        yield _gauge("hypetunnel_event_loop_lag_seconds",
+                     "Recent worst lateness of the controller's event loop",
+                     float(ctl.get("loop_lag_ms") or 0) / 1000)
+        yield _gauge("hypetunnel_converged",
+                     "1 if every switch holds its desired state and every VM is bound",
+                     1 if status.get("converged") else 0)
+        vms = status.get("vms") or {}
+        g = GaugeMetricFamily("hypetunnel_vms", "VMs of the intent, and those bound to a port",
+                              labels=["state"])
+        g.add_metric(["total"], float(vms.get("total") or 0))
+        g.add_metric(["bound"], float(vms.get("bound") or 0))
+        yield g
+        yield CounterMetricFamily(
+            "hypetunnel_flow_mods_sent", "Flow adds and deletes sent to the switches (sessions "
+            "of the switches this controller serves now)",
+            value=float(ctl.get("flow_mods_sent") or 0))
+
+    def _switches(self, switches: list[dict[str, Any]]) -> Iterator[Metric]:
+        enlisted = [s for s in switches if s.get("ovsdb")]
+        yield _gauge("hypetunnel_switches", "Switches of the intent (with an OVSDB endpoint)",
+                     len(enlisted))
+        yield _gauge("hypetunnel_switches_connected",
+                     "Switches whose OpenFlow channel is up",
+                     sum(1 for s in enlisted if s.get("openflow_connected")))
+        per = {
+            "connected": GaugeMetricFamily("hypetunnel_switch_openflow_connected",
+                                           "1 if the switch's OpenFlow channel is up",
+                                           labels=["hypervisor"]),
+            "ovsdb": GaugeMetricFamily("hypetunnel_switch_ovsdb_connected",
+                                       "1 if the switch's OVSDB session is up",
+                                       labels=["hypervisor"]),
+            "flows": GaugeMetricFamily("hypetunnel_switch_flows",
+                                       "Flows the switch should hold", labels=["hypervisor"]),
+            "installed": GaugeMetricFamily("hypetunnel_switch_flows_installed",
+                                           "Flows this controller installed on the switch",
+                                           labels=["hypervisor"]),
+            "tunnels": GaugeMetricFamily("hypetunnel_switch_tunnels",
+                                         "Tunnel ports the switch should have",
+                                         labels=["hypervisor"]),
+            "converged": GaugeMetricFamily("hypetunnel_switch_converged",
+                                           "1 if the switch holds exactly its desired state",
+                                           labels=["hypervisor"]),
+        }
+        for s in enlisted:
+            hv = [str(s.get("hypervisor"))]
+            per["connected"].add_metric(hv, 1 if s.get("openflow_connected") else 0)
+            per["ovsdb"].add_metric(hv, 1 if s.get("ovsdb_connected") else 0)
+            per["flows"].add_metric(hv, float(s.get("flows") or 0))
+            per["installed"].add_metric(hv, float(s.get("flows_installed") or 0))
+            per["tunnels"].add_metric(hv, float(s.get("tunnels") or 0))
+            per["converged"].add_metric(hv, 1 if s.get("converged") else 0)
+        yield from per.values()
+
+    @staticmethod
+    def _alarms(alarms: Iterable[tuple[str, str]]) -> Metric:
+        counts = Counter(alarms)
+        # Every known kind has its series (0 when none is open): an alert on it never sees
+        # "no data", and a dashboard shows a flat line, not a gap.
+        for known in KINDS.values():
+            counts.setdefault((known.name, known.severity), 0)
+        g = GaugeMetricFamily("hypetunnel_alarms_open", "Open alarms, by kind and severity",
+                              labels=["kind", "severity"])
+        for (kind, severity), n in sorted(counts.items()):
+            g.add_metric([kind, severity], n)
+        return g
