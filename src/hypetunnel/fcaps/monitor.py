@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from hypetunnel.fcaps.alarm import Alarm
 from hypetunnel.fcaps.events import PREFIX, query
 from hypetunnel.fcaps.record import Recorder
-from hypetunnel.fcaps.tunnels import DAMPEN, TunnelHealth
+from hypetunnel.fcaps.tunnels import DAMPEN, TunnelHealth, reported
 from hypetunnel.fcaps.tunnels import KIND as TUNNEL_DOWN
 from hypetunnel.fcaps.watch import HOLD, FabricView, Faults, SwitchView, changes
 from hypetunnel.fcaps.webhook import Post, WebhookTarget, http_post
@@ -170,23 +170,21 @@ class FaultMonitor:
         update it (with their count)."""
         rec = self.recorder
         judged = self._tunnels.judge(view, now)
-        down = {r for r, j in judged.items() if j.down}
-        for resource in sorted(down):
+        for resource, text in judged.items():
             if resource not in self._tunnel_down or resource not in self._downs:
                 self._downs[resource] = self._downs.get(resource, 0) + 1
-            text = judged[resource].text
             if self._downs[resource] > 1:
                 text += f" (flapping: down {self._downs[resource]} times since raised)"
             rec.raise_alarm(resource, TUNNEL_DOWN, text)
-        self._tunnel_down = down
+        self._tunnel_down = set(judged)
         wall = self._clock()
         for alarm in rec.book.open_alarms(TUNNEL_DOWN):
-            if alarm.resource in down:
+            if alarm.resource in judged:
                 continue
-            j = judged.get(alarm.resource)
-            text = j.text if j is not None else (
-                f"{alarm.resource.removeprefix('tunnel/')}: no BFD report (the tunnel was "
-                "removed, or one of its hypervisors does not answer)")
+            name = alarm.resource.removeprefix("tunnel/")
+            text = (f"{name}: BFD reports the tunnel forwarding" if reported(view, alarm.resource)
+                    else f"{name}: no BFD report (the tunnel was removed, or one of its "
+                    "hypervisors does not answer)")
             if wall - alarm.raised >= self.dampen:
                 rec.clear(alarm.resource, TUNNEL_DOWN, text)
                 self._downs.pop(alarm.resource, None)

@@ -15,7 +15,6 @@ clears once forwarding again after that time.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from hypetunnel.fcaps.watch import FabricView
 
@@ -29,53 +28,52 @@ def tunnel_resource(a: str, b: str) -> str:
     return f"tunnel/{x}-{y}"
 
 
-@dataclass(frozen=True, slots=True)
-class Judgement:
-    down: bool
-    text: str
-
-
 class TunnelHealth:
     def __init__(self, grace: float = SETUP_GRACE) -> None:
         self.grace = grace
         self._unready: dict[tuple[str, str, str], float] = {}  # end never up -> first seen
 
-    def judge(self, view: FabricView, now: float) -> dict[str, Judgement]:
-        """Every tunnel whose health can be judged now (monotonic `now`), by resource."""
+    def judge(self, view: FabricView, now: float) -> dict[str, str]:
+        """The tunnels down now (monotonic `now`): resource -> the alarm's text. Only the
+        ends not forwarding cost anything beyond a test (a fabric has many tunnels)."""
         down: dict[str, list[str]] = {}
         seen: set[tuple[str, str, str]] = set()
         for hv, sw in sorted(view.switches.items()):
             if not (sw.ovsdb and sw.up):
                 continue
             for end in sw.bfd:
+                if end.forwarding:
+                    continue
                 far = view.switches.get(end.remote)
                 if far is None or not far.up:
                     continue
-                resource = tunnel_resource(hv, end.remote)
-                ends = down.setdefault(resource, [])
                 key = (hv, end.remote, end.encapsulation)
-                if end.forwarding:
-                    continue
                 if not end.established:
                     seen.add(key)
                     if now - self._unready.setdefault(key, now) < self.grace:
                         continue
                 why = end.diagnostic or f"state {end.state}"
-                ends.append(f"{hv}->{end.remote} {end.encapsulation} ({why})")
+                down.setdefault(tunnel_resource(hv, end.remote), []).append(
+                    f"{hv}->{end.remote} {end.encapsulation} ({why})")
         for key in [k for k in self._unready if k not in seen]:
             del self._unready[key]
-        out: dict[str, Judgement] = {}
-        for resource, ends in down.items():
-            name = resource.removeprefix("tunnel/")
-            if ends:
-                text = f"{name}: BFD reports the tunnel down: {', '.join(ends)}"
-                tenants = _tenants_at_both_ends(view.placement, *_ends_of(view, resource))
-                if tenants:
-                    text += f"; tenants with VMs at both ends: {', '.join(tenants)}"
-                out[resource] = Judgement(True, text)
-            else:
-                out[resource] = Judgement(False, f"{name}: BFD reports the tunnel forwarding")
+        out: dict[str, str] = {}
+        for resource, ends in sorted(down.items()):
+            text = f"{resource.removeprefix('tunnel/')}: BFD reports the tunnel down: " \
+                   f"{', '.join(sorted(ends))}"
+            tenants = _tenants_at_both_ends(view.placement, *_ends_of(view, resource))
+            if tenants:
+                text += f"; tenants with VMs at both ends: {', '.join(tenants)}"
+            out[resource] = text
         return out
+
+
+def reported(view: FabricView, resource: str) -> bool:
+    """Whether both ends of the tunnel answer and report its BFD sessions."""
+    a, b = _ends_of(view, resource)
+    ends = [(view.switches.get(x), y) for x, y in ((a, b), (b, a))]
+    return all(sw is not None and sw.up and sw.ovsdb and any(e.remote == y for e in sw.bfd)
+               for sw, y in ends)
 
 
 def _ends_of(view: FabricView, resource: str) -> tuple[str, str]:

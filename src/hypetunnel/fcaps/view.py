@@ -49,16 +49,16 @@ class SessionView(Protocol):
 S = TypeVar("S", bound=SessionView)
 
 
-def _ends(obs: ObservationLike | None, bfd: Mapping[str, BfdLike]) -> tuple[TunnelEnd, ...]:
+def _ends(obs: ObservationLike | None, bfd: Mapping[str, BfdLike]) -> frozenset[TunnelEnd]:
     if obs is None or not bfd:
-        return ()
+        return frozenset()
     out = []
-    for t in sorted(obs.tunnels):
+    for t in obs.tunnels:
         b = bfd.get(t.name)
         if b is not None:
             out.append(TunnelEnd(t.remote_hypervisor, t.encapsulation, b.forwarding,
                                  b.forwarding or b.flap_count > 0, b.state, b.diagnostic))
-    return tuple(out)
+    return frozenset(out)
 
 
 def fabric_view(sessions: Iterable[tuple[str, S]], intent: Intent,

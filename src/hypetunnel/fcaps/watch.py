@@ -35,7 +35,7 @@ class SwitchView:
     ports: frozenset[str] = frozenset()  # VM ids with a port on it (OVSDB's report)
     tunnels: frozenset[str] = frozenset()  # remote hypervisors it has a tunnel port to
     converged: bool = False
-    bfd: tuple[TunnelEnd, ...] = ()  # its tunnel ports' BFD sessions (those OVS reports)
+    bfd: frozenset[TunnelEnd] = frozenset()  # its tunnel ports' BFD sessions (reported)
 
     @property
     def up(self) -> bool:
@@ -126,6 +126,8 @@ def changes(old: FabricView, new: FabricView) -> list[Change]:
 
 def _bfd_changes(hv: str, a: SwitchView, b: SwitchView) -> list[Change]:
     """A session that starts or stops forwarding (a session never up is not "down" yet)."""
+    if a.bfd == b.bfd:
+        return []
     before = {(e.remote, e.encapsulation): e for e in a.bfd}
     out = []
     for e in sorted(b.bfd, key=lambda e: (e.remote, e.encapsulation)):
