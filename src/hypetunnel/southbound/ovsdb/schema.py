@@ -25,8 +25,7 @@ MONITORED: dict[str, list[str]] = {
     "Bridge": ["name", "datapath_id", "datapath_type", "ports", "fail_mode", "protocols",
                "controller", "other_config"],
     "Port": ["name", "interfaces"],
-    "Interface": ["name", "type", "options", "ofport", "external_ids", "link_state", "bfd",
-                  "bfd_status"],
+    "Interface": ["name", "type", "options", "ofport", "external_ids", "link_state"],
     "Controller": ["target", "max_backoff", "inactivity_probe"],
 }
 
