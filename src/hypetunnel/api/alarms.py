@@ -16,7 +16,7 @@ from fastapi import APIRouter, Path, Query
 
 from hypetunnel.api.params import NAME_PATTERN
 from hypetunnel.api.policy import PolicyRoute
-from hypetunnel.errors import NotFound
+from hypetunnel.api.runtime_ops import runtime_method
 from hypetunnel.store.base import StoreUnavailable
 
 READ_TIMEOUT = 10.0
@@ -34,10 +34,7 @@ def alarms_router(runtime: Any) -> APIRouter:
     api = APIRouter(route_class=PolicyRoute)
 
     def need(name: str) -> Any:
-        fn = getattr(runtime, name, None)
-        if fn is None:
-            raise NotFound(f"{name} needs the controller runtime")
-        return fn
+        return runtime_method(runtime, name)
 
     @api.get("/alarms")
     async def alarms(all: Annotated[bool, Query(

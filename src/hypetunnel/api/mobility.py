@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict
 
 from hypetunnel.api.params import HypervisorName, TenantName, VmName
 from hypetunnel.api.policy import PolicyRoute
-from hypetunnel.errors import NotFound
+from hypetunnel.api.runtime_ops import runtime_method
 from hypetunnel.store.base import StoreUnavailable
 
 # The move log is read from the store (SQLite on disk, or etcd over HTTP): in a thread, so the
@@ -29,10 +29,7 @@ def mobility_router(runtime: Any) -> APIRouter:
     api = APIRouter(route_class=PolicyRoute)
 
     def need(name: str) -> Any:
-        fn = getattr(runtime, name, None)
-        if fn is None:
-            raise NotFound(f"{name} needs the controller runtime")
-        return fn
+        return runtime_method(runtime, name)
 
     @api.post("/tenants/{tenant}/vms/{vm}/move")
     async def move(tenant: TenantName, vm: VmName, body: MoveBody) -> dict[str, Any]:
