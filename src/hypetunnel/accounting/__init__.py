@@ -1,0 +1,1 @@
+"""Per-tenant accounting (issue 10, section 2): flow counters turned into monotonic usage."""
