@@ -161,6 +161,8 @@ def test_ensure_tunnels_creates_fixes_and_removes_only_ours(ovs: OvsInstance) ->
                 '{key=flow, remote_ip="10.0.0.3"}'
             assert vsctl_get(ovs, "Interface", GN.name, "external_ids") == \
                 '{hypetunnel-remote=hv4, hypetunnel-tunnel="true"}'
+            assert vsctl_get(ovs, "Interface", VX.name, "bfd") == \
+                '{enable="true", min_rx="100", min_tx="100", mult="3"}'
 
             # Same desire again: nothing is committed (and no snapshot change is caused).
             seen = len(rec.changes)

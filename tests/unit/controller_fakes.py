@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from hypetunnel.compiler.tunnels import TunnelPort
 from hypetunnel.controller.runtime import Controller
 from hypetunnel.controller.switch import datapath_id_for
 from hypetunnel.errors import SouthboundError
-from hypetunnel.southbound.observation import PortInfo, SwitchObservation
+from hypetunnel.southbound.observation import BfdStatus, PortInfo, SwitchObservation
 from hypetunnel.southbound.openflow.fakeswitch import FakeSwitch
 from hypetunnel.store.base import Store
 from hypetunnel.store.memory import MemoryStore
@@ -42,6 +42,10 @@ class FakeOvsdb:
     @property
     def observation(self) -> SwitchObservation | None:
         return self.hv.snapshot() if self.connected else None
+
+    @property
+    def bfd(self) -> Mapping[str, BfdStatus]:
+        return dict(self.hv.bfd) if self.connected else {}
 
     async def start(self, timeout: float = 10.0) -> None:
         self.hv.start_attempts += 1
@@ -101,6 +105,7 @@ class Hypervisor:
         self.installed: set[str] = set()  # ports the controller marked installed
         self.on_mark: Callable[[set[str]], None] | None = None  # sees each mark as it lands
         self.tunnels: frozenset[TunnelPort] = frozenset()
+        self.bfd: dict[str, BfdStatus] = {}  # tunnel port name -> its BFD session
         self.clients: list[FakeOvsdb] = []
         self.switch = FakeSwitch(datapath_id_for(name))
         self.ssl_context: ssl.SSLContext | None = None  # connect over TLS with this identity

@@ -9,7 +9,9 @@ import pytest
 
 from hypetunnel.compiler.tunnels import tunnel_port
 from hypetunnel.errors import SouthboundError
+from hypetunnel.southbound.observation import BfdStatus
 from hypetunnel.southbound.ovsdb.snapshot import (
+    build_bfd,
     build_observation,
     parse_datapath_id,
     parse_ofport,
@@ -22,16 +24,21 @@ GN = tunnel_port("geneve", "10.0.0.4", "hv4")
 
 
 def iface(name: str, ofport: Any = (), *, type: str = "", options: dict[str, str] | None = None,
-          external_ids: dict[str, str] | None = None, link_state: Any = ()) -> SimpleNamespace:
+          external_ids: dict[str, str] | None = None, link_state: Any = (),
+          bfd: dict[str, str] | None = None,
+          bfd_status: dict[str, str] | None = None) -> SimpleNamespace:
     """An Interface row as the IDL shows it: optional columns are lists of 0 or 1 element."""
     return SimpleNamespace(name=name, ofport=list(ofport), type=type, options=options or {},
-                           external_ids=external_ids or {}, link_state=list(link_state))
+                           external_ids=external_ids or {}, link_state=list(link_state),
+                           bfd=bfd or {}, bfd_status=bfd_status or {})
 
 
-def ours(t: Any, ofport: Any = (5,)) -> SimpleNamespace:
+def ours(t: Any, ofport: Any = (5,), bfd_status: dict[str, str] | None = None
+         ) -> SimpleNamespace:
     return iface(t.name, ofport, type=t.encapsulation, options=tunnel_options(t),
                  external_ids={"hypetunnel-tunnel": "true",
-                               "hypetunnel-remote": t.remote_hypervisor})
+                               "hypetunnel-remote": t.remote_hypervisor},
+                 bfd=dict(t.bfd), bfd_status=bfd_status)
 
 
 def bridge(name: str, *ifaces: SimpleNamespace, dpid: Any = ()) -> SimpleNamespace:
@@ -118,6 +125,46 @@ def test_diff_fixes_a_wrong_type_or_remote_hypervisor() -> None:
     wrong_remote = ours(GR)
     wrong_remote.external_ids = {"hypetunnel-tunnel": "true", "hypetunnel-remote": "hvX"}
     assert diff_tunnels([wrong_type, wrong_remote], [VX, GR]).fix == (GR, VX)
+
+
+def test_every_tunnel_port_runs_bfd_at_100_ms_times_3() -> None:
+    assert dict(VX.bfd) == {"enable": "true", "min_rx": "100", "min_tx": "100", "mult": "3"}
+    assert list(VX.bfd) == sorted(VX.bfd)  # as the snapshot rebuilds it from the row
+
+
+def test_a_port_without_our_bfd_settings_is_fixed_and_one_with_them_is_left_alone() -> None:
+    no_bfd = ours(VX)
+    no_bfd.bfd = {}
+    other_timers = ours(GR)
+    other_timers.bfd = {**dict(GR.bfd), "min_rx": "1000"}
+    assert diff_tunnels([no_bfd, other_timers, ours(GN)], [VX, GR, GN]).fix == (GR, VX)
+    # The snapshot rebuilds the settings from the row: a port we wrote equals its desire.
+    obs = build_observation("hv1", "br-int", [bridge("br-int", ours(VX))])
+    assert obs.tunnels == frozenset({VX})
+
+
+def test_bfd_status_is_read_for_our_tunnel_ports_only_and_stays_out_of_the_observation(
+        ) -> None:
+    up = {"state": "up", "forwarding": "true", "diagnostic": "No Diagnostic",
+          "remote_state": "up", "flap_count": "1"}
+    down = {"state": "down", "forwarding": "false",
+            "diagnostic": "Control Detection Time Expired", "remote_state": "down",
+            "flap_count": "2"}
+    foreign = iface("vxforeign", [3], type="vxlan", bfd_status=up)
+    rows = [bridge("br-int", ours(VX, bfd_status=up), ours(GR, bfd_status=down), ours(GN),
+                   foreign)]
+    bfd = build_bfd("br-int", rows)
+    assert set(bfd) == {VX.name, GR.name}  # GN: OVS reports nothing yet
+    assert bfd[VX.name] == BfdStatus("up", True, "No Diagnostic", "up", 1)
+    assert bfd[GR.name].forwarding is False and bfd[GR.name].flap_count == 2
+    assert bfd[GR.name].diagnostic == "Control Detection Time Expired"
+    # A BFD change leaves the observation (what starts a reconcile round) as it was.
+    flipped = [bridge("br-int", ours(VX, bfd_status=down), ours(GR, bfd_status=up), ours(GN),
+                      foreign)]
+    assert build_observation("hv1", "br-int", rows) == build_observation("hv1", "br-int",
+                                                                         flipped)
+    assert build_bfd("br-int", flipped) != bfd
+    assert build_bfd("br-ex", rows) == {}
 
 
 def test_diff_refuses_to_take_over_a_foreign_port() -> None:

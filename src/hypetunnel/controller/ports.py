@@ -7,13 +7,13 @@ through `SessionEvents`. It imports nothing of the fabric state, the role or the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Protocol
 
 from hypetunnel.compiler.flows import Flow
 from hypetunnel.compiler.tunnels import TunnelPort
 from hypetunnel.controller.reconciler import SlicedFlows
-from hypetunnel.southbound.observation import SwitchObservation
+from hypetunnel.southbound.observation import BfdStatus, SwitchObservation
 
 
 class OvsdbPort(Protocol):
@@ -24,6 +24,11 @@ class OvsdbPort(Protocol):
 
     @property
     def observation(self) -> SwitchObservation | None: ...
+
+    @property
+    def bfd(self) -> Mapping[str, BfdStatus]:
+        """Our tunnel ports' BFD sessions by port name."""
+        ...
 
     async def start(self, timeout: float = 10.0) -> None: ...
 

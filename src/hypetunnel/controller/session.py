@@ -23,13 +23,13 @@ import asyncio
 import enum
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from hypetunnel.controller.ports import DesiredState, OvsdbFactory, OvsdbPort, SessionEvents, Spawn
 from hypetunnel.controller.reconciler import FlowReconciler
 from hypetunnel.controller.switch import datapath_id_for
-from hypetunnel.southbound.observation import SwitchObservation
+from hypetunnel.southbound.observation import BfdStatus, SwitchObservation
 from hypetunnel.southbound.openflow.channel import SwitchChannel
 
 log = logging.getLogger(__name__)
@@ -155,6 +155,11 @@ class SwitchSession:
     def openflow_ready(self) -> bool:
         return (self.openflow_state is OpenFlowState.READY and self.channel is not None
                 and self.reconciler is not None and self.channel.is_ready())
+
+    @property
+    def bfd(self) -> Mapping[str, BfdStatus]:
+        """The BFD sessions of its tunnel ports, by port name (empty without OVSDB)."""
+        return self.ovsdb.bfd if self.ovsdb is not None else {}
 
     @property
     def up(self) -> bool:

@@ -28,6 +28,9 @@ _KINDS = (
               "the switch's flows differed from the desired ones: repaired"),
     AlarmKind("vm_crash", "major", True,
               "the VM's port is gone from its hypervisor without a move"),
+    AlarmKind("tunnel_down", "major", True,
+              "BFD reports a tunnel down: the underlay path between two hypervisors is "
+              "broken (a flapping tunnel's alarm stays open at least a minute)"),
     AlarmKind("controller_failover", "warning", False,
               "another controller took over (a new election term)"),
 )
@@ -37,7 +40,7 @@ KINDS: dict[str, AlarmKind] = {k.name: k for k in _KINDS}
 @dataclass(frozen=True, slots=True)
 class Alarm:
     id: str
-    resource: str  # e.g. switch/hv1, hypervisor/hv1, vm/acme/web1, controller/ctl1
+    resource: str  # e.g. switch/hv1, hypervisor/hv1, tunnel/hv1-hv2, vm/acme/web1, controller/ctl1
     kind: str
     severity: Severity
     service_affecting: bool

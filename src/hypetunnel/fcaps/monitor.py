@@ -18,6 +18,8 @@ from typing import Any, Protocol
 from hypetunnel.fcaps.alarm import Alarm
 from hypetunnel.fcaps.events import PREFIX, query
 from hypetunnel.fcaps.record import Recorder
+from hypetunnel.fcaps.tunnels import DAMPEN, TunnelHealth, reported
+from hypetunnel.fcaps.tunnels import KIND as TUNNEL_DOWN
 from hypetunnel.fcaps.watch import HOLD, FabricView, Faults, SwitchView, changes
 from hypetunnel.fcaps.webhook import Post, WebhookTarget, http_post
 from hypetunnel.store.side import SideStore
@@ -59,9 +61,11 @@ class MonitorPort(Protocol):
 class FaultMonitor:
     def __init__(self, port: MonitorPort, store: SideStore, *, webhooks: Iterable[str] = (),
                  post: Post = http_post, flow_audit_interval: float = FLOW_AUDIT_INTERVAL,
-                 tick: float = TICK, hold: float = HOLD,
+                 tick: float = TICK, hold: float = HOLD, dampen: float = DAMPEN,
                  clock: Callable[[], float] = time.time) -> None:
         self._port = port
+        self._clock = clock
+        self.dampen = dampen
         self._store = store
         self.tick = tick
         self.flow_audit_interval = flow_audit_interval
@@ -74,6 +78,9 @@ class FaultMonitor:
         self._view: FabricView | None = None
         self._faults = Faults(hold)
         self._drifted: set[str] = set()  # switches whose drift is being repaired
+        self._tunnels = TunnelHealth()
+        self._downs: dict[str, int] = {}  # open tunnel alarm -> times it went down
+        self._tunnel_down: set[str] = set()  # tunnels judged down at the last snapshot
 
     def _write(self, puts: Mapping[str, dict[str, Any]], deletes: Iterable[str]) -> None:
         self._store.side_commit(puts, deletes)
@@ -112,6 +119,8 @@ class FaultMonitor:
         for w in self.webhooks:
             w.load(records.get(w.key))
         self._view, self._faults = None, Faults(self.hold)
+        self._downs = {a.resource: 1 for a in self.recorder.book.open_alarms(TUNNEL_DOWN)}
+        self._tunnels, self._tunnel_down = TunnelHealth(), set(self._downs)
         # Drift another controller was repairing clears once the switch converges here.
         self._drifted = {a.resource.removeprefix("switch/")
                          for a in self.recorder.book.open_alarms("flow_drift")}
@@ -146,6 +155,7 @@ class FaultMonitor:
         for a in rec.book.open_alarms():
             if a.kind in LEVEL_KINDS and (a.resource, a.kind) not in present:
                 rec.clear(a.resource, a.kind, _cleared_text(a))
+        self._judge_tunnels(view, now)
         for hv in sorted(self._drifted):
             sw = view.switches.get(hv)
             if sw is None or sw.converged:
@@ -154,6 +164,35 @@ class FaultMonitor:
                 if alarm is not None:
                     rec.clear(alarm.resource, alarm.kind,
                               alarm.text.replace(": repairing", ": repaired"))
+
+    def _judge_tunnels(self, view: FabricView, now: float) -> None:
+        """tunnel_down from BFD, dampened: open at least `dampen` seconds, later downs only
+        update it (with their count)."""
+        rec = self.recorder
+        judged = self._tunnels.judge(view, now)
+        for resource, text in judged.items():
+            if resource not in self._tunnel_down or resource not in self._downs:
+                self._downs[resource] = self._downs.get(resource, 0) + 1
+            if self._downs[resource] > 1:
+                text += f" (flapping: down {self._downs[resource]} times since raised)"
+            rec.raise_alarm(resource, TUNNEL_DOWN, text)
+        self._tunnel_down = set(judged)
+        wall = self._clock()
+        for alarm in rec.book.open_alarms(TUNNEL_DOWN):
+            if alarm.resource in judged:
+                continue
+            name = alarm.resource.removeprefix("tunnel/")
+            text = (f"{name}: BFD reports the tunnel forwarding" if reported(view, alarm.resource)
+                    else f"{name}: no BFD report (the tunnel was removed, or one of its "
+                    "hypervisors does not answer)")
+            if wall - alarm.raised >= self.dampen:
+                rec.clear(alarm.resource, TUNNEL_DOWN, text)
+                self._downs.pop(alarm.resource, None)
+            else:
+                rec.raise_alarm(alarm.resource, TUNNEL_DOWN,
+                                f"{text}; held open (dampening) until {self.dampen:.0f} s "
+                                f"after it was raised, down {self._downs.get(alarm.resource, 1)}"
+                                " times")
 
     async def _audit(self) -> None:
         """Every switch's flow table against what was installed: a difference is drift,

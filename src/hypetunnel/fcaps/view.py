@@ -3,17 +3,31 @@ the switch sessions (what they see) and the intent (where VMs belong)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol, TypeVar
 
 from hypetunnel.compiler.tunnels import TunnelPort
-from hypetunnel.fcaps.watch import FabricView, SwitchView
+from hypetunnel.fcaps.watch import FabricView, SwitchView, TunnelEnd
 from hypetunnel.model.intent import Intent
 
 
 class ObservationLike(Protocol):
     @property
     def tunnels(self) -> frozenset[TunnelPort]: ...
+
+
+class BfdLike(Protocol):
+    @property
+    def state(self) -> str: ...
+
+    @property
+    def forwarding(self) -> bool: ...
+
+    @property
+    def diagnostic(self) -> str: ...
+
+    @property
+    def flap_count(self) -> int: ...
 
 
 class SessionView(Protocol):
@@ -28,8 +42,23 @@ class SessionView(Protocol):
     @property
     def observation(self) -> ObservationLike | None: ...
 
+    @property
+    def bfd(self) -> Mapping[str, BfdLike]: ...
+
 
 S = TypeVar("S", bound=SessionView)
+
+
+def _ends(obs: ObservationLike | None, bfd: Mapping[str, BfdLike]) -> frozenset[TunnelEnd]:
+    if obs is None or not bfd:
+        return frozenset()
+    out = []
+    for t in obs.tunnels:
+        b = bfd.get(t.name)
+        if b is not None:
+            out.append(TunnelEnd(t.remote_hypervisor, t.encapsulation, b.forwarding,
+                                 b.forwarding or b.flap_count > 0, b.state, b.diagnostic))
+    return frozenset(out)
 
 
 def fabric_view(sessions: Iterable[tuple[str, S]], intent: Intent,
@@ -39,7 +68,7 @@ def fabric_view(sessions: Iterable[tuple[str, S]], intent: Intent,
         obs = st.observation
         tunnels = frozenset(t.remote_hypervisor for t in obs.tunnels) if obs else frozenset()
         switches[name] = SwitchView(st.openflow_ready, st.ovsdb_connected, frozenset(st.bound),
-                                    tunnels, converged(st))
+                                    tunnels, converged(st), _ends(obs, st.bfd))
     return FabricView(
         switches=switches,
         placement={f"{t.name}/{v.name}": v.hypervisor for t in intent.tenants for v in t.vms},

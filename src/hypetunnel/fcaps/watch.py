@@ -17,12 +17,25 @@ HOLD = 1.0  # seconds a fault must hold before its alarm is raised
 
 
 @dataclass(frozen=True, slots=True)
+class TunnelEnd:
+    """One tunnel port's BFD session, as its hypervisor reports it."""
+
+    remote: str  # the hypervisor at the other end
+    encapsulation: str
+    forwarding: bool
+    established: bool  # the session was up once (OVS's flap_count > 0, or up now)
+    state: str = ""
+    diagnostic: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class SwitchView:
     openflow: bool  # the OpenFlow channel is ready
     ovsdb: bool  # OVSDB answers
     ports: frozenset[str] = frozenset()  # VM ids with a port on it (OVSDB's report)
     tunnels: frozenset[str] = frozenset()  # remote hypervisors it has a tunnel port to
     converged: bool = False
+    bfd: frozenset[TunnelEnd] = frozenset()  # its tunnel ports' BFD sessions (reported)
 
     @property
     def up(self) -> bool:
@@ -84,6 +97,7 @@ def changes(old: FabricView, new: FabricView) -> list[Change]:
             out.append(Change(f"tunnel/{hv}/{remote}", "up", "tunnel port created"))
         for remote in sorted(a.tunnels - b.tunnels):
             out.append(Change(f"tunnel/{hv}/{remote}", "removed", "tunnel port removed"))
+        out += _bfd_changes(hv, a, b)
     for net in sorted(new.networks - old.networks):
         out.append(Change(f"network/{net}", "created", "intent"))
     for net in sorted(old.networks - new.networks):
@@ -107,6 +121,25 @@ def changes(old: FabricView, new: FabricView) -> list[Change]:
         out.append(Change(f"vm/{vm}", "created", f"intent places it on {new.placement[vm]}"))
     for vm in sorted(set(old.placement) - set(new.placement)):
         out.append(Change(f"vm/{vm}", "deleted", "intent"))
+    return out
+
+
+def _bfd_changes(hv: str, a: SwitchView, b: SwitchView) -> list[Change]:
+    """A session that starts or stops forwarding (a session never up is not "down" yet)."""
+    if a.bfd == b.bfd:
+        return []
+    before = {(e.remote, e.encapsulation): e for e in a.bfd}
+    out = []
+    for e in sorted(b.bfd, key=lambda e: (e.remote, e.encapsulation)):
+        old = before.get((e.remote, e.encapsulation))
+        if (old.forwarding if old is not None else False) == e.forwarding:
+            continue
+        if e.forwarding:
+            out.append(Change(f"tunnel/{hv}/{e.remote}", "bfd up",
+                              f"{e.encapsulation}: BFD session up"))
+        elif old is not None:
+            out.append(Change(f"tunnel/{hv}/{e.remote}", "bfd down",
+                              f"{e.encapsulation}: {e.diagnostic or 'state ' + e.state}"))
     return out
 
 

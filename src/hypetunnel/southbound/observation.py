@@ -21,6 +21,17 @@ class PortInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class BfdStatus:
+    """Interface:bfd_status of a tunnel port: the BFD session's view of the path."""
+
+    state: str  # admin_down | down | init | up
+    forwarding: bool  # the session says the port may carry traffic
+    diagnostic: str = ""  # why the local end is not up (e.g. "Control Detection Time Expired")
+    remote_state: str = ""
+    flap_count: int = 0  # forwarding changes since the session started (>0: it was up once)
+
+
+@dataclass(frozen=True, slots=True)
 class SwitchObservation:
     """A consistent snapshot of one hypervisor's integration bridge, taken from OVSDB."""
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from hypetunnel.compiler.tunnels import TunnelPort
 from hypetunnel.errors import SouthboundError
-from hypetunnel.southbound.observation import SwitchObservation
+from hypetunnel.southbound.observation import BfdStatus, SwitchObservation
 from hypetunnel.southbound.ovsdb.worker import IdlWorker, Stage
 from hypetunnel.southbound.ovsdb.writes import (
     BridgeSpec,
@@ -49,6 +49,7 @@ class OvsdbClient:
         self._ready: asyncio.Event | None = None
         self._fatal: BaseException | None = None
         self._observation: SwitchObservation | None = None
+        self._bfd: Mapping[str, BfdStatus] = {}
         self._connected = False
 
     def __repr__(self) -> str:
@@ -69,7 +70,8 @@ class OvsdbClient:
             self._worker = IdlWorker(self.hypervisor, self.endpoint, self.bridge,
                                      on_snapshot=self._from_thread(self._deliver_snapshot),
                                      on_state=self._from_thread(self._deliver_state),
-                                     on_fatal=self._from_thread(self._deliver_fatal))
+                                     on_fatal=self._from_thread(self._deliver_fatal),
+                                     on_bfd=self._from_thread(self._deliver_bfd))
             self._worker.start()
         await self.wait_ready(timeout)
 
@@ -104,6 +106,12 @@ class OvsdbClient:
     @property
     def connected(self) -> bool:
         return self._connected
+
+    @property
+    def bfd(self) -> Mapping[str, BfdStatus]:
+        """Our tunnel ports' BFD sessions by port name (the latest report; no callback: a BFD
+        change is read by the fault monitor, it never starts a reconcile round)."""
+        return self._bfd
 
     # ---- desired state ----------------------------------------------------------------------
 
@@ -172,6 +180,9 @@ class OvsdbClient:
                 self._on_change(snap)
             except Exception:
                 log.exception("%r: on_change callback failed", self)
+
+    def _deliver_bfd(self, bfd: dict[str, BfdStatus]) -> None:
+        self._bfd = bfd
 
     def _deliver_state(self, up: bool) -> None:
         if self._worker is None:

@@ -25,7 +25,8 @@ MONITORED: dict[str, list[str]] = {
     "Bridge": ["name", "datapath_id", "datapath_type", "ports", "fail_mode", "protocols",
                "controller", "other_config"],
     "Port": ["name", "interfaces"],
-    "Interface": ["name", "type", "options", "ofport", "external_ids", "link_state"],
+    "Interface": ["name", "type", "options", "ofport", "external_ids", "link_state", "bfd",
+                  "bfd_status"],
     "Controller": ["target", "max_backoff", "inactivity_probe"],
 }
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from hypetunnel.compiler.tunnels import TunnelPort
-from hypetunnel.southbound.observation import PortInfo, SwitchObservation
+from hypetunnel.southbound.observation import BfdStatus, PortInfo, SwitchObservation
 
 # external_ids keys on the Interface rows of the tunnel ports HypeTunnel owns.
 TUNNEL_MARKER = "hypetunnel-tunnel"
@@ -65,7 +65,38 @@ def tunnel_from_interface(iface: Any) -> TunnelPort | None:
     options = dict(iface.options)
     return TunnelPort(name=iface.name, encapsulation=iface.type,
                       remote_ip=options.get("remote_ip", ""),
-                      remote_hypervisor=ext.get(TUNNEL_REMOTE, ""))
+                      remote_hypervisor=ext.get(TUNNEL_REMOTE, ""),
+                      bfd=tuple(sorted(dict(iface.bfd).items())))
+
+
+def bfd_status(iface: Any) -> BfdStatus | None:
+    """Interface:bfd_status of a port running BFD (None while OVS reports nothing)."""
+    status = dict(iface.bfd_status)
+    if not status:
+        return None
+    try:
+        flaps = int(status.get("flap_count", "0"))
+    except ValueError:
+        flaps = 0
+    return BfdStatus(state=status.get("state", ""), forwarding=status.get("forwarding") == "true",
+                     diagnostic=status.get("diagnostic", ""),
+                     remote_state=status.get("remote_state", ""), flap_count=flaps)
+
+
+def build_bfd(bridge_name: str, bridges: Iterable[Any]) -> dict[str, BfdStatus]:
+    """Our tunnel ports' BFD sessions by port name. Kept out of the observation: a BFD state
+    change is health, not configuration, and must not start a reconcile round."""
+    bridge = find_bridge(bridges, bridge_name)
+    if bridge is None:
+        return {}
+    out: dict[str, BfdStatus] = {}
+    for port in bridge.ports:
+        for iface in port.interfaces:
+            if is_our_tunnel(dict(iface.external_ids)):
+                status = bfd_status(iface)
+                if status is not None:
+                    out[iface.name] = status
+    return out
 
 
 def port_info(iface: Any) -> PortInfo:

@@ -31,14 +31,14 @@ import ovs.poller
 from ovs.db.idl import Idl, Transaction
 
 from hypetunnel.errors import SouthboundError
-from hypetunnel.southbound.observation import SwitchObservation
+from hypetunnel.southbound.observation import BfdStatus, SwitchObservation
 from hypetunnel.southbound.ovsdb.schema import (
     SchemaFetcher,
     drain,
     schema_helper,
     tune_session,
 )
-from hypetunnel.southbound.ovsdb.snapshot import build_observation
+from hypetunnel.southbound.ovsdb.snapshot import build_bfd, build_observation
 from hypetunnel.southbound.ovsdb.tls import peer_mismatch
 
 log = logging.getLogger(__name__)
@@ -63,13 +63,15 @@ class IdlWorker:
     def __init__(self, hypervisor: str, endpoint: str, bridge: str,
                  on_snapshot: Callable[[SwitchObservation], None],
                  on_state: Callable[[bool], None],
-                 on_fatal: Callable[[BaseException], None]) -> None:
+                 on_fatal: Callable[[BaseException], None],
+                 on_bfd: Callable[[dict[str, BfdStatus]], None] = lambda _: None) -> None:
         self.hypervisor = hypervisor
         self.endpoint = endpoint
         self.bridge = bridge
         self._on_snapshot = on_snapshot
         self._on_state = on_state
         self._on_fatal = on_fatal
+        self._on_bfd = on_bfd
         self._inbox: queue.SimpleQueue[WriteRequest] = queue.SimpleQueue()
         self._pending: deque[WriteRequest] = deque()
         self._inflight: tuple[WriteRequest, Transaction, int] | None = None
@@ -85,6 +87,7 @@ class IdlWorker:
         self._synced = False
         self._seen_seqno = -1
         self._last_snapshot: SwitchObservation | None = None
+        self._last_bfd: dict[str, BfdStatus] = {}
         self._checked_session = -1  # the session seqno whose server identity was checked
         self.identity_problem: str | None = None  # why the server is not our hypervisor
 
@@ -212,6 +215,10 @@ class IdlWorker:
             if snap != self._last_snapshot:
                 self._last_snapshot = snap
                 self._on_snapshot(snap)
+            bfd = build_bfd(self.bridge, idl.tables["Bridge"].rows.values())
+            if bfd != self._last_bfd:
+                self._last_bfd = bfd
+                self._on_bfd(bfd)
         if synced != self._synced:
             self._synced = synced
             log.info("OVSDB %s %s", self._name, "synchronised" if synced else "disconnected")

@@ -55,6 +55,7 @@ class TunnelDiff:
 def tunnel_matches(iface: Any, t: TunnelPort) -> bool:
     ext = dict(iface.external_ids)
     return (iface.type == t.encapsulation and dict(iface.options) == tunnel_options(t)
+            and dict(iface.bfd) == dict(t.bfd)
             and all(ext.get(k) == v for k, v in tunnel_external_ids(t).items()))
 
 
@@ -94,6 +95,8 @@ def _write_tunnel(iface: Any, t: TunnelPort) -> None:
         iface.type = t.encapsulation
     if dict(iface.options) != tunnel_options(t):
         iface.options = tunnel_options(t)
+    if dict(iface.bfd) != dict(t.bfd):
+        iface.bfd = dict(t.bfd)
     ext = dict(iface.external_ids)
     for k, v in tunnel_external_ids(t).items():
         if ext.get(k) != v:
@@ -112,6 +115,7 @@ def apply_tunnels(idl: Any, txn: Any, bridge_name: str, desired: Iterable[Tunnel
         iface.name = t.name
         iface.type = t.encapsulation
         iface.options = tunnel_options(t)
+        iface.bfd = dict(t.bfd)
         iface.external_ids = tunnel_external_ids(t)
         port = txn.insert(idl.tables["Port"])
         port.name = t.name
