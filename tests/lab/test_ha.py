@@ -187,7 +187,8 @@ def test_loss_of_one_etcd_member_keeps_changes_flowing(ha: Lab) -> None:
 def test_management_and_tenant_traffic_stay_apart(ha: Lab) -> None:
     # VXLAN: udp[12:4] holds VNI<<8; inner IPv4 source's first octet at udp[42].
     mgmt = "udp port 4789 and udp[12:4] = 0xffffff00 and udp[28:2] = 0x0800"
-    tenant = "udp port 4789 and udp[12:4] != 0xffffff00 and udp[28:2] = 0x0800"
+    tenant = ("udp port 4789 and udp[12:4] != 0xffffff00 and udp[12:4] != 0 "
+              "and udp[28:2] = 0x0800")  # VNI 0: BFD, the tunnel's own health
 
     def traffic() -> None:
         ha.exec("acme/web1", ["ping", "-c", "5", "-i", "0.1", ha.vm("acme/web3").ip])

@@ -30,9 +30,14 @@ def parse(line: str) -> Encapsulated | None:
 
 
 # Tenant tunnels only: the management overlay's VXLAN (udp[12:4] holds VNI<<8) carries the
-# controllers' own OpenFlow, OVSDB and etcd traffic, which would pass for tenant frames.
-TENANT_TUNNELS = (f"(udp port 4789 and udp[12:4] != {MANAGEMENT_VNI << 8:#x}) or "
-                  "udp port 6081 or ip proto 47")
+# controllers' own OpenFlow, OVSDB and etcd traffic, which would pass for tenant frames. BFD
+# control packets ride every tenant tunnel with VNI (or GRE key) 0, which no network uses:
+# they are the tunnel's own health, not tenant traffic. The GRE key sits at ip[24:4] (a
+# 20-byte IPv4 header, then the GRE flags word; OVS sets no GRE checksum).
+TENANT_TUNNELS = (f"(udp port 4789 and udp[12:4] != {MANAGEMENT_VNI << 8:#x} "
+                  "and udp[12:4] != 0) or "
+                  "(udp port 6081 and udp[12:4] & 0xffffff00 != 0) or "
+                  "(ip proto 47 and ip[24:4] != 0)")
 
 
 def capture(lab: Lab, action: Callable[[], object], bpf: str = TENANT_TUNNELS,
