@@ -55,6 +55,7 @@ class DaemonConfig:
     # Alarms (fcaps/): URLs every alarm change is POSTed to; how often flow tables are audited.
     webhooks: list[str] = field(default_factory=list)
     flow_audit_interval: float = 5.0
+    usage_interval: float = 10.0  # accounting (accounting/): how often counters are read
 
     def guards(self) -> Guards:
         rate = RateLimit(rate=self.api_rate, burst=self.api_burst) if self.api_rate > 0 else None
@@ -109,7 +110,8 @@ async def serve(config: DaemonConfig) -> None:
     controller = Controller(store, openflow_listen=config.openflow,
                             switch_targets=config.switch_targets, ha=ha, tls=config.tls,
                             webhooks=config.webhooks,
-                            flow_audit_interval=config.flow_audit_interval)
+                            flow_audit_interval=config.flow_audit_interval,
+                            usage_interval=config.usage_interval)
     await controller.start()
     # The audit log is written through the store itself, not the role's fenced view: a
     # standby records the writes it refuses too.

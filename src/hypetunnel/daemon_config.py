@@ -49,6 +49,7 @@ class ControllerSettings(BaseModel):
     log_format: LogFormat = "json"
     webhook: list[str] = Field(default_factory=list)
     flow_audit_interval: float = Field(default=5.0, gt=0)
+    usage_interval: float = Field(default=10.0, gt=0)
 
     def problems(self) -> list[FieldError]:
         """What is wrong across keys (each value alone was valid); path = the key. Other keys
@@ -99,7 +100,8 @@ class ControllerSettings(BaseModel):
                             peer=self.peer, api_rate=self.api_rate, api_burst=self.api_burst,
                             tls=tls, peer_names=list(self.peer_name),
                             webhooks=list(self.webhook),
-                            flow_audit_interval=self.flow_audit_interval)
+                            flow_audit_interval=self.flow_audit_interval,
+                            usage_interval=self.usage_interval)
 
 
 KEYS: tuple[str, ...] = tuple(ControllerSettings.model_fields)

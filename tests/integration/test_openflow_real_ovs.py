@@ -223,3 +223,45 @@ def test_invalid_flows_raise_southbound_error(bridge: OvsInstance, atomic: bool)
             assert set(dumped(rig.dump())) == expected
             assert ch.is_ready()
     run(body)
+
+
+def test_counters_restart_on_replacement_and_a_deleted_flow_reports_its_final_ones(
+        bridge: OvsInstance) -> None:
+    """What the accounting relies on (accounting/ledger.py): a flow that replaces another in
+    place counts from 0, and a flow the controller deletes tells its last counters."""
+    from hypetunnel.accounting.flowstats import flow_counts
+
+    frame = "02000000aa01" + "020000000001" + "0800" + "45" + "00" * 45  # 60 bytes
+
+    async def body() -> None:
+        async with controller(bridge) as rig:
+            ch = await rig.next_channel()
+            removed: list[tuple[int, int, int]] = []
+            ch.on_flow_removed = lambda *c: removed.append(c)
+            rec = FlowReconciler(ch)
+            dst = match(eth_dst="02:00:00:00:aa:01")
+            first = Flow(0, 100, dst)  # no actions: counted and dropped
+            await rec.apply([first])
+
+            async def send(n: int) -> None:
+                for _ in range(n):
+                    await asyncio.to_thread(bridge.ofctl, "packet-out", BRIDGE,
+                                            f"in_port=controller packet={frame} actions=table")
+
+            async def counts() -> dict[int, tuple[int, int]]:
+                return {c.cookie: (c.packets, c.bytes)
+                        for b in await ch.dump_flow_stats() for c in flow_counts(b)}
+
+            await send(3)
+            assert (await counts())[first.cookie] == (3, 180)
+            second = Flow(0, 100, dst, (Output(7),))  # same match: replaces `first` in place
+            await rec.apply([second])
+            assert (await counts()) == {second.cookie: (0, 0)}
+            await send(2)
+            await rec.apply([])
+            # From a bundle's commit it comes just after the barrier's reply.
+            deadline = time.monotonic() + 10
+            while not removed and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            assert removed == [(second.cookie, 2, 120)]
+    run(body)

@@ -53,6 +53,7 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("GET", f"{P}/alarms"): "any",
     ("POST", f"{P}/alarms/{{alarm_id}}/ack"): "operation",
     ("GET", f"{P}/events"): "any",
+    ("GET", f"{P}/usage"): "any",
     ("GET", f"{P}/tokens"): "admin",
     ("POST", f"{P}/tokens"): "admin",
     ("DELETE", f"{P}/tokens/{{name}}"): "admin",

@@ -57,6 +57,10 @@ class Counter:
         for src in [s for s in self.last if s[0] == switch and s not in seen]:
             self.retire(src)
 
+    def bank(self, packets: int, nbytes: int) -> None:
+        """Counted by a source that is gone already (its late final reading's difference)."""
+        self._bank((packets, nbytes))
+
     def _bank(self, reading: tuple[int, int]) -> None:
         self.banked_packets += reading[0]
         self.banked_bytes += reading[1]

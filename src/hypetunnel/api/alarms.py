@@ -23,7 +23,7 @@ READ_TIMEOUT = 10.0
 T = TypeVar("T")
 
 
-async def _bounded(call: Awaitable[T]) -> T:
+async def bounded(call: Awaitable[T]) -> T:
     try:
         return await asyncio.wait_for(call, READ_TIMEOUT)
     except TimeoutError as e:
@@ -42,13 +42,13 @@ def alarms_router(runtime: Any) -> APIRouter:
     ) -> list[dict[str, Any]]:
         """Open alarms (X.733 style): id, resource, kind, severity, service_affecting,
         raised, updated, cleared, acknowledged, tenant, text."""
-        return list(await _bounded(need("alarms")(all)))
+        return list(await bounded(need("alarms")(all)))
 
     @api.post("/alarms/{alarm_id}/ack")
     async def ack(alarm_id: Annotated[str, Path(pattern=NAME_PATTERN, description="Alarm id")]
                   ) -> dict[str, Any]:
         """Acknowledge an alarm (it stays open until its fault is gone)."""
-        return dict(await _bounded(need("ack_alarm")(alarm_id)))
+        return dict(await bounded(need("ack_alarm")(alarm_id)))
 
     @api.get("/events")
     async def events(
@@ -63,6 +63,6 @@ def alarms_router(runtime: Any) -> APIRouter:
         """The state log, oldest first: every change of state of a hypervisor, switch,
         tunnel, network or VM (and every alarm change) with its time and cause."""
         after = None if since is None else time.time() - since
-        return list(await _bounded(need("events")(resource, after, limit)))
+        return list(await bounded(need("events")(resource, after, limit)))
 
     return api

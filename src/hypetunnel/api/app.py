@@ -33,6 +33,7 @@ from hypetunnel.api.schemas import (
 )
 from hypetunnel.api.tokens import TokenRegistry
 from hypetunnel.api.tokens_api import tokens_router
+from hypetunnel.api.usage import usage_router
 from hypetunnel.api.writes import DEFAULT_WRITE_TIMEOUT, WriteRunner
 from hypetunnel.controller.service import FabricService, ObjectNotFound
 from hypetunnel.errors import FieldError, IntentInvalid, NotFound
@@ -257,6 +258,7 @@ def create_app(service: FabricService, runtime: RuntimeView | None = None, *,
     app.include_router(api)
     app.include_router(mobility_router(runtime), prefix=API_PREFIX)
     app.include_router(alarms_router(runtime), prefix=API_PREFIX)
+    app.include_router(usage_router(runtime), prefix=API_PREFIX)
     app.include_router(health_router(runtime), prefix=API_PREFIX)
     app.include_router(metrics_router(runtime), prefix=API_PREFIX)
     app.include_router(tokens_router(tokens, write), prefix=API_PREFIX)

@@ -162,6 +162,8 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", f"{P}/alarms"): filtered(tenantview.alarms),
     ("POST", f"{P}/alarms/{{alarm_id}}/ack"): OPERATION,
     ("GET", f"{P}/events"): filtered(tenantview.events),
+    # Accounting: a tenant reads its own usage only.
+    ("GET", f"{P}/usage"): filtered(tenantview.usage),
     ("GET", f"{P}/tokens"): ADMIN,
     ("POST", f"{P}/tokens"): ADMIN,
     ("DELETE", f"{P}/tokens/{{name}}"): ADMIN,

@@ -118,6 +118,13 @@ def alarms(data: Any, principal: Principal, intent: Intent) -> Any:
     return [_hidden(a, names) for a in data if _own_record(principal, a)]
 
 
+def usage(data: Any, principal: Principal, _: Intent) -> Any:
+    """Usage rows of its own tenant only."""
+    if not isinstance(data, list):
+        return data
+    return [r for r in data if isinstance(r, dict) and r.get("tenant") == principal.tenant]
+
+
 def events(data: Any, principal: Principal, intent: Intent) -> Any:
     """State-log records of its own resources, hypervisor names hidden (also in an alarm)."""
     if not isinstance(data, list):

@@ -65,6 +65,10 @@ def run(
         help="Seconds between reads of every switch's flow table: a difference from the "
              "desired flows is repaired and alarmed (flow_drift).", min=0.1)
     ] = D.flow_audit_interval,
+    usage_interval: Annotated[float, typer.Option(
+        help="Seconds between reads of every switch's flow counters, for per-tenant usage "
+             "(hypetunnel usage).", min=0.1)
+    ] = D.usage_interval,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="--log-level debug.")
                        ] = False,
 ) -> None:

@@ -19,6 +19,7 @@ from hypetunnel.cli import (
     pkicmd,
     resources,
     tokencmd,
+    usagecmd,
 )
 from hypetunnel.cli.context import CliState
 
@@ -83,6 +84,7 @@ app.add_typer(labcmd.app, name="lab")
 app.add_typer(controllercmd.app, name="controller")
 auditcmd.register(app)
 alarmcmd.register(app)
+usagecmd.register(app)
 backupcmd.register(app)
 app.add_typer(tokencmd.app, name="token")
 app.add_typer(pkicmd.app, name="pki")

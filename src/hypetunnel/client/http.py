@@ -198,6 +198,12 @@ class ApiClient:
                  if v is not None}
         return self._request("GET", "/events" + (f"?{urlencode(query)}" if query else ""))
 
+    def usage(self, by: str = "tenant", tenant: str | None = None,
+              since: float | None = None) -> Any:
+        query = {k: v for k, v in (("by", by), ("tenant", tenant), ("since", since))
+                 if v is not None}
+        return self._request("GET", "/usage" + (f"?{urlencode(query)}" if query else ""))
+
     def list_hypervisors(self) -> Any:
         return self._request("GET", "/hypervisors")
 

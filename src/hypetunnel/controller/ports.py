@@ -7,7 +7,7 @@ through `SessionEvents`. It imports nothing of the fabric state, the role or the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, Protocol
 
 from hypetunnel.compiler.flows import Flow
@@ -88,4 +88,12 @@ class SessionEvents(Protocol):
 
     def reconciled(self, hypervisor: str) -> None:
         """A reconcile round of the switch succeeded (it may hold its desired state now)."""
+        ...
+
+    def flows_added(self, hypervisor: str, flows: Sequence[Flow]) -> None:
+        """These flows are about to be sent to the switch (for the accounting)."""
+        ...
+
+    def flow_removed(self, hypervisor: str, cookie: int, packets: int, nbytes: int) -> None:
+        """The switch deleted a flow; its final counters (for the accounting)."""
         ...

@@ -12,7 +12,7 @@ desired state, diffs only the slices that changed since (O(the change)).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -199,9 +199,13 @@ class FlowReconciler:
     first. A reconciler dies with its channel: create a new one on reconnect.
     """
 
-    def __init__(self, channel: FlowChannel, *, atomic: bool = True) -> None:
+    def __init__(self, channel: FlowChannel, *, atomic: bool = True,
+                 on_added: Callable[[Sequence[Flow]], None] | None = None) -> None:
+        """on_added: told the flows of every batch before it is sent (the accounting learns
+        what a flow counts before the switch can report it removed)."""
         self.channel = channel
         self.atomic = atomic
+        self.on_added = on_added
         self.installed: set[int] = set()
         self.foreign: set[int] = set()
         self.synced = False
@@ -294,6 +298,8 @@ class FlowReconciler:
         if plan.diff.empty:
             return plan.diff
         self.synced = False  # until the switch confirms the whole batch
+        if self.on_added is not None and plan.adds:
+            self.on_added(plan.adds)
         await self.channel.send_flow_batch(plan.adds, plan.deletes, atomic=self.atomic)
         self.installed.difference_update(plan.stale)
         self.installed.update(f.cookie for f in plan.adds)

@@ -19,12 +19,15 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from hypetunnel import __version__
+from hypetunnel.accounting.meters import SwitchMeters
+from hypetunnel.accounting.poller import USAGE_INTERVAL, UsagePoller
 from hypetunnel.aio import cancel_and_wait
 from hypetunnel.compiler.compile import FabricCompiler
+from hypetunnel.compiler.flows import Flow
 from hypetunnel.compiler.topology import Topology
 from hypetunnel.controller.fabric import FabricState
 from hypetunnel.controller.follower import IntentFollower
@@ -64,11 +67,13 @@ class Controller:
                  store_probe_interval: float = 1.0,
                  tls: TlsConfig | None = None, webhooks: list[str] | None = None,
                  flow_audit_interval: float = FLOW_AUDIT_INTERVAL,
+                 usage_interval: float = USAGE_INTERVAL,
                  node: str = "controller") -> None:
         """tls: our identity; then OpenFlow listens TLS-only and binds each switch to the
         hypervisor its certificate names (None: plain, switches known by datapath id).
         webhooks: URLs every alarm change is POSTed to (fcaps/webhook.py);
-        flow_audit_interval: seconds between reads of each switch's flow table (drift)."""
+        flow_audit_interval: seconds between reads of each switch's flow table (drift);
+        usage_interval: seconds between reads of each switch's flow counters (accounting)."""
         self.openflow_listen = openflow_listen
         self.bridge = bridge
         self.startup_grace = startup_grace
@@ -118,6 +123,9 @@ class Controller:
                                                        lambda: self.role.is_active),
                                    webhooks=webhooks or [],
                                    flow_audit_interval=flow_audit_interval)
+        self.accounting = UsagePoller(self, RoleSideStore(store, self.role.writable_store,
+                                                          lambda: self.role.is_active),
+                                      interval=usage_interval)
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -134,6 +142,7 @@ class Controller:
         self.spawn(self.loop_lag.run(), "loop-lag")
         self.spawn(self.store_probe.run(self._stored_revision), "store-probe")
         self.spawn(self.faults.run(), "fault-monitor")
+        self.spawn(self.accounting.run(), "accounting")
         if self.role.election is not None:
             self.spawn(self._resume_deferred(self.role.election), "resume-deferred")
         if self.role.election is not None:
@@ -486,6 +495,37 @@ class Controller:
         if not (self.is_active and self.faults.active):
             raise NotActive("alarms are acknowledged on the active controller")
         return await self.faults.ack(alarm_id)
+
+    # -- accounting: per-tenant usage from the flow counters (UsagePort, and the API's view) ----
+    def usage_switches(self) -> list[tuple[str, SwitchSession]]:
+        return [(n, st) for n, st in self.switches.items() if st.openflow_ready]
+
+    def usage_meters(self, hypervisor: str) -> SwitchMeters:
+        topo = self.topology
+        networks = topo.networks
+
+        def network_of(vni: int) -> str | None:
+            n = networks.get(vni)
+            return None if n is None else f"{n.tenant}/{n.name}"
+
+        # A VM live on two hypervisors (a hot move) gets every frame at both: its deliveries
+        # count where the intent places it, so each frame counts once.
+        elsewhere = {vm for vm in topo.secondary
+                     if (topo.expected.get(vm) or topo.location.get(vm)) != hypervisor}
+        return SwitchMeters(self.compiler.vm_ports(hypervisor), network_of, elsewhere)
+
+    def usage_flows(self, hypervisor: str) -> list[Flow]:
+        return [f for _, flows in self.fabric.slices(hypervisor).items() for f in flows]
+
+    def flows_added(self, hypervisor: str, flows: Sequence[Flow]) -> None:
+        self.accounting.flows_added(hypervisor, flows)
+
+    def flow_removed(self, hypervisor: str, cookie: int, packets: int, nbytes: int) -> None:
+        self.accounting.flow_removed(hypervisor, cookie, packets, nbytes)
+
+    async def usage(self, by: str = "tenant", tenant: str | None = None,
+                    since: float | None = None) -> list[dict[str, Any]]:
+        return await self.accounting.usage(by, tenant, since)
 
     # -- the parts, for tests and benchmarks -----------------------------------------------------
     @property

@@ -291,7 +291,11 @@ class SwitchSession:
             if self._attaching is not channel:
                 return False
         self._openflow_to(OpenFlowState.SYNCING)
-        reconciler = FlowReconciler(channel)
+        hv = self.hypervisor
+        channel.on_flow_removed = (
+            lambda cookie, packets, nbytes: self._events.flow_removed(hv, cookie, packets, nbytes))
+        reconciler = FlowReconciler(channel,
+                                    on_added=lambda flows: self._events.flows_added(hv, flows))
         try:
             await reconciler.resync()
         except Exception:
@@ -398,6 +402,15 @@ class SwitchSession:
             self.pending = True
             self._events.changed(self.hypervisor)
         return diff
+
+    async def flow_stats(self) -> list[bytes] | None:
+        """The switch's flow table with its counters (raw OFPMP_FLOW bodies, for accounting);
+        None without a ready channel. Not under the round's lock: a read between two flow-mods
+        only sees a flow early or late, which the accounting's arithmetic allows for."""
+        channel = self.channel
+        if channel is None or not self.openflow_ready:
+            return None
+        return await channel.dump_flow_stats()
 
     # -- retirement ------------------------------------------------------------------------------
     def begin_retiring(self) -> None:

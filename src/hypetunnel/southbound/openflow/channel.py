@@ -67,6 +67,9 @@ class SwitchChannel:
         self.batch_timeout = batch_timeout
         self.on_port_status = on_port_status
         self.on_error = on_error
+        # Told (cookie, packets, bytes) of every flow the switch deletes (FLOW_REMOVED): set by
+        # whoever owns the switch's flows, for the accounting.
+        self.on_flow_removed: Callable[[int, int, int], None] | None = None
         self.state = ChannelState.HANDSHAKE
         self.datapath_id: int | None = None
         # Who the switch proved to be: its certificate's common name (TLS), None when plain.
@@ -193,11 +196,16 @@ class SwitchChannel:
 
     async def dump_flow_cookies(self) -> list[int]:
         """Cookie of every flow in every table of the switch."""
-        parts: list[bytes] = await self._request(codec.flow_stats_request_bytes, multipart=True)
         cookies: list[int] = []
-        for body in parts:
+        for body in await self.dump_flow_stats():
             cookies.extend(codec.flow_stats_cookies(body))
         return cookies
+
+    async def dump_flow_stats(self) -> list[bytes]:
+        """Every flow of every table, as the raw bodies of the OFPMP_FLOW reply's parts (the
+        accounting reads their counters without building os-ken objects)."""
+        parts: list[bytes] = await self._request(codec.flow_stats_request_bytes, multipart=True)
+        return parts
 
     async def set_role(self, role: str, generation_id: int) -> tuple[str, int]:
         """Role request (MASTER/SLAVE/EQUAL/NOCHANGE) -> the role and generation the switch has."""
@@ -313,6 +321,9 @@ class SwitchChannel:
         if req is None:
             if msg_type == ofp.OFPT_PORT_STATUS and self.on_port_status is not None:
                 self.on_port_status(codec.parse(buf))
+            elif msg_type == ofp.OFPT_FLOW_REMOVED and self.on_flow_removed is not None:
+                self.on_flow_removed(*codec.flow_removed_counts(buf))
+                return
             self.ignored[msg_type] += 1
             return
         if req.multipart:

@@ -99,15 +99,33 @@ def _instructions(flow: Flow) -> list[parser.OFPInstruction]:
     return out
 
 
+# For the accounting (accounting/): a flow that replaces another in place (same table,
+# priority and match, a new cookie) starts its counters at 0, as a flow just added does
+# (OpenFlow 1.3 otherwise copies the replaced flow's, which would count that traffic twice);
+# and a flow deleted tells its final counters (FLOW_REMOVED), so the traffic since the last
+# poll of the switch is not lost when a move or a change removes it.
+ADD_FLAGS = ofp.OFPFF_RESET_COUNTS | ofp.OFPFF_SEND_FLOW_REM
+_FLOW_REMOVED = struct.Struct(ofp.OFP_FLOW_REMOVED_PACK_STR0)
+
+
+def flow_removed_counts(buf: bytes) -> tuple[int, int, int]:
+    """(cookie, packets, bytes) of an OFPT_FLOW_REMOVED message (header included)."""
+    if len(buf) < HEADER_SIZE + _FLOW_REMOVED.size:
+        raise SouthboundError(f"flow removed message of {len(buf)} bytes is too short")
+    f = _FLOW_REMOVED.unpack_from(buf, HEADER_SIZE)
+    # cookie, priority, reason, table_id, duration_sec, duration_nsec, idle, hard, pkts, bytes
+    return f[0], f[8], f[9]
+
+
 def build_flow_mod(flow: Flow) -> parser.OFPFlowMod:
     """The reference os-ken OFPFlowMod (OFPFC_ADD) for a flow, serialized with xid 0."""
     _check_shape(flow)
     try:
         msg = parser.OFPFlowMod(
             DATAPATH, cookie=flow.cookie, table_id=flow.table, command=ofp.OFPFC_ADD,
-            priority=flow.priority, buffer_id=ofp.OFP_NO_BUFFER, out_port=ofp.OFPP_ANY,
-            out_group=ofp.OFPG_ANY, match=parser.OFPMatch(**dict(flow.match)),
-            instructions=_instructions(flow))
+            flags=ADD_FLAGS, priority=flow.priority, buffer_id=ofp.OFP_NO_BUFFER,
+            out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY,
+            match=parser.OFPMatch(**dict(flow.match)), instructions=_instructions(flow))
         msg.serialize()
     except Exception as e:  # os-ken/netaddr raise many types for bad values; all mean "malformed"
         raise _invalid(flow, f"{type(e).__name__}: {e}") from e
@@ -194,7 +212,7 @@ def _assemble(flow: Flow) -> bytes:
     total = HEADER_SIZE + _FLOW_MOD_FIXED.size + body_len
     parts[0] = HEADER.pack(OFP_VERSION, ofp.OFPT_FLOW_MOD, total, 0) + _FLOW_MOD_FIXED.pack(
         flow.cookie, 0, flow.table, ofp.OFPFC_ADD, 0, 0, flow.priority, ofp.OFP_NO_BUFFER,
-        ofp.OFPP_ANY, ofp.OFPG_ANY, 0)
+        ofp.OFPP_ANY, ofp.OFPG_ANY, ADD_FLAGS)
     return b"".join(parts)
 
 

@@ -1,0 +1,115 @@
+"""The accounting task: every interval, each switch's flow counters into the usage book.
+
+Runs while this controller may program switches (the active one). When it becomes active it
+first loads the book another controller left in the store, so the counters go on from the
+stored readings; the changed counters are written back after every poll (a write that fails
+stays pending and goes with the next one). A standby answers from the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+from hypetunnel.accounting.book import PREFIX, UsageBook, report
+from hypetunnel.accounting.flowstats import flow_counts
+from hypetunnel.accounting.meters import SwitchMeters
+from hypetunnel.compiler.flows import Flow
+from hypetunnel.store.side import SideStore
+
+log = logging.getLogger(__name__)
+
+USAGE_INTERVAL = 10.0  # seconds between two reads of every switch's counters
+READ_TIMEOUT = 10.0  # one switch's flow table; a switch that takes longer is read next time
+BY = ("tenant", "network", "vm")
+
+
+class StatsReader(Protocol):
+    async def flow_stats(self) -> list[bytes] | None: ...
+
+
+class UsagePort(Protocol):
+    """What the poller reads of the runtime (the Controller provides it)."""
+
+    @property
+    def may_program(self) -> bool: ...
+
+    def usage_switches(self) -> Iterable[tuple[str, StatsReader]]: ...
+
+    def usage_meters(self, hypervisor: str) -> SwitchMeters: ...
+
+    def usage_flows(self, hypervisor: str) -> Iterable[Flow]: ...
+
+
+class UsagePoller:
+    def __init__(self, port: UsagePort, store: SideStore, *,
+                 interval: float = USAGE_INTERVAL,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._port = port
+        self._store = store
+        self.interval = interval
+        self._clock = clock
+        self.book = UsageBook()
+        self.active = False
+        self.polls = 0
+        self.last_poll_seconds = 0.0
+
+    async def run(self) -> None:
+        while True:
+            if not self._port.may_program:
+                self.active = False
+                await asyncio.sleep(min(self.interval, 1.0))  # take over soon after a takeover
+                continue
+            try:
+                if not self.active:
+                    self.book.load(await asyncio.to_thread(self._store.side_load, PREFIX))
+                    self.active = True
+                await self.poll()
+            except Exception as e:  # the store, most likely: the next interval tries again
+                log.warning("accounting: %s", e)
+            await asyncio.sleep(self.interval)
+
+    # -- what the sessions report ----------------------------------------------------------------
+    def flows_added(self, hypervisor: str, flows: Iterable[Flow]) -> None:
+        if self.active:
+            self.book.register(hypervisor, self._port.usage_meters(hypervisor).of(flows))
+
+    def flow_removed(self, hypervisor: str, cookie: int, packets: int, nbytes: int) -> None:
+        if self.active:
+            self.book.removed(hypervisor, cookie, packets, nbytes)
+
+    async def poll(self) -> None:
+        started = time.perf_counter()
+        for hv, reader in list(self._port.usage_switches()):
+            # The mapping first: a flow installed after it is counted from the next poll on,
+            # from its first reading (a new flow started at 0), so nothing is lost.
+            meters = self._port.usage_meters(hv).of(self._port.usage_flows(hv))
+            try:
+                bodies = await asyncio.wait_for(reader.flow_stats(), READ_TIMEOUT)
+            except Exception as e:  # the channel went away: its own alarm says so
+                log.debug("%s: flow stats read failed: %s", hv, e)
+                continue
+            if bodies is None:
+                continue
+            self.book.observe_switch(hv, (c for b in bodies for c in flow_counts(b)), meters)
+        self.book.sample(self._clock())
+        puts, deletes = self.book.pending()
+        if puts or deletes:
+            await asyncio.to_thread(self._store.side_commit, puts, deletes)
+            self.book.written()
+        self.polls += 1
+        self.last_poll_seconds = time.perf_counter() - started
+
+    async def usage(self, by: str = "tenant", tenant: str | None = None,
+                    since: float | None = None) -> list[dict[str, Any]]:
+        """Usage rows (book.report) counted after `since` (epoch s; None: ever)."""
+        if by not in BY:
+            raise ValueError(f"by: must be one of {', '.join(BY)}, not {by!r}")
+        book = self.book
+        if not self.active:  # the standby answers from the store
+            book = UsageBook()
+            book.load(await asyncio.to_thread(self._store.side_load, PREFIX))
+        return report(book.totals(since), by, tenant)
