@@ -233,7 +233,8 @@ class DumpedFlow:
 
 
 _FLOW = re.compile(r"cookie=(0x[0-9a-f]+), duration=([0-9.]+)s, table=(\d+), n_packets=(\d+),"
-                   r" n_bytes=\d+, (?:[a-z_]+=\S+, )*priority=(\d+),?(\S*) actions=(\S+)")
+                   r" n_bytes=\d+, (?:[a-z_]+=\S+, )*(?:[a-z_]+ )*priority=(\d+),?(\S*)"
+                   r" actions=(\S+)")  # the flags (send_flow_rem reset_counts) before priority
 
 
 def dump_flows(hv: Hv) -> dict[int, DumpedFlow]:

@@ -223,3 +223,24 @@ def test_the_poller_reads_stores_and_a_standby_answers_from_the_store() -> None:
             await standby.usage("switch")
 
     asyncio.run(go())
+
+
+def test_get_usage_answers_a_tenant_with_its_own_rows_and_refuses_bad_input() -> None:
+    from tests.unit.policy_world import World
+
+    world = World()
+    asked: list[tuple[str, str | None, float | None]] = []
+
+    async def usage(by: str, tenant: str | None, since: float | None
+                    ) -> list[dict[str, Any]]:
+        asked.append((by, tenant, since))
+        return [{"tenant": "acme", "bytes_in": 1}, {"tenant": "globex", "bytes_in": 2}]
+
+    world.runtime.usage = usage  # type: ignore[attr-defined]
+    assert len(world.request("operator", "GET", "/api/v1/usage").json()) == 2
+    mine = world.request("tenant-reader", "GET", "/api/v1/usage",
+                         params={"by": "vm", "since": 3600}).json()
+    assert mine == [{"tenant": "acme", "bytes_in": 1}]
+    assert asked[-1][0] == "vm" and asked[-1][2] is not None
+    bad = world.request("operator", "GET", "/api/v1/usage", params={"by": "switch"})
+    assert bad.status_code == 422 and "by" in bad.text

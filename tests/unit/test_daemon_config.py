@@ -79,7 +79,7 @@ def test_a_full_file_sets_every_setting(tmp_path: Path,
            "api_rate": 10, "api_burst": 20.5, "tls_dir": str(tmp_path / "pki"),
            "tls_name": "ctl1-cert", "peer_name": ["ctl1", "ctl2"], "log_level": "warning",
            "log_format": "text", "webhook": ["https://alerts.example.net/ht"],
-           "flow_audit_interval": 2.5}
+           "flow_audit_interval": 2.5, "usage_interval": 30}
     assert set(doc) == set(KEYS)
     r = invoke("--config", str(write(tmp_path, doc)))
     assert r.exit_code == 0, r.output
@@ -95,6 +95,7 @@ def test_a_full_file_sets_every_setting(tmp_path: Path,
     assert config.peer_names == ["ctl1", "ctl2"]
     assert config.webhooks == ["https://alerts.example.net/ht"]
     assert config.flow_audit_interval == 2.5
+    assert config.usage_interval == 30
     assert logging_ == ("warning", "text")
 
 

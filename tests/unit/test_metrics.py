@@ -41,6 +41,7 @@ class FakeRuntime:
                  alarms: list[tuple[str, str]] | None = None) -> None:
         self._status = status
         self.alarms = alarms
+        self.usage: list[dict[str, Any]] | None = None
         self.status_calls = 0
         self.metrics = ControllerMetrics(self)
 
@@ -53,6 +54,9 @@ class FakeRuntime:
 
     def open_alarm_kinds(self) -> list[tuple[str, str]] | None:
         return self.alarms
+
+    def tenant_usage(self) -> list[dict[str, Any]] | None:
+        return self.usage
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -97,6 +101,20 @@ def test_a_standby_exports_its_role_and_no_alarm_book() -> None:
     got = samples(FakeRuntime(status, alarms=None).metrics.exposition().decode())
     assert value(got, "hypetunnel_controller_active") == 0
     assert not [k for k in got if k[0] == "hypetunnel_alarms_open"]
+
+
+def test_tenant_usage_carries_tenant_labels() -> None:
+    rt = FakeRuntime(alarms=[])
+    rt.usage = [{"tenant": "acme", "packets_in": 5, "bytes_in": 500, "packets_out": 7,
+                 "bytes_out": 700, "dropped_packets": 1, "dropped_bytes": 60}]
+    got = samples(rt.metrics.exposition().decode())
+    assert value(got, "hypetunnel_tenant_bytes_total", tenant="acme", direction="in") == 500
+    assert value(got, "hypetunnel_tenant_bytes_total", tenant="acme", direction="out") == 700
+    assert value(got, "hypetunnel_tenant_packets_total", tenant="acme",
+                 direction="dropped") == 1
+    rt.usage = None  # a standby does not hold the counters: the active one exports them
+    assert not [k for k in samples(rt.metrics.exposition().decode())
+                if k[0].startswith("hypetunnel_tenant_")]
 
 
 def test_an_empty_status_still_gives_every_controller_metric() -> None:

@@ -103,6 +103,10 @@ class UsagePoller:
         self.polls += 1
         self.last_poll_seconds = time.perf_counter() - started
 
+    def tenant_totals(self) -> list[dict[str, Any]] | None:
+        """Per-tenant rows since accounting began, from memory; None unless active."""
+        return report(self.book.totals(), "tenant") if self.active else None
+
     async def usage(self, by: str = "tenant", tenant: str | None = None,
                     since: float | None = None) -> list[dict[str, Any]]:
         """Usage rows (book.report) counted after `since` (epoch s; None: ever)."""

@@ -523,6 +523,10 @@ class Controller:
     def flow_removed(self, hypervisor: str, cookie: int, packets: int, nbytes: int) -> None:
         self.accounting.flow_removed(hypervisor, cookie, packets, nbytes)
 
+    def tenant_usage(self) -> list[dict[str, Any]] | None:
+        """Per-tenant totals from the counters in memory (the metrics); None on a standby."""
+        return self.accounting.tenant_totals()
+
     async def usage(self, by: str = "tenant", tenant: str | None = None,
                     since: float | None = None) -> list[dict[str, Any]]:
         return await self.accounting.usage(by, tenant, since)

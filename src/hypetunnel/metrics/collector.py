@@ -23,6 +23,11 @@ class MetricsSource(Protocol):
         the active controller exports them)."""
         ...
 
+    def tenant_usage(self) -> Iterable[dict[str, Any]] | None:
+        """Usage rows per tenant since accounting began (accounting/book.py report); None
+        where the counters are not held (a standby)."""
+        ...
+
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, doc, value=value)
@@ -42,6 +47,9 @@ class StatusCollector(Collector):
         alarms = self.source.open_alarm_kinds()
         if alarms is not None:
             yield self._alarms(alarms)
+        usage = self.source.tenant_usage()
+        if usage is not None:
+            yield from self._usage(list(usage))
 
     def _controller(self, ctl: dict[str, Any], status: dict[str, Any]) -> Iterator[Metric]:
         info = GaugeMetricFamily("hypetunnel_controller_info", "This controller's identity",
@@ -111,6 +119,19 @@ class StatusCollector(Collector):
             per["tunnels"].add_metric(hv, float(s.get("tunnels") or 0))
             per["converged"].add_metric(hv, 1 if s.get("converged") else 0)
         yield from per.values()
+
+    @staticmethod
+    def _usage(rows: list[dict[str, Any]]) -> Iterator[Metric]:
+        for unit in ("bytes", "packets"):
+            c = CounterMetricFamily(
+                f"hypetunnel_tenant_{unit}", f"A tenant's traffic in {unit}: in (delivered to "
+                "its VMs), out (sent by them), dropped (at the source: to no known address)",
+                labels=["tenant", "direction"])
+            for r in rows:
+                for direction, key in (("in", f"{unit}_in"), ("out", f"{unit}_out"),
+                                       ("dropped", f"dropped_{unit}")):
+                    c.add_metric([str(r.get("tenant", "")), direction], float(r.get(key, 0)))
+            yield c
 
     @staticmethod
     def _alarms(alarms: Iterable[tuple[str, str]]) -> Metric:
