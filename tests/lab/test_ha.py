@@ -481,3 +481,25 @@ def test_tokens_survive_a_failover_and_the_new_active_revokes_for_both(ha: Lab) 
         a.revoke_token(name)
     assert answer(new, token) == 401
     wait_until(lambda: answer(act, token) == 401, 5, f"{act} (now standby) to refuse it")
+
+
+def test_a_known_volume_counts_within_1_percent_through_a_failover_mid_transfer(
+        ha: Lab) -> None:
+    """Accounting (tests/lab/test_accounting.py's transfer): the active is killed while 20 MB
+    cross the fabric; the new active goes on from the counters in etcd."""
+    from tests.lab.test_accounting import transfer
+
+    act = active_node(ha)
+    new = other(act)
+
+    def kill_active(_: ApiClient) -> None:
+        pid = hapair.controllers(ha)[act].pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: controller_view(ha, new).get("role") == "active", 10,
+                   f"{new} to take over")
+
+    try:
+        transfer(ha, kill_active)
+    finally:
+        restart(ha, act)
