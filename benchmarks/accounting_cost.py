@@ -105,7 +105,8 @@ def main(argv: list[str] | None = None) -> None:
         *rows,
         "",
         f"**Verdict:** {'met' if met else 'NOT met (or not measured)'}: the goal is under "
-        f"{GOAL_PCT:g} % of one core at a 10 s interval at 1,000 switches (worst poll after the first). "
+        f"{GOAL_PCT:g} % of one core at a 10 s interval at 1,000 switches (worst poll "
+        "after the first). "
         f"{load_note()}",
     ])
     print(body)
