@@ -6,8 +6,9 @@ The fabric is compiler_scale's (1/10: 100 hypervisors, 10,000 VMs; full: 1,000 h
 100,000 VMs), compiled by the real compiler. Each switch's flow-stats reply is the bytes OVS
 would send for its desired flows (the fixed part of each entry, every flow with counters that
 grow between polls). One poll is what the controller's accounting does per switch, on its
-event loop: map cookies to meters from the compiled flows, walk the reply, update the usage
-book; then the book's stored form is built (what goes to the store). The read from the switch
+event loop: map cookies to meters from the compiled flows (again only for the slices that
+changed: none here, a fabric at rest), walk the reply reading the metered entries, update the
+usage book; then the book's stored form is built (what goes to the store). The read from the switch
 itself is I/O, not counted. Goal (issue 10): under 5 % of one core at a 10 s interval at 1,000
 switches. --smoke: the smallest fabric, 2 polls, nothing written.
 """
@@ -31,7 +32,8 @@ from os_ken.ofproto import ofproto_v1_3 as ofp  # noqa: E402
 
 from hypetunnel.accounting.book import UsageBook  # noqa: E402
 from hypetunnel.accounting.flowstats import flow_counts  # noqa: E402
-from hypetunnel.accounting.meters import SwitchMeters  # noqa: E402
+from hypetunnel.accounting.meters import MeterCache, SwitchMeters  # noqa: E402
+from hypetunnel.accounting.poller import WRITE_EVERY  # noqa: E402
 
 INTERVAL = 10.0  # s: the default usage_interval
 GOAL_PCT = 5.0
@@ -45,7 +47,8 @@ def reply(cookies: list[int], poll: int) -> bytes:
                     for i, c in enumerate(cookies))
 
 
-def poll_once(sim: SimFabric, book: UsageBook, bodies: dict[str, bytes]) -> float:
+def poll_once(sim: SimFabric, book: UsageBook, cache: MeterCache,
+              bodies: dict[str, bytes]) -> float:
     networks = sim.topology.networks
 
     def network_of(vni: int) -> str | None:
@@ -54,10 +57,16 @@ def poll_once(sim: SimFabric, book: UsageBook, bodies: dict[str, bytes]) -> floa
 
     c0 = time.process_time()
     for hv, body in bodies.items():
-        flows = [f for _, fl in sim.compiler.slices(hv).items() for f in fl]
-        meters = SwitchMeters(sim.compiler.vm_ports(hv), network_of).of(flows)
-        book.observe_switch(hv, flow_counts(body), meters)
+        meters = cache.meters(hv, SwitchMeters(sim.compiler.vm_ports(hv), network_of),
+                              sim.compiler.slices(hv).items())
+        book.observe_switch(hv, flow_counts(body, book.wanted(hv, meters)), meters)
     book.sample(time.time())
+    return time.process_time() - c0
+
+
+def write_once(book: UsageBook) -> float:
+    """The stored form of every changed counter (what one write sends to the store)."""
+    c0 = time.process_time()
     book.pending()
     book.written()
     return time.process_time() - c0
@@ -67,15 +76,16 @@ def measure(scale: Scale, polls: int) -> dict[str, float]:
     sim, _ = build(scale)
     cookies = {hv: [f.cookie for _, fl in sim.compiler.slices(hv).items() for f in fl]
                for hv in sim.switches}
-    book = UsageBook()
-    cpu = []
+    book, cache = UsageBook(), MeterCache()
+    cpu, writes = [], []
     for p in range(1, polls + 1):
         bodies = {hv: reply(c, p) for hv, c in cookies.items()}  # not timed: the switches'
-        cpu.append(poll_once(sim, book, bodies))
+        cpu.append(poll_once(sim, book, cache, bodies))
+        writes.append(write_once(book))  # every counter changed: the worst write
     flows = sum(len(c) for c in cookies.values())
     return {"switches": len(cookies), "flows": flows, "meters": len(book.usage),
             "first_s": cpu[0], "median_s": statistics.median(cpu[1:] or cpu),
-            "max_s": max(cpu[1:] or cpu)}
+            "max_s": max(cpu[1:] or cpu), "write_s": max(writes[1:] or writes)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -90,18 +100,20 @@ def main(argv: list[str] | None = None) -> None:
     results = {s.name: measure(s, polls) for s in scales}
     rows, met = [], FULL.name in results
     for name, r in results.items():
-        pct = 100 * r["max_s"] / INTERVAL
+        # Per 10 s: one poll, and a third of a write (written every WRITE_EVERY = 30 s).
+        per_interval = r["max_s"] + r["write_s"] * INTERVAL / WRITE_EVERY
+        pct = 100 * per_interval / INTERVAL
         met = met and (name != FULL.name or pct < GOAL_PCT)
         rows.append(f"| {name} | {r['switches']:,} | {r['flows']:,} | {r['meters']:,} | "
                     f"{r['first_s'] * 1000:,.0f} | {r['median_s'] * 1000:,.0f} | "
-                    f"{r['max_s'] * 1000:,.0f} | {pct:.1f} % |")
+                    f"{r['max_s'] * 1000:,.0f} | {r['write_s'] * 1000:,.0f} | {pct:.1f} % |")
     body = "\n".join([
         f"Measured {time.strftime('%Y-%m-%d', time.gmtime(started))} on {machine()}, "
         f"{polls} polls per fabric (the first one creates every counter).",
         "",
         "| fabric | switches | flows | meters | first poll CPU ms | median ms | max ms | "
-        "max / 10 s interval |",
-        "|---|---|---|---|---|---|---|---|",
+        "write ms (every counter changed) | (max poll + write / 3) / 10 s |",
+        "|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
         f"**Verdict:** {'met' if met else 'NOT met (or not measured)'}: the goal is under "

@@ -32,6 +32,9 @@ def hv1_slice(web2_hosts: tuple[str, ...] = ("hv2",)) -> Slice:
                          lambda vm: ports.get(vm), lambda hv, enc: TUNNEL)
 
 
+SLICE = hv1_slice()
+
+
 def by_meter(meters: Mapping[int, Meter]) -> dict[str, int]:
     out: dict[str, int] = {}
     for m in meters.values():
@@ -196,18 +199,19 @@ class FakePort:
     def usage_meters(self, hypervisor: str) -> SwitchMeters:
         return SwitchMeters({"acme/web1": 1}, NETWORK_OF.get)
 
-    def usage_flows(self, hypervisor: str) -> Slice:
-        return hv1_slice()
+    def usage_slices(self, hypervisor: str) -> list[tuple[int, Slice]]:
+        return [(100, SLICE)]
 
 
 def test_the_poller_reads_stores_and_a_standby_answers_from_the_store() -> None:
-    meters = SwitchMeters({"acme/web1": 1}, NETWORK_OF.get).of(hv1_slice())
+    meters = SwitchMeters({"acme/web1": 1}, NETWORK_OF.get).of(SLICE)
     delivery = next(c for c, m in meters.items() if m.key == "vm/acme/web1/in")
     reader = FakeReader(_body([(delivery, 4, 400), (0x1234, 9, 900)]))  # and a foreign flow
     store = FakeStore()
 
     async def go() -> None:
-        active = UsagePoller(FakePort(reader), store, clock=lambda: 5000.0)
+        clock = iter(range(5000, 10_000, 60))  # each poll a write interval after the last
+        active = UsagePoller(FakePort(reader), store, clock=lambda: float(next(clock)))
         active.active = True
         await active.poll()
         store.fail = True  # a write that fails stays pending (run() logs it and goes on)
@@ -244,3 +248,56 @@ def test_get_usage_answers_a_tenant_with_its_own_rows_and_refuses_bad_input() ->
     assert asked[-1][0] == "vm" and asked[-1][2] is not None
     bad = world.request("operator", "GET", "/api/v1/usage", params={"by": "switch"})
     assert bad.status_code == 422 and "by" in bad.text
+
+
+def test_the_meter_cache_maps_a_slice_again_only_when_it_or_the_ports_change() -> None:
+    from hypetunnel.accounting.meters import MeterCache
+
+    calls: list[int] = []
+
+    class Counting(SwitchMeters):
+        def of(self, flows: Iterable[Any]) -> dict[int, Meter]:
+            calls.append(1)
+            return super().of(flows)
+
+    cache = MeterCache()
+    first = cache.meters("hv1", Counting({"acme/web1": 1}, NETWORK_OF.get), [(100, SLICE)])
+    again = cache.meters("hv1", Counting({"acme/web1": 1}, NETWORK_OF.get), [(100, SLICE)])
+    assert first == again and len(calls) == 1
+    cache.meters("hv1", Counting({"acme/web1": 1}, NETWORK_OF.get), [(100, hv1_slice(("hv3",)))])
+    cache.meters("hv1", Counting({"acme/web1": 7}, NETWORK_OF.get), [(100, SLICE)])
+    assert len(calls) == 3
+
+
+def test_counters_are_written_every_30_s_or_at_once_when_a_reading_is_banked() -> None:
+    delivery = next(c for c, m in SwitchMeters({"acme/web1": 1}, NETWORK_OF.get).of(SLICE).items()
+                    if m.key == "vm/acme/web1/in")
+    reader = FakeReader(_body([(delivery, 4, 400)]))
+    store = FakeStore()
+    now = [1000.0]
+    writes: list[int] = []
+    commit = store.side_commit
+
+    def counting(puts: Mapping[str, dict[str, Any]], deletes: Iterable[str]) -> None:
+        writes.append(len(puts))
+        commit(puts, deletes)
+
+    store.side_commit = counting  # type: ignore[method-assign]
+
+    async def go() -> None:
+        poller = UsagePoller(FakePort(reader), store, clock=lambda: now[0])
+        poller.active = True
+        await poller.poll()  # the first poll writes
+        reader.body = _body([(delivery, 6, 600)])
+        now[0] += 10
+        await poller.poll()  # 10 s later: not yet
+        assert len(writes) == 1
+        now[0] += 25
+        await poller.poll()  # 35 s after the first
+        assert len(writes) == 2
+        reader.body = _body([])  # the flow is gone: its reading banked, written at once
+        now[0] += 1
+        await poller.poll()
+        assert len(writes) == 3
+
+    asyncio.run(go())

@@ -85,3 +85,16 @@ def test_flow_counts_refuses_bad_length() -> None:
     head = struct.Struct(ofp.OFP_FLOW_STATS_0_PACK_STR)
     with pytest.raises(SouthboundError):
         flow_counts(head.pack(8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
+
+
+def test_the_wanted_cookies_walk_reads_the_same_counters_as_the_full_one() -> None:
+    head = struct.Struct(ofp.OFP_FLOW_STATS_0_PACK_STR)
+    # Entries longer than the fixed part (a match and instructions follow it on the wire).
+    body = b"".join(head.pack(head.size + 16, table, 0, 0, 100, 0, 0, 0, cookie, p, b)
+                    + bytes(16)
+                    for table, cookie, p, b in ((0, 11, 1, 60), (20, 12, 2, 120),
+                                                (30, 13, 3, 180)))
+    full = flow_counts(body)
+    assert [c.cookie for c in full] == [11, 12, 13]
+    assert flow_counts(body, {12, 13}) == full[1:]
+    assert flow_counts(body, set()) == []

@@ -47,11 +47,13 @@ class UsageBook:
         self.samples: dict[int, dict[str, tuple[int, int]]] = {}  # epoch s -> key -> (p, b)
         self._on: dict[str, set[str]] = {}  # switch -> keys of counters with a source there
         self._where: dict[tuple[str, int], str] = {}  # source -> the key it counts in
+        self._cookies: dict[str, set[int]] = {}  # switch -> cookies of its live sources
         self.registered: dict[str, dict[int, Meter]] = {}  # switch -> cookie -> meter
         # Sources a poll found gone, with the reading banked: OVS reports a flow a bundle
         # deleted just after the commit's barrier, so a poll can see the table first.
         self._gone: dict[tuple[str, int], tuple[str, int, int]] = {}
         self._dirty: set[str] = set()
+        self.banked = False  # a source was banked since the last write (its reading is gone)
         self._new_samples: set[int] = set()
         self._old_samples: set[int] = set()
 
@@ -64,11 +66,12 @@ class UsageBook:
             elif key.startswith(SAMPLE_PREFIX):
                 t = int(key.removeprefix(SAMPLE_PREFIX))
                 self.samples[t] = {k: (int(v[0]), int(v[1])) for k, v in doc.items()}
-        self._on, self._where, self.registered = {}, {}, {}
+        self._on, self._where, self.registered, self._cookies = {}, {}, {}, {}
         for key, u in self.usage.items():
             for source in u.counter.last:
                 self._on.setdefault(source[0], set()).add(key)
                 self._where[source] = key
+                self._cookies.setdefault(source[0], set()).add(source[1])
         self._dirty, self._new_samples, self._old_samples = set(), set(), set()
 
     def pending(self) -> tuple[dict[str, dict[str, Any]], list[str]]:
@@ -82,6 +85,7 @@ class UsageBook:
 
     def written(self) -> None:
         self._dirty, self._new_samples, self._old_samples = set(), set(), set()
+        self.banked = False
 
     # -- readings --------------------------------------------------------------------------------
     def register(self, switch: str, meters: Mapping[int, Meter]) -> None:
@@ -118,22 +122,34 @@ class UsageBook:
             for gone in [s for s in u.counter.last if s[0] == switch and s not in sources]:
                 self._gone[gone] = (key, *u.counter.last[gone])
                 u.counter.retire(gone)
+                self.banked = True
                 self._where.pop(gone, None)
                 self._dirty.add(key)
         while len(self._gone) > GONE_KEPT:
             del self._gone[next(iter(self._gone))]
         self._on[switch] = set(seen)
+        self._cookies[switch] = {ck for sources in seen.values() for _, ck in sources}
         for cookie in [ck for ck in extra if (switch, ck) in self._where]:
             del extra[cookie]
+
+    def wanted(self, switch: str, meters: Mapping[int, Meter]) -> set[int]:
+        """The cookies of `switch` a poll reads: metered now, sent since the last poll, or
+        already counting somewhere (a flow still there that the intent no longer has)."""
+        out = set(meters)
+        out.update(self.registered.get(switch, ()))
+        out.update(self._cookies.get(switch, ()))
+        return out
 
     def removed(self, switch: str, cookie: int, packets: int, nbytes: int) -> None:
         """The switch deleted a flow and told its final counters: counted, then banked."""
         source = (switch, cookie)
         key = self._where.pop(source, None)
+        self._cookies.get(switch, set()).discard(cookie)
         if key is None and source in self._gone:  # a poll banked it already: the rest
             key, p0, b0 = self._gone.pop(source)
             self.usage[key].counter.bank(max(0, packets - p0), max(0, nbytes - b0))
             self._dirty.add(key)
+            self.banked = True
             return
         if key is None:
             meter = self.registered.get(switch, {}).pop(cookie, None)
@@ -146,6 +162,7 @@ class UsageBook:
         u.counter.observe(source, packets, nbytes)
         u.counter.retire(source)
         self._dirty.add(key)
+        self.banked = True
 
     def sample(self, now: float) -> None:
         """Every SAMPLE_EVERY seconds: the value of every counter, for windows; older than
@@ -209,3 +226,4 @@ def report(totals: Mapping[str, tuple[Meter, int, int]], by: str,
             row[f"packets_{meter.direction}"] += packets
             row[f"bytes_{meter.direction}"] += nbytes
     return [rows[k] for k in sorted(rows)]
+

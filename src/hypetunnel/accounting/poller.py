@@ -16,14 +16,18 @@ from typing import Any, Protocol
 
 from hypetunnel.accounting.book import PREFIX, UsageBook, report
 from hypetunnel.accounting.flowstats import flow_counts
-from hypetunnel.accounting.meters import SwitchMeters
-from hypetunnel.compiler.flows import Flow
+from hypetunnel.accounting.meters import MeterCache, SwitchMeters
+from hypetunnel.compiler.flows import Flow, Slice
 from hypetunnel.store.side import SideStore
 
 log = logging.getLogger(__name__)
 
 USAGE_INTERVAL = 10.0  # seconds between two reads of every switch's counters
 READ_TIMEOUT = 10.0  # one switch's flow table; a switch that takes longer is read next time
+# The counters are written at most this often, and at once when a flow's last reading was
+# banked (a deleted flow: the switch no longer has it to read again). In between, a restarted
+# or new active controller recovers the increments from the switches' own counters.
+WRITE_EVERY = 30.0
 BY = ("tenant", "network", "vm")
 
 
@@ -41,7 +45,7 @@ class UsagePort(Protocol):
 
     def usage_meters(self, hypervisor: str) -> SwitchMeters: ...
 
-    def usage_flows(self, hypervisor: str) -> Iterable[Flow]: ...
+    def usage_slices(self, hypervisor: str) -> Iterable[tuple[int, Slice]]: ...
 
 
 class UsagePoller:
@@ -53,8 +57,10 @@ class UsagePoller:
         self.interval = interval
         self._clock = clock
         self.book = UsageBook()
+        self._meters = MeterCache()
         self.active = False
         self.polls = 0
+        self._written_at: float | None = None
         self.last_poll_seconds = 0.0
 
     async def run(self) -> None:
@@ -86,7 +92,8 @@ class UsagePoller:
         for hv, reader in list(self._port.usage_switches()):
             # The mapping first: a flow installed after it is counted from the next poll on,
             # from its first reading (a new flow started at 0), so nothing is lost.
-            meters = self._port.usage_meters(hv).of(self._port.usage_flows(hv))
+            meters = self._meters.meters(hv, self._port.usage_meters(hv),
+                                         self._port.usage_slices(hv))
             try:
                 bodies = await asyncio.wait_for(reader.flow_stats(), READ_TIMEOUT)
             except Exception as e:  # the channel went away: its own alarm says so
@@ -94,12 +101,18 @@ class UsagePoller:
                 continue
             if bodies is None:
                 continue
-            self.book.observe_switch(hv, (c for b in bodies for c in flow_counts(b)), meters)
-        self.book.sample(self._clock())
-        puts, deletes = self.book.pending()
-        if puts or deletes:
-            await asyncio.to_thread(self._store.side_commit, puts, deletes)
+            wanted = self.book.wanted(hv, meters)
+            self.book.observe_switch(hv, (c for b in bodies for c in flow_counts(b, wanted)),
+                                     meters)
+        now = self._clock()
+        self.book.sample(now)
+        if (self.book.banked or self._written_at is None
+                or now - self._written_at >= WRITE_EVERY):
+            puts, deletes = self.book.pending()
+            if puts or deletes:
+                await asyncio.to_thread(self._store.side_commit, puts, deletes)
             self.book.written()
+            self._written_at = now
         self.polls += 1
         self.last_poll_seconds = time.perf_counter() - started
 

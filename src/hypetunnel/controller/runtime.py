@@ -19,7 +19,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any
 
 from hypetunnel import __version__
@@ -27,7 +27,7 @@ from hypetunnel.accounting.meters import SwitchMeters
 from hypetunnel.accounting.poller import USAGE_INTERVAL, UsagePoller
 from hypetunnel.aio import cancel_and_wait
 from hypetunnel.compiler.compile import FabricCompiler
-from hypetunnel.compiler.flows import Flow
+from hypetunnel.compiler.flows import Flow, Slice
 from hypetunnel.compiler.topology import Topology
 from hypetunnel.controller.fabric import FabricState
 from hypetunnel.controller.follower import IntentFollower
@@ -514,8 +514,8 @@ class Controller:
                      if (topo.expected.get(vm) or topo.location.get(vm)) != hypervisor}
         return SwitchMeters(self.compiler.vm_ports(hypervisor), network_of, elsewhere)
 
-    def usage_flows(self, hypervisor: str) -> list[Flow]:
-        return [f for _, flows in self.fabric.slices(hypervisor).items() for f in flows]
+    def usage_slices(self, hypervisor: str) -> Iterator[tuple[int, Slice]]:
+        return self.fabric.slices(hypervisor).items()
 
     def flows_added(self, hypervisor: str, flows: Sequence[Flow]) -> None:
         self.accounting.flows_added(hypervisor, flows)
