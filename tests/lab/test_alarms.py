@@ -17,6 +17,7 @@ import pytest
 
 from hypetunnel.cli.democmd import bundled_example
 from hypetunnel.client import ApiClient
+from hypetunnel.client.errors import ApiUnreachable
 from hypetunnel.lab import datacenter, hapair
 from hypetunnel.lab.proc import wait_until
 from hypetunnel.lab.topology import Lab
@@ -121,9 +122,14 @@ def active(lab: Lab) -> ApiClient:
 
 
 def active_node(lab: Lab) -> str | None:
-    with active(lab) as api:
-        node = api.controller().get("node")
-        return str(node) if node else None
+    """The active controller's name; None in a hand-over, when both are standby for a
+    moment (the new one not elected yet): a wait polls through it."""
+    try:
+        with active(lab) as api:
+            node = api.controller().get("node")
+    except ApiUnreachable:
+        return None
+    return str(node) if node else None
 
 
 def alarms(lab: Lab, include_cleared: bool = False) -> list[dict[str, Any]]:
