@@ -20,6 +20,7 @@ from hypetunnel.lab import datacenter
 from hypetunnel.lab.proc import LabError, wait_until
 from hypetunnel.lab.topology import Lab
 from tests.lab.conftest import keep_failed_lab
+from tests.lab.test_mobility import move
 
 pytestmark = pytest.mark.lab
 
@@ -96,16 +97,6 @@ def settle(read: Callable[[], int], want: int, label: str, exact: bool = True) -
     return seen[-1]
 
 
-def move(lab: Lab, api: ApiClient, vm: str, to: str) -> None:
-    tenant, name = vm.split("/")
-    rec = api.move_vm(tenant, name, to, False)
-    datacenter.sync_vms(lab, api)
-    wait_until(lambda: any(m["seq"] == rec["seq"] and m["result"] != "running"
-                           for m in api.moves(vm)), 30, f"move of {vm}")
-    done = next(m for m in api.moves(vm) if m["seq"] == rec["seq"])
-    assert done["result"] == "ok" and done["kind"] == "hot", done
-
-
 def transfer(lab: Lab, during: Callable[[ApiClient], None], exact: bool = True,
              others_idle: bool = True) -> None:
     """20 MB from acme/web1 (hv1) to acme/web2 over TCP at 40 Mbit/s, plus a counted ping;
@@ -160,7 +151,11 @@ def counted(api: ApiClient, before: dict[str, dict[str, Any]], globex: dict[str,
 
 
 def test_a_hot_move_mid_transfer_counts_nothing_twice(lab: Lab) -> None:
-    transfer(lab, lambda api: move(lab, api, "acme/web2", "hv3"), exact=False)
+    def hot_move(_: ApiClient) -> None:
+        done = move(lab, "acme/web2", "hv3")
+        assert done["result"] == "ok" and done["kind"] == "hot", done
+
+    transfer(lab, hot_move, exact=False)
     assert lab.vm("acme/web2").hypervisor == "hv3"
 
 
