@@ -47,14 +47,14 @@ def test_a_recompute_collects_earlier_cycles_and_freezes_the_flows_it_built(
     cycle = Node()
     dead = weakref.ref(cycle)
     del cycle
-    frozen = gc.get_freeze_count()
     sim.new_vm("t0000/late", vni)
     sim.plug("t0000/late", hv)
     assert hv in sim.converge()
     assert dead() is None  # collected before the freeze, so not leaked
     built = sim.compiler.slices(hv).slice(vni)
-    assert built and gc.get_freeze_count() > frozen
-    assert not {id(f) for f in built} & unfrozen_ids()  # no collection will walk them again
+    # Frozen: no collection will walk them again. (Not "the freeze count grew": frozen objects
+    # of earlier tests freed by reference counting meanwhile make it shrink.)
+    assert built and not {id(f) for f in built} & unfrozen_ids()
 
 
 def test_settle_leaves_a_disabled_collector_alone(gc_enabled: None) -> None:
