@@ -1,5 +1,6 @@
 """Alarms and the state log on the HA lab, from real faults: a killed ovs-vswitchd, flows
-deleted with ovs-ofctl, a VM killed without a move, and a failover that keeps the book."""
+deleted with ovs-ofctl, a VM killed without a move (and a crashed one restarted by its fault
+policy), and a failover that keeps the book."""
 
 from __future__ import annotations
 
@@ -253,6 +254,78 @@ def test_a_vm_killed_without_a_move_raises_vm_crash_for_its_tenant_only(lab: Lab
     wait_until(lambda: (f"vm/{vm}", "vm_crash") not in open_kinds(lab), 15,
                "the vm_crash alarm to clear")
     wait_until(lambda: pings(lab, "acme/web1", vm), 10, f"{vm} to answer again")
+
+
+def set_fault_policies(lab: Lab, tenants: dict[str, dict[str, Any] | None],
+                       vms: dict[str, dict[str, Any] | None]) -> None:
+    """Tenants' and VMs' fault policies written through the API (the whole intent applied)."""
+    with active(lab) as api:
+        doc = api.get_intent()
+        for t in doc["tenants"]:
+            if t["name"] in tenants:
+                t["fault_policy"] = tenants[t["name"]]
+            for v in t["vms"]:
+                if f"{t['name']}/{v['name']}" in vms:
+                    v["fault_policy"] = vms[f"{t['name']}/{v['name']}"]
+        api.apply(doc)
+
+
+def new_moves(lab: Lab, vm: str, before: set[int]) -> list[dict[str, Any]]:
+    with active(lab) as api:
+        return [m for m in api.moves(vm) if int(m["seq"]) not in before]
+
+
+def test_a_crashed_vm_is_restarted_by_its_policy_and_one_set_to_alarm_only_is_not(
+        lab: Lab) -> None:
+    """Both VMs' namespaces killed (their processes, their interface: a crashed guest; the
+    lab still lists them). acme restarts after 2 s; db2's own policy says alarm only. The
+    lab's compute side (sync_vms) starts a VM again only when the controller asks."""
+    restart, stay = "acme/web3", "acme/db2"
+    with active(lab) as api:
+        before = {vm: {int(m["seq"]) for m in api.moves(vm)} for vm in (restart, stay)}
+    set_fault_policies(lab, {"acme": {"restart_grace": 2}}, {stay: {"vm_crash": "alarm"}})
+    try:
+        lab.crash_vm(restart)
+        lab.crash_vm(stay)
+        crashed = time.monotonic()
+        wait_until(lambda: {(f"vm/{restart}", "vm_crash"), (f"vm/{stay}", "vm_crash")}
+                   <= open_kinds(lab), 15, "both crash alarms")
+        raised = time.monotonic() - crashed
+
+        def restarted() -> bool:
+            with active(lab) as api:
+                datacenter.sync_vms(lab, api)  # carries out only what the controller asked
+            return lab.vm_alive(restart)
+
+        wait_until(restarted, 30, f"{restart} restarted")
+        started = time.monotonic() - crashed
+        wait_until(lambda: pings(lab, "acme/web1", restart), 15, f"{restart} to answer")
+        reachable = time.monotonic() - crashed
+        wait_until(lambda: (f"vm/{restart}", "vm_crash") not in open_kinds(lab), 15,
+                   "its alarm to clear")
+        assert started >= 2.0, "restarted within its grace"
+        [rec] = new_moves(lab, restart, before[restart])
+        assert (rec["kind"], rec["from"], rec["to"]) == ("restart", VICTIM, VICTIM), rec
+        wait_until(lambda: new_moves(lab, restart, before[restart])[0]["result"] == "ok", 15,
+                   "the restart record to finish")
+        with active(lab) as api:
+            assert "restarting" in [e["state"] for e in api.events(f"vm/{restart}")]
+        # The VM whose policy says alarm only: still dead, still alarmed, nothing asked.
+        assert new_moves(lab, stay, before[stay]) == []
+        assert not lab.vm_alive(stay) and (f"vm/{stay}", "vm_crash") in open_kinds(lab)
+        print(f"\n[alarms] crash: alarm {raised * 1000:.0f} ms, restarted by policy (grace "
+              f"2 s) {started * 1000:.0f} ms, reachable {reachable * 1000:.0f} ms after the "
+              "VM was killed")
+    finally:
+        set_fault_policies(lab, {"acme": None}, {stay: None})
+        for vm in (restart, stay):
+            if not lab.vm_alive(vm):
+                lab.remove_vm(vm)
+        with active(lab) as api:
+            datacenter.sync_vms(lab, api)
+    wait_until(lambda: not {k for k in open_kinds(lab) if k[1] == "vm_crash"}, 15,
+               "every crash alarm to clear")
+    wait_until(lambda: pings(lab, "acme/db1", stay), 10, f"{stay} to answer again")
 
 
 def alarm_changes(lab: Lab) -> list[int]:

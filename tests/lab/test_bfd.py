@@ -196,3 +196,84 @@ def test_an_underlay_drop_raises_tunnel_down_for_that_tunnel_only_dampened_then_
           f"{'?' if bfd_ms is None else f'{bfd_ms:.0f}'} ms); a second cut updated it; "
           f"cleared {(time.monotonic() - back):.1f} s after the last heal, "
           f"{held:.1f} s after the first cut (dampening {DAMPEN:.0f} s)")
+
+
+CUT_OFF = "hv3"  # hosts acme/web3 and acme/db2, with tunnels to hv1 and hv2
+ISOLATE = "bfdisolate"
+
+
+def isolate(lab: Lab, hv: str) -> None:
+    """Drop every tenant VXLAN packet between `hv` and each other hypervisor, both ways (the
+    management overlay's VNI spared: the controllers still reach it)."""
+    me = lab.hypervisor(hv).underlay_ip
+    rules = "\n".join(f"    ip saddr {s} ip daddr {d} udp dport 4789 "
+                      f"@th,96,24 != {MANAGEMENT_VNI} counter drop"
+                      for name, other in lab.hypervisors.items() if name != hv
+                      for s, d in ((me, other.underlay_ip), (other.underlay_ip, me)))
+    nft(lab, f"table bridge {ISOLATE} {{\n  chain drops {{\n    type filter hook forward "
+             f"priority 0; policy accept;\n{rules}\n  }}\n}}\n")
+
+
+def rejoin(lab: Lab) -> None:
+    nft(lab, f"delete table bridge {ISOLATE}", check=False)
+
+
+def partition_alarms(lab: Lab) -> list[dict[str, Any]]:
+    with hapair.active_api(lab) as api:
+        return [a for a in api.alarms(True) if a["kind"] == "hypervisor_partitioned"]
+
+
+def set_partition_policy(lab: Lab, policy: str | None) -> None:
+    with hapair.active_api(lab) as api:
+        doc = api.get_intent()
+        doc["fabric"]["fault_policy"] = {"partition": policy} if policy else None
+        api.apply(doc)
+
+
+def test_a_hypervisor_cut_off_from_every_peer_is_partitioned_and_drained_by_policy(
+        lab: Lab) -> None:
+    """The fabric's policy says drain: the hypervisor's VMs are moved away (hot) while the
+    cut holds, and reach their peers again from where they went; it is made unschedulable."""
+    wait_until(lambda: all_forwarding(lab), 30, "every BFD session to forward")
+    vms = sorted(v for v, vm in lab.vms.items() if vm.hypervisor == CUT_OFF)
+    assert vms == ["acme/db2", "acme/web3"]
+    with hapair.active_api(lab) as api:
+        before = {int(m["seq"]) for vm in vms for m in api.moves(vm)}
+    set_partition_policy(lab, "drain")
+    t0 = time.monotonic()
+    isolate(lab, CUT_OFF)
+    try:
+        wait_until(lambda: any(a["cleared"] is None for a in partition_alarms(lab)), 15,
+                   f"the hypervisor_partitioned alarm of {CUT_OFF}")
+        detected = time.monotonic() - t0
+        [alarm] = partition_alarms(lab)
+        assert alarm["resource"] == f"hypervisor/{CUT_OFF}" and alarm["service_affecting"]
+        assert "(to hv1, hv2)" in alarm["text"], alarm
+        assert not pings(lab, "acme/web1", "acme/web3")  # really cut off
+        assert pings(lab, "acme/web1", "acme/web2")  # the others are not
+
+        def drained() -> list[dict[str, Any]]:
+            with hapair.active_api(lab) as api:
+                return [m for vm in vms for m in api.moves(vm) if int(m["seq"]) not in before]
+
+        wait_until(lambda: len(drained()) == 2, 15, "both VMs' moves")
+        assert {(m["kind"], m["from"]) for m in drained()} == {("hot", CUT_OFF)}
+        assert {m["to"] for m in drained()} <= {"hv1", "hv2"}
+        with hapair.active_api(lab) as api:
+            datacenter.sync_vms(lab, api)  # the compute side moves them (hot)
+            hv = next(h for h in api.get_intent()["hypervisors"] if h["name"] == CUT_OFF)
+            assert hv["schedulable"] is False
+        wait_until(lambda: pings(lab, "acme/web1", "acme/web3")
+                   and pings(lab, "acme/db1", "acme/db2"), 20,
+                   "the moved VMs to reach their peers, the cut still in place")
+        reachable = time.monotonic() - t0
+        # Its VMs gone, so are its tunnels: nothing is cut off any more.
+        wait_until(lambda: all(a["cleared"] is not None for a in partition_alarms(lab)), 15,
+                   "the partition alarm to clear")
+        print(f"\n[bfd] {CUT_OFF} partitioned: alarm {detected * 1000:.0f} ms after the cut, "
+              f"its 2 VMs drained by policy and reachable again {reachable:.1f} s after it")
+    finally:
+        rejoin(lab)
+        set_partition_policy(lab, None)
+        with hapair.active_api(lab) as api:
+            api.undrain(CUT_OFF)

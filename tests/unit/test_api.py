@@ -236,7 +236,7 @@ def test_vms(loaded: Ctx) -> None:
     assert vms["web1"] == {"id": "acme/web1", "tenant": "acme", "name": "web1",
                            "network": "front", "hypervisor": "hv1", "ip": "10.1.0.10",
                            "mac": "02:00:00:01:00:10", "vcpus": 1, "memory_mb": 512,
-                           "bound": "hv1"}
+                           "fault_policy": None, "bound": "hv1"}
     assert vms["web2"]["bound"] is None
     r = c.post(f"{API}/tenants/acme/vms", json={"name": "web4", "network": "front"})
     assert r.status_code == 200

@@ -34,10 +34,17 @@ class FakeApi:
         self.closed = True
 
 
+class FakeVm:
+    def __init__(self, netns: str) -> None:
+        self.netns = netns
+        self.owns_netns = True
+
+
 class FakeLab:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, vms: dict[str, FakeVm]) -> None:
         self.directory = directory
         self.api_url = "http://127.0.0.1:1"
+        self.vms = vms
 
 
 class World:
@@ -53,7 +60,11 @@ class World:
         self.clients: list[FakeApi] = []
         self.steps: list[Any] = []  # a callable per poll, run before the agent's next poll
         self.polls = 0
-        monkeypatch.setattr(datacenter.Lab, "load", classmethod(lambda cls, n: FakeLab(self.dir)))
+        self.vms: dict[str, FakeVm] = {}
+        self.namespaces: set[str] = set()  # the VM namespaces that exist
+        monkeypatch.setattr(datacenter.Lab, "load",
+                            classmethod(lambda cls, n: FakeLab(self.dir, dict(self.vms))))
+        monkeypatch.setattr(datacenter, "netns_exists", lambda ns: ns in self.namespaces)
         monkeypatch.setattr(datacenter, "api_for", self.api_for)
         monkeypatch.setattr(datacenter, "sync_vms", self.sync_vms)
         monkeypatch.setattr(datacenter.time, "sleep", self.sleep)
@@ -129,3 +140,20 @@ def test_a_failed_poll_reconnects_and_syncs_again(world: World) -> None:
     world.run([idle, restart, idle, idle])
     assert len(world.clients) == 2 and world.clients[0].closed
     assert world.syncs == 2  # after reconnecting, nothing is assumed about what it missed
+
+
+def test_a_crashed_vm_is_looked_at_every_poll_until_its_namespace_is_back(
+        world: World) -> None:
+    """A restart the controller asks for is no intent change: the agent notices the dead VM
+    by its namespace, at once, and keeps syncing (asking for restarts) until it is back."""
+    world.vms = {"acme/web1": FakeVm("ht-vm-web1")}
+    world.namespaces = {"ht-vm-web1"}
+
+    def crash() -> None:
+        world.namespaces.clear()
+
+    def restarted() -> None:
+        world.namespaces.add("ht-vm-web1")
+
+    world.run([idle, idle, crash, idle, restarted, idle, idle])
+    assert world.syncs == 3  # the first poll, then polls 4 and 5 (it was dead); then idle

@@ -18,6 +18,7 @@ from hypetunnel.fcaps.monitor import FaultMonitor
 from hypetunnel.fcaps.record import Recorder
 from hypetunnel.fcaps.watch import FabricView, Faults, SwitchView, changes
 from hypetunnel.fcaps.webhook import WebhookTarget, cursor_key
+from hypetunnel.model.policy import VmFaultPolicy
 from hypetunnel.store.memory import MemoryStore
 
 pytestmark = pytest.mark.timeout(30)
@@ -129,6 +130,18 @@ class Port:
         self.may_program = True
         self.node, self.term, self.ha = "ctl1", 0, False
         self.sessions: list[tuple[str, Any]] = []
+        self.policies: dict[str, VmFaultPolicy] = {}
+        self.restarts: list[str] = []  # what the monitor asked for, in order
+        self.drains: list[tuple[str, list[str], set[str]]] = []
+
+    def fault_policy(self, vm: str) -> VmFaultPolicy:
+        return self.policies.get(vm, VmFaultPolicy())
+
+    def restart_vm(self, vm: str) -> None:
+        self.restarts.append(vm)
+
+    def drain_vms(self, hypervisor: str, vms: list[str], avoid: set[str]) -> None:
+        self.drains.append((hypervisor, vms, avoid))
 
     def fcaps_view(self) -> FabricView:
         return self.view
@@ -343,3 +356,39 @@ def test_a_tenant_sees_only_its_own_alarms_and_events() -> None:
                          ).status_code == 200
     assert acked == [alarm_id]
 
+
+
+@run
+async def test_a_crashed_vm_is_restarted_once_after_its_grace_as_its_policy_says() -> None:
+    clock = [1000.0]
+    port = Port()
+    port.policies["acme/db"] = VmFaultPolicy(vm_crash="alarm")
+    port.view = view(hv1=with_ports(UP, "acme/web1", "acme/db"), hv2=UP)
+    mon = FaultMonitor(port, MemoryStore(), hold=0.0, clock=lambda: clock[0])
+    await tick(mon, port, 0.0)
+    gone = FabricView(view(hv1=UP, hv2=UP).switches, {"acme/web1": "hv1", "acme/db": "hv1"})
+    for t in (1.0, 5.0, 10.9):  # both crashed; the default grace is 10 s after the alarm
+        clock[0] = 1000.0 + t
+        port.view = gone
+        await tick(mon, port, t)
+    assert {a["resource"] for a in await mon.alarms()} == {"vm/acme/web1", "vm/acme/db"}
+    assert port.restarts == []
+    for t in (11.0, 11.5, 30.0):
+        clock[0] = 1000.0 + t
+        await tick(mon, port, t)
+    assert port.restarts == ["acme/web1"]  # once, and not the VM whose policy says alarm
+    [restarting] = [e for e in mon.recorder.events if e.get("state") == "restarting"]
+    assert restarting["resource"] == "vm/acme/web1" and restarting["tenant"] == "acme"
+    assert "vm_crash: restart after 10 s" in restarting["cause"]
+    port.view = view(hv1=with_ports(UP, "acme/web1"), hv2=UP)  # back (db stays dead)
+    port.view = FabricView(port.view.switches, {"acme/web1": "hv1", "acme/db": "hv1"})
+    await tick(mon, port, 31.0)
+    assert {a["resource"] for a in await mon.alarms()} == {"vm/acme/db"}
+    await tick(mon, port, 32.0)
+    gone_again = FabricView(gone.switches, gone.placement)
+    port.view = gone_again
+    clock[0] = 1050.0
+    await tick(mon, port, 50.0)
+    clock[0] = 1061.0
+    await tick(mon, port, 61.0)
+    assert port.restarts == ["acme/web1", "acme/web1"]  # a new crash, a new restart

@@ -136,3 +136,46 @@ def test_ovsdb_unreachable_then_hypervisor_lost_then_back(socket: Path) -> None:
             assert "lost" in states and states[-1].startswith("alarm hypervisor_lost cleared")
 
     asyncio.run(body())
+
+
+def test_a_crashed_vm_is_restarted_in_place_by_its_policy(socket: Path) -> None:
+    """The tenant's policy restarts at once (grace 0), web2's own policy only alarms: one
+    restart record, for web1, on its own hypervisor, followed to its end when it is back."""
+    from hypetunnel.model.intent import FaultPolicy
+
+    fabric = Fabric("hv1", "hv2")
+    base = intent({"web1": "hv1", "web2": "hv1"}, ("hv1", "hv2"))
+    [acme] = base.tenants
+    vms = [v.model_copy(update={"fault_policy": FaultPolicy(vm_crash="alarm")})
+           if v.name == "web2" else v for v in acme.vms]
+    acme = acme.model_copy(update={"vms": vms,
+                                   "fault_policy": FaultPolicy(restart_grace=0)})
+    wanted = base.model_copy(update={"tenants": [acme]})
+
+    async def body() -> None:
+        async with running(MemoryStore(), fabric, socket) as ctl:
+            await asyncio.to_thread(ctl.service.apply, wanted)
+            hv1 = fabric.hvs["hv1"]
+            hv1.plug("acme/web1")
+            hv1.plug("acme/web2")
+            await until(lambda: ctl.status()["converged"] and ctl.faults.active,
+                        "converged, monitor active", 10)
+            before = ctl.service.intent
+            hv1.unplug("acme/web1")
+            hv1.unplug("acme/web2")
+            await until(lambda: any(m["vm"] == "acme/web1" for m in ctl.moves()),
+                        "a restart record", 10)
+            [rec] = ctl.moves()
+            assert (rec["kind"], rec["from"], rec["to"], rec["result"]) == (
+                "restart", "hv1", "hv1", "running")
+            assert ctl.service.intent == before  # a restart in place changes no intent
+            assert ("vm/acme/web2", "vm_crash") in open_alarms(ctl)
+            hv1.plug("acme/web1")  # the compute side started it again
+            await until(lambda: ctl.moves()[0]["result"] == "ok", "the restart followed", 10)
+            await until(lambda: open_alarms(ctl) == {("vm/acme/web2", "vm_crash")},
+                        "web1's crash alarm cleared, web2's open", 10)
+            assert [m["vm"] for m in ctl.moves()] == ["acme/web1"]
+            events = await ctl.events("vm/acme/web1")
+            assert "restarting" in [e["state"] for e in events]
+
+    asyncio.run(body())

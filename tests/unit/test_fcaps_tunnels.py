@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 
 from hypetunnel.fcaps.monitor import FaultMonitor
-from hypetunnel.fcaps.tunnels import TunnelHealth, reported, tunnel_resource
+from hypetunnel.fcaps.tunnels import TunnelHealth, partitioned, reported, tunnel_resource
 from hypetunnel.fcaps.view import fabric_view
 from hypetunnel.fcaps.watch import FabricView, SwitchView, TunnelEnd, changes
 from hypetunnel.model.intent import Intent
+from hypetunnel.model.policy import VmFaultPolicy
 from hypetunnel.southbound.observation import BfdStatus
 from hypetunnel.store.memory import MemoryStore
 from tests.unit.test_fcaps import Port, run, tick
@@ -183,3 +184,51 @@ async def test_a_tunnel_down_for_longer_than_the_dampening_time_clears_once_back
     port.view = HEALTHY
     await tick(mon, port, 101.0)
     assert open_tunnel_alarms(mon) == []
+
+
+# -- partition: cut off from every peer while the controller reaches it ------
+CUT_HV3 = fabric(hv1=sw(end("hv2"), end("hv3", False)), hv2=sw(end("hv1"), end("hv3", False)),
+                 hv3=sw(end("hv1", False), end("hv2", False)))
+MESH = fabric(hv1=sw(end("hv2"), end("hv3")), hv2=sw(end("hv1"), end("hv3")),
+              hv3=sw(end("hv1"), end("hv2")))
+
+
+def test_a_hypervisor_whose_every_tunnel_is_down_is_partitioned() -> None:
+    judged = TunnelHealth().judge(CUT_HV3, 0.0)
+    assert set(judged) == {"tunnel/hv1-hv3", "tunnel/hv2-hv3"}
+    cut = partitioned(CUT_HV3, judged)
+    assert list(cut) == ["hv3"] and "(to hv1, hv2)" in cut["hv3"]
+
+
+def test_one_broken_path_partitions_nobody_nor_does_a_single_peer() -> None:
+    one = fabric(hv1=sw(end("hv2"), end("hv3", False)), hv2=sw(end("hv1"), end("hv3")),
+                 hv3=sw(end("hv1", False), end("hv2")))
+    assert partitioned(one, TunnelHealth().judge(one, 0.0)) == {}
+    pair = fabric(hv1=sw(end("hv2", False)), hv2=sw(end("hv1", False)))
+    assert partitioned(pair, TunnelHealth().judge(pair, 0.0)) == {}  # which end? unknown
+
+
+def test_a_lost_peer_is_no_partition_of_the_others() -> None:
+    lost = fabric(hv1=sw(end("hv2"), end("hv3", False)), hv2=sw(end("hv1"), end("hv3", False)),
+                  hv3=sw(end("hv1", False), end("hv2", False), openflow=False, ovsdb=False))
+    assert partitioned(lost, TunnelHealth().judge(lost, 0.0)) == {}
+
+
+@run
+async def test_a_partition_is_alarmed_its_drain_asked_once_then_cleared() -> None:
+    port = Port()
+    port.view = MESH
+    port.policies = {"globex/b": VmFaultPolicy(partition="drain")}
+    mon = FaultMonitor(port, MemoryStore(), hold=0.0)
+    await tick(mon, port, 0.0)
+    for t in (1.0, 2.0):
+        port.view = CUT_HV3
+        await tick(mon, port, t)
+    [alarm] = mon.recorder.book.open_alarms("hypervisor_partitioned")
+    assert alarm.resource == "hypervisor/hv3" and alarm.service_affecting
+    # Only the VM whose policy says drain moves; no destination that is cut off itself.
+    assert port.drains == [("hv3", ["globex/b"], {"hv3"})]
+    port.view = MESH
+    await tick(mon, port, 3.0)
+    assert mon.recorder.book.open_alarms("hypervisor_partitioned") == []
+    assert port.drains == [("hv3", ["globex/b"], {"hv3"})]

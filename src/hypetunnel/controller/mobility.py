@@ -102,13 +102,51 @@ class Mobility:
         svc.upsert_hypervisor(hv.model_copy(update={"schedulable": value}))
         return svc.intent
 
+    async def restart_in_place(self, vm: str) -> dict[str, Any] | None:
+        """A crashed VM started again where the intent places it: a `restart` record whose
+        source and destination are its hypervisor, for the compute side to carry out (cold).
+        A restart of it still running is followed, not asked again (after a failover)."""
+        try:
+            rec = await asyncio.to_thread(moves.start_restart_in_place, self.service, vm)
+        except Exception as e:  # deleted meanwhile, or the store: the alarm stays open
+            log.error("VM %s crashed and cannot be restarted: %s", vm, e)
+            return None
+        if rec is not None:
+            self._follow(rec)
+            log.warning("VM %s crashed: restarting it on %s (move #%s)", vm, rec["to"],
+                        rec["seq"])
+        return rec
+
+    async def drain_vms(self, hypervisor: str, vms: list[str],
+                        avoid: set[str]) -> list[dict[str, Any]]:
+        """Move these VMs off the hypervisor (hot) onto none of `avoid` (a partition drain:
+        their policy asked for it). The hypervisor is also made unschedulable when the
+        fabric's own policy says drain (undrain it once repaired)."""
+        from hypetunnel.model.policy import fabric_fault_policy
+
+        def start() -> list[dict[str, Any]]:
+            intent = self.service.intent
+            if fabric_fault_policy(intent).partition == "drain":
+                intent = self._set_schedulable(hypervisor, False)
+            return self._evacuate(intent, hypervisor, "hot", exclude={hypervisor, *avoid},
+                                  only=set(vms))
+
+        try:
+            recs = await asyncio.to_thread(start)
+        except Exception as e:
+            log.error("%s: its VMs cannot be moved away: %s", hypervisor, e)
+            return []
+        for rec in recs:
+            self._follow(rec)
+        return recs
+
     def _evacuate(self, intent: Intent, hypervisor: str, kind: moves.MoveKind,
-                  exclude: set[str]) -> list[dict[str, Any]]:
+                  exclude: set[str], only: set[str] | None = None) -> list[dict[str, Any]]:
         """Start the moves (in the calling thread: it writes the store); the caller follows."""
         from hypetunnel.model.placement import evacuate
 
         # Every choice counts the ones before it: no destination is ever overfilled.
-        plan = sorted(evacuate(intent, hypervisor, exclude=exclude).items())
+        plan = sorted(evacuate(intent, hypervisor, exclude=exclude, only=only).items())
         if not plan:
             return []
         return moves.start_moves(self.service, plan, kind, intent=intent)
@@ -122,6 +160,8 @@ class Mobility:
         # The interruption measurement: moves.SwitchoverClock says why every host of the
         # VM's network counts, not only the destination.
         clock = moves.SwitchoverClock(src, dst)
+        if src == dst:  # a restart in place: the port was gone when it was asked for (and
+            clock.src_gone = float(rec["start"])  # compute may start it before we look)
         deadline = time.monotonic() + self.move_timeout
         while time.monotonic() < deadline:
             clock.observe(time.time(), self.port.seen(vid),

@@ -85,6 +85,26 @@ def start_moves(service: FabricService, moves: list[tuple[str, str]], kind: Move
     return out
 
 
+def start_restart_in_place(service: FabricService, vm: str) -> dict[str, Any] | None:
+    """Record a restart of `vm` on the hypervisor the intent places it on (the intent does not
+    change). None when its newest record is such a restart still running, or it has no
+    hypervisor. Raises ObjectNotFound for a VM the intent lacks."""
+    host = current_host(service.intent, vm)
+    if host is None:
+        return None
+    mine = service.records(f"{PREFIX}{vm}/")
+    newest = max(mine.values(), key=lambda r: int(r["seq"]), default=None)
+    if (newest is not None and newest["kind"] == "restart" and newest["from"] == host
+            and newest["to"] == host and newest["result"] == "running"):
+        return dict(newest)
+    seq = max((int(r["seq"]) for r in mine.values()), default=0) + 1
+    rec = {"vm": vm, "seq": seq, "from": host, "to": host, "kind": "restart",
+           "start": time.time(), "end": None, "interruption_ms": None,
+           "fabric_ready_lead_ms": None, "result": "running"}
+    service.put_records({record_key(vm, seq): rec})
+    return rec
+
+
 @dataclass
 class SwitchoverClock:
     """The part of one move during which the fabric could deliver the VM's frames nowhere.

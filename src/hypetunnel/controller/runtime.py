@@ -47,6 +47,7 @@ from hypetunnel.fcaps.view import fabric_view
 from hypetunnel.fcaps.watch import FabricView
 from hypetunnel.metrics.registry import ControllerMetrics
 from hypetunnel.model.intent import Intent
+from hypetunnel.model.policy import VmFaultPolicy, vm_fault_policy
 from hypetunnel.pki import TlsConfig, server_context
 from hypetunnel.southbound.observation import SwitchObservation
 from hypetunnel.southbound.openflow.server import OpenFlowServer
@@ -476,6 +477,15 @@ class Controller:
 
     def fcaps_identity(self) -> tuple[str, int, bool]:
         return self._node, self.role.term, self.role.election is not None
+
+    def fault_policy(self, vm: str) -> VmFaultPolicy:
+        return vm_fault_policy(self.intent, vm)
+
+    def restart_vm(self, vm: str) -> None:
+        self.spawn(self.mobility.restart_in_place(vm), f"restart-{vm}")
+
+    def drain_vms(self, hypervisor: str, vms: list[str], avoid: set[str]) -> None:
+        self.spawn(self.mobility.drain_vms(hypervisor, vms, avoid), f"drain-{hypervisor}")
 
     async def alarms(self, include_cleared: bool = False) -> list[dict[str, Any]]:
         return await self.faults.alarms(include_cleared)

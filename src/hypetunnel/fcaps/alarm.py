@@ -31,6 +31,9 @@ _KINDS = (
     AlarmKind("tunnel_down", "major", True,
               "BFD reports a tunnel down: the underlay path between two hypervisors is "
               "broken (a flapping tunnel's alarm stays open at least a minute)"),
+    AlarmKind("hypervisor_partitioned", "major", True,
+              "the controller reaches the hypervisor but its peers do not: every tunnel of "
+              "it is down by BFD (its VMs reach nothing on other hypervisors)"),
     AlarmKind("controller_failover", "warning", False,
               "another controller took over (a new election term)"),
 )

@@ -1,5 +1,7 @@
 """The controller's fault monitor: turns what the sessions report into the state log and the
-alarm book, audits the switches' flow tables, and feeds the webhooks.
+alarm book, audits the switches' flow tables, feeds the webhooks, and acts on faults as the
+fault policy says (model/policy.py): a crashed VM restarted after its grace, a partitioned
+hypervisor's VMs moved away.
 
 Dependencies point one way: the monitor reads the runtime through `MonitorPort` (snapshots of
 plain values, taken on the event loop) and writes only through the recorder (in threads). It
@@ -18,10 +20,11 @@ from typing import Any, Protocol
 from hypetunnel.fcaps.alarm import Alarm
 from hypetunnel.fcaps.events import PREFIX, query
 from hypetunnel.fcaps.record import Recorder
-from hypetunnel.fcaps.tunnels import DAMPEN, TunnelHealth, reported
+from hypetunnel.fcaps.tunnels import DAMPEN, PARTITIONED, TunnelHealth, partitioned, reported
 from hypetunnel.fcaps.tunnels import KIND as TUNNEL_DOWN
 from hypetunnel.fcaps.watch import HOLD, FabricView, Faults, SwitchView, changes
 from hypetunnel.fcaps.webhook import Post, WebhookTarget, http_post
+from hypetunnel.model.policy import VmFaultPolicy
 from hypetunnel.store.side import SideStore
 
 log = logging.getLogger(__name__)
@@ -57,6 +60,17 @@ class MonitorPort(Protocol):
         """(this controller's node name, its term, whether it runs as an HA pair)."""
         ...
 
+    def fault_policy(self, vm: str) -> VmFaultPolicy: ...
+
+    def restart_vm(self, vm: str) -> None:
+        """Ask the compute side to start the crashed VM again where it is placed (cold); a
+        restart already asked for and not finished is not asked again."""
+        ...
+
+    def drain_vms(self, hypervisor: str, vms: list[str], avoid: set[str]) -> None:
+        """Move these VMs off the hypervisor (hot), onto none of `avoid`."""
+        ...
+
 
 class FaultMonitor:
     def __init__(self, port: MonitorPort, store: SideStore, *, webhooks: Iterable[str] = (),
@@ -81,6 +95,7 @@ class FaultMonitor:
         self._tunnels = TunnelHealth()
         self._downs: dict[str, int] = {}  # open tunnel alarm -> times it went down
         self._tunnel_down: set[str] = set()  # tunnels judged down at the last snapshot
+        self._acted: set[str] = set()  # alarms whose policy action was taken here
 
     def _write(self, puts: Mapping[str, dict[str, Any]], deletes: Iterable[str]) -> None:
         self._store.side_commit(puts, deletes)
@@ -156,6 +171,7 @@ class FaultMonitor:
             if a.kind in LEVEL_KINDS and (a.resource, a.kind) not in present:
                 rec.clear(a.resource, a.kind, _cleared_text(a))
         self._judge_tunnels(view, now)
+        self._restart_crashed(view)
         for hv in sorted(self._drifted):
             sw = view.switches.get(hv)
             if sw is None or sw.converged:
@@ -170,6 +186,7 @@ class FaultMonitor:
         update it (with their count)."""
         rec = self.recorder
         judged = self._tunnels.judge(view, now)
+        self._judge_partitions(view, judged)
         for resource, text in judged.items():
             if resource not in self._tunnel_down or resource not in self._downs:
                 self._downs[resource] = self._downs.get(resource, 0) + 1
@@ -193,6 +210,51 @@ class FaultMonitor:
                                 f"{text}; held open (dampening) until {self.dampen:.0f} s "
                                 f"after it was raised, down {self._downs.get(alarm.resource, 1)}"
                                 " times")
+
+    def _judge_partitions(self, view: FabricView, down: Mapping[str, str]) -> None:
+        """hypervisor_partitioned while every tunnel of a hypervisor is down (no dampening:
+        it follows the tunnels' BFD judgement), and the drain its VMs' policy asks for."""
+        rec = self.recorder
+        cut = partitioned(view, down)
+        for hv, text in cut.items():
+            rec.raise_alarm(f"hypervisor/{hv}", PARTITIONED, text)
+        for alarm in rec.book.open_alarms(PARTITIONED):
+            hv = alarm.resource.removeprefix("hypervisor/")
+            if hv not in cut:
+                rec.clear(alarm.resource, PARTITIONED,
+                          f"{hv}: no longer cut off from every peer (a tunnel forwards "
+                          "again, its VMs left and took its tunnels, or it does not answer)")
+                continue
+            if alarm.id in self._acted:
+                continue
+            self._acted.add(alarm.id)
+            drain = sorted(vm for vm, host in view.placement.items()
+                           if host == hv and self._port.fault_policy(vm).partition == "drain")
+            if drain:
+                rec.state(alarm.resource, "draining",
+                          f"partitioned: {len(drain)} VMs moved away by their fault policy "
+                          "(partition: drain)")
+                self._port.drain_vms(hv, drain, set(cut))
+
+    def _restart_crashed(self, view: FabricView) -> None:
+        """A vm_crash alarm open for its VM's grace: the restart its policy asks for, once
+        per alarm (its port coming back clears the alarm)."""
+        wall = self._clock()
+        for alarm in self.recorder.book.open_alarms("vm_crash"):
+            if alarm.id in self._acted:
+                continue
+            vm = alarm.resource.removeprefix("vm/")
+            policy = self._port.fault_policy(vm)
+            if policy.vm_crash != "restart" or wall - alarm.raised < policy.restart_grace:
+                continue
+            if not view.placement.get(vm):
+                continue
+            self._acted.add(alarm.id)
+            self.recorder.state(alarm.resource, "restarting",
+                                f"crashed {wall - alarm.raised:.0f} s ago: restarted by its "
+                                f"fault policy (vm_crash: restart after "
+                                f"{policy.restart_grace} s)")
+            self._port.restart_vm(vm)
 
     async def _audit(self) -> None:
         """Every switch's flow table against what was installed: a difference is drift,

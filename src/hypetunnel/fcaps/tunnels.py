@@ -10,6 +10,10 @@ port just created, or an ovs-vswitchd just restarted) has `SETUP_GRACE` to come 
 Dampening: an alarm stays open at least `DAMPEN` seconds after it was raised, so a flapping
 tunnel raises at most one alarm a `DAMPEN`: further downs update it (with their count) and it
 clears once forwarding again after that time.
+
+Partition: a hypervisor that answers the controller while every tunnel to its answering peers
+is down is cut off from them (`hypervisor_partitioned`). It takes tunnels to two peers at
+least: with one, a broken path does not tell which end is cut off.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from collections.abc import Mapping
 from hypetunnel.fcaps.watch import FabricView
 
 KIND = "tunnel_down"
+PARTITIONED = "hypervisor_partitioned"
 DAMPEN = 60.0  # seconds an alarm stays open at least (one alarm a minute at most)
 SETUP_GRACE = 10.0  # seconds a session never up may take to come up
 
@@ -92,3 +97,18 @@ def _tenants_at_both_ends(placement: Mapping[str, str | None], a: str, b: str) -
         if host in at:
             at[host].add(vm.partition("/")[0])
     return sorted(at[a] & at[b])
+
+
+def partitioned(view: FabricView, down: Mapping[str, str]) -> dict[str, str]:
+    """The hypervisors cut off from every peer (`down`: the tunnels judged down now):
+    hypervisor -> the alarm's text."""
+    out: dict[str, str] = {}
+    for hv, sw in sorted(view.switches.items()):
+        if not (sw.up and sw.ovsdb):
+            continue
+        peers = sorted({e.remote for e in sw.bfd
+                        if (far := view.switches.get(e.remote)) is not None and far.up})
+        if len(peers) >= 2 and all(tunnel_resource(hv, p) in down for p in peers):
+            out[hv] = (f"{hv}: the controller reaches it but none of its {len(peers)} peers "
+                       f"does: every tunnel is down by BFD (to {', '.join(peers)})")
+    return out

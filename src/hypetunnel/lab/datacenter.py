@@ -23,6 +23,7 @@ from hypetunnel.client.http import DEFAULT_TIMEOUT, Timeout
 from hypetunnel.lab import diagnose, hapair
 from hypetunnel.lab.announce import announce
 from hypetunnel.lab.controller import TOKEN_WAIT, LabController
+from hypetunnel.lab.netns import netns_exists
 from hypetunnel.lab.pki import SINGLE_CONTROLLER, ensure_lab_pki
 from hypetunnel.lab.proc import LabError
 from hypetunnel.lab.state import STATE_FILE
@@ -186,10 +187,19 @@ def _sync_vms(lab: Lab, api: ApiClient, intent: Intent, progress: Progress) -> b
         progress(f"vm {vid}: unplug")
         lab.remove_vm(vid)
     kinds: dict[str, str] | None = None
+    restarts = _restarts_asked(lab, api, wanted)
     for vid, spec in wanted.items():
         have = lab.vms.get(vid)
+        if vid in restarts:
+            progress(f"vm {vid}: restart on {spec['hypervisor']} (the controller asked: "
+                     f"move #{restarts[vid]})")
+            lab.remove_vm(vid)
+            lab.add_vm(vid, **spec)
+            continue
         if have is not None and (have.hypervisor, have.mac, have.ip) == (
                 spec["hypervisor"], spec["mac"], spec["ip"]):
+            if not lab.vm_alive(vid) and lab.hypervisor_alive(have.hypervisor):
+                in_line = False  # crashed: a restart may be asked for, look again
             continue
         if not lab.hypervisor_alive(spec["hypervisor"]):
             in_line = False
@@ -207,6 +217,26 @@ def _sync_vms(lab: Lab, api: ApiClient, intent: Intent, progress: Progress) -> b
         progress(f"vm {vid}: plug into {spec['hypervisor']} ({spec['ip']}, mtu {spec['mtu']})")
         lab.add_vm(vid, **spec)
     return in_line
+
+
+def _restarts_asked(lab: Lab, api: ApiClient, wanted: dict[str, dict[str, Any]]
+                    ) -> dict[str, int]:
+    """Crashed VMs whose newest move record is a restart in place still running (what the
+    controller's fault policy asks for): VM id -> the record's seq. Asks the controller only
+    when some VM is dead."""
+    dead = [vid for vid, have in lab.vms.items()
+            if vid in wanted and have.hypervisor == wanted[vid]["hypervisor"]
+            and not lab.vm_alive(vid) and lab.hypervisor_alive(have.hypervisor)]
+    if not dead:
+        return {}
+    newest = {m["vm"]: m for m in sorted(api.moves(), key=lambda m: int(m["seq"]))}
+    out = {}
+    for vid in dead:
+        m = newest.get(vid)
+        if (m is not None and m["kind"] == "restart" and m["result"] == "running"
+                and m["from"] == m["to"] == lab.vms[vid].hypervisor):
+            out[vid] = int(m["seq"])
+    return out
 
 
 def agent_record(lab: Lab) -> Path:
@@ -250,6 +280,7 @@ def run_agent(name: str, interval: float = 0.2, recheck: float = 10.0) -> None:
     pair = False
     synced: tuple[Any, int] | None = None  # (intent, state file stamp) after the last sync
     synced_at = 0.0
+    namespaces: list[str] = []  # the VMs' namespaces at the last sync
     while True:
         try:
             now = time.monotonic()
@@ -262,8 +293,11 @@ def run_agent(name: str, interval: float = 0.2, recheck: float = 10.0) -> None:
                 api, connected_at = api_for(lab), now
             doc = api.get_intent()
             seen = (doc, _stamp(state_file))
-            if synced != seen or now - synced_at > recheck:
-                in_line = sync_vms(Lab.load(name), api, lambda m: print(m, flush=True), doc)
+            crashed = not all(map(netns_exists, namespaces))  # a VM died: a restart may come
+            if synced != seen or crashed or now - synced_at > recheck:
+                lab = Lab.load(name)
+                namespaces = [v.netns for v in lab.vms.values() if v.owns_netns]
+                in_line = sync_vms(lab, api, lambda m: print(m, flush=True), doc)
                 # The stamp from before the sync: the sync's own writes to the lab state cause
                 # one more (idle) sync, but a change made meanwhile by someone else is not lost.
                 synced = seen if in_line else None

@@ -464,6 +464,20 @@ class Lab:
         del self._state.vms[vm.vm_id]
         self._state.save()
 
+    def crash_vm(self, vm_id: str) -> None:
+        """The VM dies as a crashed guest does: its processes, its namespace and its
+        interface go, and its switch port with them (libvirt deletes a dead guest's OVS port
+        as it cleans up after it), while the lab, like the compute service, still lists it.
+        Only a restart the controller asks for (sync_vms carries it out) starts it again."""
+        vm = self.vm(vm_id)
+        if not vm.owns_netns:
+            raise LabError(f"VM {vm_id} lives in a namespace the lab did not make")
+        vmmod.unplug_vm(vm, self.hypervisor(vm.hypervisor))
+
+    def vm_alive(self, vm_id: str) -> bool:
+        """Whether the VM's namespace is there (False after crash_vm, until restarted)."""
+        return netns_exists(self.vm(vm_id).netns)
+
     def move_vm(self, vm_id: str, to_hypervisor: str) -> LabVM:
         """Hot-move: the VM's namespace and processes stay, its interface moves to another
         hypervisor's br-int (same iface-id, MAC and IP)."""

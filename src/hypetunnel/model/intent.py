@@ -33,10 +33,26 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
 
+class FaultPolicy(StrictModel):
+    """What the controller does about a fault, beyond raising its alarm. Set on the fabric, a
+    tenant or a VM; a field left out (None) is as the level above says (policy.py resolves
+    it, with the built-in defaults last)."""
+
+    # A VM whose port is gone from its hypervisor without a move (the vm_crash alarm):
+    # "restart" asks the compute side to start it again (cold, on the same hypervisor) once
+    # the alarm has been open `restart_grace` seconds; "alarm" only raises the alarm.
+    vm_crash: Literal["restart", "alarm"] | None = None
+    restart_grace: StrictInt | None = Field(default=None, ge=0, le=3600)
+    # A hypervisor the controller reaches but its peers do not (every tunnel down by BFD):
+    # "drain" moves the VMs away (hot) to hypervisors their peers still reach.
+    partition: Literal["drain", "alarm"] | None = None
+
+
 class Fabric(StrictModel):
     encapsulation: Encapsulation = "vxlan"
     underlay_mtu: StrictInt = Field(default=1500, ge=576, le=9216)
     placement: PlacementPolicy = "spread"
+    fault_policy: FaultPolicy | None = None
 
 
 class Capacity(StrictModel):
@@ -85,6 +101,7 @@ class VM(StrictModel):
     mac: str | None = None
     vcpus: StrictInt = Field(default=1, ge=1)
     memory_mb: StrictInt = Field(default=512, ge=1)
+    fault_policy: FaultPolicy | None = None
 
     @field_validator("mac", mode="before")
     @classmethod
@@ -110,6 +127,7 @@ class Tenant(StrictModel):
     encapsulation: Encapsulation | None = None
     networks: list[Network] = Field(default_factory=list)
     vms: list[VM] = Field(default_factory=list)
+    fault_policy: FaultPolicy | None = None
 
 
 class Intent(StrictModel):

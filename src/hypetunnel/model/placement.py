@@ -187,15 +187,16 @@ def check_destination(vid: str, intent: Intent, to: str) -> None:
         raise IntentInvalid([FieldError("to", why)])
 
 
-def evacuate(intent: Intent, hypervisor: str, exclude: Collection[str] = frozenset()
-             ) -> dict[str, str]:
+def evacuate(intent: Intent, hypervisor: str, exclude: Collection[str] = frozenset(),
+             only: Collection[str] | None = None) -> dict[str, str]:
     """VM id -> destination for every VM on `hypervisor` (drain, restart after its failure),
-    each choice counting the ones before it; largest VMs first so they still find room.
-    Raises IntentInvalid naming every VM that fits nowhere (nothing is half-planned)."""
+    or for those of `only`, each choice counting the ones before it; largest VMs first so
+    they still find room. Raises IntentInvalid naming every VM that fits nowhere (nothing is
+    half-planned)."""
     leaving: list[tuple[str, str, VM]] = []
     for ti, t in enumerate(intent.tenants):
         for j, v in enumerate(t.vms):
-            if v.hypervisor == hypervisor:
+            if v.hypervisor == hypervisor and (only is None or vm_id(t.name, v.name) in only):
                 leaving.append((vm_id(t.name, v.name), f"tenants[{ti}].vms[{j}]", v))
     leaving.sort(key=lambda x: (-x[2].vcpus, -x[2].memory_mb, x[0]))
     usage = usage_of(intent)
