@@ -379,6 +379,38 @@ def test_a_frozen_member_is_skipped_and_the_watch_moves_on(own_cluster: EtcdClus
         writer.close()
 
 
+def test_members_says_which_member_answers_and_which_leads(own_cluster: EtcdCluster) -> None:
+    """A killed member is down (refused at once), a frozen one too (after the probe's
+    timeout), the others up, one of them the leader."""
+    wait_until(lambda: own_cluster.leader() is not None, 10, "an etcd leader")
+    store = EtcdStore(own_cluster.endpoints, prefix="/ht-members/")
+    try:
+        members = store.members(timeout=1.0)
+        assert sorted(m.name for m in members) == sorted(m.name for m in own_cluster.members)
+        assert all(m.up and m.problem == "" for m in members)
+        assert sum(m.leader for m in members) == 1
+        leader = own_cluster.leader()
+        followers = [m for m in own_cluster.members if m is not leader]
+        assert leader is not None
+        followers[0].kill()
+        by_name = {m.name: m for m in store.members(timeout=1.0)}
+        assert not by_name[followers[0].name].up and by_name[followers[0].name].problem
+        assert by_name[leader.name].up and by_name[followers[1].name].up
+        own_cluster.restart(followers[0].name)
+        followers[1].pause()  # accepts connections, never answers: a partitioned member
+        try:
+            t0 = time.perf_counter()
+            by_name = {m.name: m for m in store.members(timeout=1.0)}
+            took = time.perf_counter() - t0
+            assert not by_name[followers[1].name].up, by_name
+            assert by_name[followers[0].name].up and by_name[leader.name].up
+            assert took < 5, took
+        finally:
+            followers[1].resume()
+    finally:
+        store.close()
+
+
 def store_watch_idle() -> float:
     from hypetunnel.store.etcd import _Watcher
 

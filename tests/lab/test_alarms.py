@@ -362,6 +362,33 @@ def test_a_webhook_receiver_that_was_down_gets_the_missed_changes(lab: Lab, hook
           f"delivered {caught_up * 1000:.0f} ms after it came back")
 
 
+def test_an_etcd_member_down_is_alarmed_with_the_quorum_at_risk_and_cleared_when_back(
+        lab: Lab) -> None:
+    """kill -9 of one etcd member (not the raft leader: its election is test_ha's): 2 of 3
+    answer, exactly the quorum."""
+    cluster = hapair.etcd_cluster(lab)
+    wait_until(lambda: cluster.leader() is not None, 10, "an etcd leader")
+    victim = next(m for m in cluster.members if m is not cluster.leader())
+    resource = f"etcd/{victim.name}"
+    victim.kill()
+    killed = time.monotonic()
+    try:
+        wait_until(lambda: {(resource, "etcd_member_down"), ("etcd/cluster", "quorum_at_risk")}
+                   <= open_kinds(lab), 20, "the member and quorum alarms")
+        detected = time.monotonic() - killed
+        by_kind = {a["kind"]: a for a in alarms(lab) if a["resource"].startswith("etcd/")}
+        assert "2 of 3 answer (quorum 2)" in by_kind["etcd_member_down"]["text"]
+        assert by_kind["quorum_at_risk"]["severity"] == "critical"
+    finally:
+        cluster.restart(victim.name)
+    back = time.monotonic()
+    wait_until(lambda: not {k for k in open_kinds(lab) if k[0].startswith("etcd/")}, 20,
+               "both alarms to clear")
+    print(f"\n[alarms] etcd member {victim.name} killed: etcd_member_down and quorum_at_risk "
+          f"raised {detected * 1000:.0f} ms after, cleared "
+          f"{(time.monotonic() - back) * 1000:.0f} ms after it was back")
+
+
 def test_a_failover_keeps_the_book_and_is_itself_alarmed(lab: Lab) -> None:
     before = {a["id"]: a for a in alarms(lab, include_cleared=True)}
     assert before, "the earlier tests raised alarms"

@@ -42,6 +42,7 @@ class FakeRuntime:
         self._status = status
         self.alarms = alarms
         self.usage: list[dict[str, Any]] | None = None
+        self.sessions: list[tuple[str, str, str, bool]] | None = None
         self.status_calls = 0
         self.metrics = ControllerMetrics(self)
 
@@ -57,6 +58,9 @@ class FakeRuntime:
 
     def tenant_usage(self) -> list[dict[str, Any]] | None:
         return self.usage
+
+    def tunnel_sessions(self) -> list[tuple[str, str, str, bool]] | None:
+        return self.sessions
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -115,6 +119,19 @@ def test_tenant_usage_carries_tenant_labels() -> None:
     rt.usage = None  # a standby does not hold the counters: the active one exports them
     assert not [k for k in samples(rt.metrics.exposition().decode())
                 if k[0].startswith("hypetunnel_tenant_")]
+
+
+def test_each_tunnel_ports_bfd_session_is_a_series() -> None:
+    rt = FakeRuntime(alarms=[])
+    rt.sessions = [("hv1", "hv2", "vxlan", True), ("hv2", "hv1", "vxlan", False)]
+    got = samples(rt.metrics.exposition().decode())
+    assert value(got, "hypetunnel_tunnel_bfd_forwarding", hypervisor="hv1", remote="hv2",
+                 encapsulation="vxlan") == 1
+    assert value(got, "hypetunnel_tunnel_bfd_forwarding", hypervisor="hv2", remote="hv1",
+                 encapsulation="vxlan") == 0
+    rt.sessions = None  # a standby: the active one exports them
+    assert not [k for k in samples(rt.metrics.exposition().decode())
+                if k[0] == "hypetunnel_tunnel_bfd_forwarding"]
 
 
 def test_an_empty_status_still_gives_every_controller_metric() -> None:

@@ -41,6 +41,7 @@ from hypetunnel.controller.service import FabricService
 from hypetunnel.controller.session import SwitchSession
 from hypetunnel.controller.sessions import RETIRE_TIMEOUT, SwitchSessions
 from hypetunnel.controller.tasks import TaskSet
+from hypetunnel.fcaps.cluster import MemberLike
 from hypetunnel.fcaps.monitor import FLOW_AUDIT_INTERVAL, FaultMonitor
 from hypetunnel.fcaps.storage import RoleSideStore
 from hypetunnel.fcaps.view import fabric_view
@@ -481,6 +482,12 @@ class Controller:
     def fault_policy(self, vm: str) -> VmFaultPolicy:
         return vm_fault_policy(self.intent, vm)
 
+    async def etcd_members(self) -> Sequence[MemberLike] | None:
+        members = getattr(self.store, "members", None)
+        if members is None or self.role.election is None:
+            return None
+        return list(await asyncio.to_thread(members))
+
     def restart_vm(self, vm: str) -> None:
         self.spawn(self.mobility.restart_in_place(vm), f"restart-{vm}")
 
@@ -532,6 +539,13 @@ class Controller:
 
     def flow_removed(self, hypervisor: str, cookie: int, packets: int, nbytes: int) -> None:
         self.accounting.flow_removed(hypervisor, cookie, packets, nbytes)
+
+    def tunnel_sessions(self) -> list[tuple[str, str, str, bool]] | None:
+        """The BFD sessions of the switches this controller serves (None on a standby)."""
+        if not self.may_program:
+            return None
+        return [(hv, e.remote, e.encapsulation, e.forwarding)
+                for hv, sw in self.fcaps_view().switches.items() for e in sw.bfd]
 
     def tenant_usage(self) -> list[dict[str, Any]] | None:
         """Per-tenant totals from the counters in memory (the metrics); None on a standby."""

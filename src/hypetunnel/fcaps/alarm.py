@@ -34,6 +34,11 @@ _KINDS = (
     AlarmKind("hypervisor_partitioned", "major", True,
               "the controller reaches the hypervisor but its peers do not: every tunnel of "
               "it is down by BFD (its VMs reach nothing on other hypervisors)"),
+    AlarmKind("etcd_member_down", "major", False,
+              "an etcd member does not answer: the cluster tolerates one failure less"),
+    AlarmKind("quorum_at_risk", "critical", False,
+              "only a bare majority of etcd members answers (or fewer): one more loss stops "
+              "every change"),
     AlarmKind("controller_failover", "warning", False,
               "another controller took over (a new election term)"),
 )

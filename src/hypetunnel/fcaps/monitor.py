@@ -14,10 +14,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from hypetunnel.fcaps.alarm import Alarm
+from hypetunnel.fcaps.cluster import MEMBER_DOWN, QUORUM, ClusterHealth, MemberLike
 from hypetunnel.fcaps.events import PREFIX, query
 from hypetunnel.fcaps.record import Recorder
 from hypetunnel.fcaps.tunnels import DAMPEN, PARTITIONED, TunnelHealth, partitioned, reported
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 
 TICK = 0.25  # seconds between snapshots
 FLOW_AUDIT_INTERVAL = 5.0  # seconds between two reads of every switch's flow table
+CLUSTER_INTERVAL = 2.0  # seconds between two probes of every etcd member (HA)
 LEVEL_KINDS = ("hypervisor_lost", "switch_disconnected", "ovsdb_unreachable", "vm_crash")
 
 
@@ -62,6 +64,10 @@ class MonitorPort(Protocol):
 
     def fault_policy(self, vm: str) -> VmFaultPolicy: ...
 
+    async def etcd_members(self) -> Sequence[MemberLike] | None:
+        """Every etcd member and whether it answers; None without etcd (nothing to watch)."""
+        ...
+
     def restart_vm(self, vm: str) -> None:
         """Ask the compute side to start the crashed VM again where it is placed (cold); a
         restart already asked for and not finished is not asked again."""
@@ -76,7 +82,9 @@ class FaultMonitor:
     def __init__(self, port: MonitorPort, store: SideStore, *, webhooks: Iterable[str] = (),
                  post: Post = http_post, flow_audit_interval: float = FLOW_AUDIT_INTERVAL,
                  tick: float = TICK, hold: float = HOLD, dampen: float = DAMPEN,
+                 cluster_interval: float = CLUSTER_INTERVAL,
                  clock: Callable[[], float] = time.time) -> None:
+        self.cluster_interval = cluster_interval
         self._port = port
         self._clock = clock
         self.dampen = dampen
@@ -105,7 +113,7 @@ class FaultMonitor:
 
     # -- the task ------------------------------------------------------------------------------
     async def run(self) -> None:
-        await asyncio.gather(self._watch(), self._audit(),
+        await asyncio.gather(self._watch(), self._audit(), self._cluster(),
                              *(w.run(lambda: self.recorder.events, self._cursor_moved,
                                      self._wake, lambda: self.active)
                                for w in self.webhooks))
@@ -278,6 +286,32 @@ class FaultMonitor:
                 self.recorder.state(f"switch/{hv}", "drifted", text)
                 self.recorder.raise_alarm(f"switch/{hv}", "flow_drift", text)
                 self._drifted.add(hv)
+
+    async def _cluster(self) -> None:
+        """The etcd members' health (fcaps/cluster.py), probed in a thread."""
+        health = ClusterHealth()
+        while True:
+            await asyncio.sleep(self.cluster_interval)
+            if not (self.active and self._port.may_program):
+                continue
+            try:
+                members = await self._port.etcd_members()
+            except Exception as e:  # no member answers: the store's own alarms say it
+                log.debug("etcd members not probed: %s", e)
+                continue
+            if members is None:
+                return  # no etcd: nothing to watch
+            self.judge_cluster(health.judge(members))
+
+    def judge_cluster(self, judged: Mapping[tuple[str, str], str]) -> None:
+        rec = self.recorder
+        for (resource, kind), text in judged.items():
+            rec.raise_alarm(resource, kind, text)
+        for kind, cleared in ((MEMBER_DOWN, "the member answers again (or left the cluster)"),
+                              (QUORUM, "more than a bare majority of the members answer")):
+            for alarm in rec.book.open_alarms(kind):
+                if (alarm.resource, kind) not in judged:
+                    rec.clear(alarm.resource, kind, cleared)
 
     def _cursor_moved(self, target: WebhookTarget) -> None:
         self.recorder.put(target.key, target.cursor_doc())

@@ -23,6 +23,11 @@ class MetricsSource(Protocol):
         the active controller exports them)."""
         ...
 
+    def tunnel_sessions(self) -> Iterable[tuple[str, str, str, bool]] | None:
+        """(hypervisor, remote hypervisor, encapsulation, forwarding) of every tunnel port's
+        BFD session, as the switches report it; None where the sessions are not held."""
+        ...
+
     def tenant_usage(self) -> Iterable[dict[str, Any]] | None:
         """Usage rows per tenant since accounting began (accounting/book.py report); None
         where the counters are not held (a standby)."""
@@ -47,6 +52,9 @@ class StatusCollector(Collector):
         alarms = self.source.open_alarm_kinds()
         if alarms is not None:
             yield self._alarms(alarms)
+        sessions = self.source.tunnel_sessions()
+        if sessions is not None:
+            yield self._bfd(sessions)
         usage = self.source.tenant_usage()
         if usage is not None:
             yield from self._usage(list(usage))
@@ -132,6 +140,16 @@ class StatusCollector(Collector):
                                        ("dropped", f"dropped_{unit}")):
                     c.add_metric([str(r.get("tenant", "")), direction], float(r.get(key, 0)))
             yield c
+
+    @staticmethod
+    def _bfd(sessions: Iterable[tuple[str, str, str, bool]]) -> Metric:
+        g = GaugeMetricFamily("hypetunnel_tunnel_bfd_forwarding",
+                              "1 if the tunnel port's BFD session forwards (the path to the "
+                              "remote hypervisor works), 0 if not", labels=[
+                                  "hypervisor", "remote", "encapsulation"])
+        for hv, remote, encapsulation, forwarding in sorted(sessions):
+            g.add_metric([hv, remote, encapsulation], 1 if forwarding else 0)
+        return g
 
     @staticmethod
     def _alarms(alarms: Iterable[tuple[str, str]]) -> Metric:

@@ -34,6 +34,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -185,8 +186,35 @@ class _Gateway:
         problems.append(f"{endpoint}: HTTP {reply.status_code}: {message}")
         return None
 
+    def probe(self, url: str, path: str, timeout: float) -> tuple[dict[str, Any] | None, str]:
+        """One request to one given member, no fail-over: (its answer, "") or (None, why)."""
+        try:
+            # A member without a leader still answers for itself: not "hasleader" here.
+            reply = self._http.post(url.rstrip("/") + path, json={}, timeout=timeout,
+                                    headers={"Grpc-Metadata-hasleader": "false"})
+        except httpx.HTTPError as e:
+            return None, f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+        if reply.status_code != 200:
+            return None, f"HTTP {reply.status_code}"
+        try:
+            doc = reply.json()
+        except ValueError:
+            return None, "not JSON"
+        return (doc, "") if isinstance(doc, dict) else (None, "not a JSON object")
+
     def close(self) -> None:
         self._http.close()
+
+
+@dataclass(frozen=True, slots=True)
+class MemberHealth:
+    """One etcd member as the controller sees it: up when it answers its status request."""
+
+    name: str
+    url: str
+    up: bool
+    problem: str = ""
+    leader: bool = False
 
 
 class EtcdStore:
@@ -445,6 +473,25 @@ class EtcdStore:
         reply = self._gw.post("/v3/kv/deleterange", {"key": span["key"],
                                                      "range_end": _b64(last + b"\0")})
         return int(reply.get("deleted", 0))
+
+    # -- the cluster's health --------------------------------------------------------------------
+    def members(self, timeout: float = 2.0) -> list[MemberHealth]:
+        """Every member of the cluster (the member list, from any member that answers) with
+        whether it answers a status request at its first client URL within `timeout`. Raises
+        StoreUnavailable when no member answers the list."""
+        listing = self._gw.post("/v3/cluster/member/list", {})
+        out = []
+        for m in listing.get("members", []):
+            name = str(m.get("name") or m.get("ID", "?"))
+            urls = m.get("clientURLs") or []
+            if not urls:  # added, not started yet: it has never served
+                out.append(MemberHealth(name, "", False, "not started (no client URL)"))
+                continue
+            status, problem = self._gw.probe(urls[0], "/v3/maintenance/status", timeout)
+            leader = status is not None and str(status.get("leader")) == str(
+                status.get("header", {}).get("member_id"))
+            out.append(MemberHealth(name, urls[0], status is not None, problem, leader))
+        return out
 
     # -- election and fencing -------------------------------------------------------------------
     def term(self) -> int:
