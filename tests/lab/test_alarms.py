@@ -362,6 +362,48 @@ def test_a_webhook_receiver_that_was_down_gets_the_missed_changes(lab: Lab, hook
           f"delivered {caught_up * 1000:.0f} ms after it came back")
 
 
+def big_ping(lab: Lab, src: str, dst: str, size: int) -> bool:
+    """One ping of `size` bytes of IP, not to be fragmented (DF): it fits the tunnel or not."""
+    return lab.exec(src, ["ping", "-c", "1", "-W", "1", "-M", "do", "-s", str(size - 28),
+                          lab.vm(dst).ip], check=False).returncode == 0
+
+
+def test_an_underlay_mtu_smaller_than_the_fabric_needs_is_alarmed_and_drops_big_packets(
+        lab: Lab) -> None:
+    """hv3's uplink NIC set to MTU 1480 (mtu_request, as an operator would misconfigure it):
+    the fabric's underlay_mtu is 1500, so a VM packet at its MTU (1450, VXLAN) no longer fits
+    its tunnel. Kept short: the management overlay's full-size frames through that NIC do not
+    fit either."""
+    hv = lab.hypervisor(VICTIM)
+    need = lab.underlay_mtu
+    vm_mtu = need - 50
+    assert big_ping(lab, "acme/web3", "acme/web1", vm_mtu)
+    hv.ovs.vsctl("set", "Interface", "eth0", f"mtu_request={need - 20}")
+    narrowed = time.monotonic()
+    try:
+        wait_until(lambda: (f"hypervisor/{VICTIM}", "underlay_mtu") in open_kinds(lab), 15,
+                   "the underlay_mtu alarm")
+        detected = time.monotonic() - narrowed
+        [alarm] = [a for a in alarms(lab) if a["kind"] == "underlay_mtu"]
+        assert f"eth0 has MTU {need - 20}, the fabric needs {need}" in alarm["text"], alarm
+        assert alarm["service_affecting"] is True and alarm["tenant"] is None
+        dropped = not big_ping(lab, "acme/web3", "acme/web1", vm_mtu)
+        small = big_ping(lab, "acme/web3", "acme/web1", vm_mtu - 100)
+    finally:
+        hv.ovs.vsctl("set", "Interface", "eth0", f"mtu_request={need}")
+    assert dropped, "a packet at the VM's MTU went through an underlay 20 bytes too narrow"
+    assert small, "a packet that fits was lost"
+    wait_until(lambda: (f"hypervisor/{VICTIM}", "underlay_mtu") not in open_kinds(lab), 15,
+               "the alarm to clear")
+    wait_until(lambda: big_ping(lab, "acme/web3", "acme/web1", vm_mtu), 15,
+               "full-size packets to go through again")
+    with active(lab) as api:
+        datacenter.wait_converged(api, 60)
+    print(f"\n[alarms] underlay MTU {need - 20} < {need}: underlay_mtu raised "
+          f"{detected * 1000:.0f} ms after, a {vm_mtu}-byte packet dropped and a "
+          f"{vm_mtu - 100}-byte one delivered meanwhile")
+
+
 def test_an_etcd_member_down_is_alarmed_with_the_quorum_at_risk_and_cleared_when_back(
         lab: Lab) -> None:
     """kill -9 of one etcd member (not the raft leader: its election is test_ha's): 2 of 3

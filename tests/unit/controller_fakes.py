@@ -17,7 +17,12 @@ from hypetunnel.compiler.tunnels import TunnelPort
 from hypetunnel.controller.runtime import Controller
 from hypetunnel.controller.switch import datapath_id_for
 from hypetunnel.errors import SouthboundError
-from hypetunnel.southbound.observation import BfdStatus, PortInfo, SwitchObservation
+from hypetunnel.southbound.observation import (
+    BfdStatus,
+    PortInfo,
+    SwitchObservation,
+    UnderlayLink,
+)
 from hypetunnel.southbound.openflow.fakeswitch import FakeSwitch
 from hypetunnel.store.base import Store
 from hypetunnel.store.memory import MemoryStore
@@ -46,6 +51,10 @@ class FakeOvsdb:
     @property
     def bfd(self) -> Mapping[str, BfdStatus]:
         return dict(self.hv.bfd) if self.connected else {}
+
+    @property
+    def underlay(self) -> UnderlayLink | None:
+        return self.hv.underlay if self.connected else None
 
     async def start(self, timeout: float = 10.0) -> None:
         self.hv.start_attempts += 1
@@ -106,6 +115,7 @@ class Hypervisor:
         self.on_mark: Callable[[set[str]], None] | None = None  # sees each mark as it lands
         self.tunnels: frozenset[TunnelPort] = frozenset()
         self.bfd: dict[str, BfdStatus] = {}  # tunnel port name -> its BFD session
+        self.underlay: UnderlayLink | None = None  # the underlay bridge's narrowest link
         self.clients: list[FakeOvsdb] = []
         self.switch = FakeSwitch(datapath_id_for(name))
         self.ssl_context: ssl.SSLContext | None = None  # connect over TLS with this identity

@@ -392,3 +392,33 @@ async def test_a_crashed_vm_is_restarted_once_after_its_grace_as_its_policy_says
     clock[0] = 1061.0
     await tick(mon, port, 61.0)
     assert port.restarts == ["acme/web1", "acme/web1"]  # a new crash, a new restart
+
+
+def test_an_underlay_narrower_than_the_fabric_needs_is_a_fault_of_its_hypervisor() -> None:
+    narrow = SwitchView(True, True, underlay=("eth0", 1400))
+    fabric = FabricView({"hv1": narrow, "hv2": SwitchView(True, True, underlay=("eth0", 1500))},
+                        {}, underlay_mtu=1500)
+    [fault] = Faults(hold=0.0).update(fabric, 0.0)
+    assert (fault.resource, fault.kind) == ("hypervisor/hv1", "underlay_mtu")
+    assert "eth0 has MTU 1400, the fabric needs 1500" in fault.text
+    assert "within 100 bytes of its MTU" in fault.text
+    unknown = FabricView({"hv1": SwitchView(True, True)}, {}, underlay_mtu=1500)
+    assert Faults(hold=0.0).update(unknown, 0.0) == []  # no underlay bridge: nothing known
+    jumbo = FabricView({"hv1": SwitchView(True, True, underlay=("eth0", 9000))}, {},
+                       underlay_mtu=1500)
+    assert Faults(hold=0.0).update(jumbo, 0.0) == []
+
+
+def test_the_underlay_link_is_the_narrowest_interface_of_br_phy() -> None:
+    from types import SimpleNamespace as Row
+
+    from hypetunnel.southbound.observation import UnderlayLink
+    from hypetunnel.southbound.ovsdb.snapshot import build_underlay
+
+    def bridge(name: str, *ifaces: tuple[str, list[int]]) -> Row:
+        return Row(name=name, ports=[Row(interfaces=[Row(name=n, mtu=m)]) for n, m in ifaces])
+
+    bridges = [bridge("br-int", ("tap1", [1000])),
+               bridge("br-phy", ("eth0", [1400]), ("br-phy", [1500]), ("new", []))]
+    assert build_underlay(bridges) == UnderlayLink("eth0", 1400)
+    assert build_underlay([bridge("br-int", ("tap1", [1000]))]) is None

@@ -107,6 +107,7 @@ class Session:
         self.openflow_ready = self.ovsdb_connected = True
         self.observation = obs
         self.bfd = bfd
+        self.underlay = None
 
 
 def test_the_view_joins_each_tunnel_port_with_its_bfd_session() -> None:

@@ -211,6 +211,7 @@ def test_without_a_controller_runtime_there_are_no_metrics() -> None:
 
 def test_every_metric_the_rules_and_the_dashboard_use_is_exported() -> None:
     rt = FakeRuntime(alarms=[])
+    rt.sessions = [("hv1", "hv2", "vxlan", True)]
     rt.metrics.instruments.move_finished({"kind": "hot", "result": "ok", "interruption_ms": 9})
     app = create_app(FabricService(MemoryStore()), rt)
     client = TestClient(app, headers=bearer(mint(app)))

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 from hypetunnel.compiler.flows import Flow
 from hypetunnel.compiler.tunnels import TunnelPort
 from hypetunnel.controller.reconciler import SlicedFlows
-from hypetunnel.southbound.observation import BfdStatus, SwitchObservation
+from hypetunnel.southbound.observation import BfdStatus, SwitchObservation, UnderlayLink
 
 
 class OvsdbPort(Protocol):
@@ -28,6 +28,11 @@ class OvsdbPort(Protocol):
     @property
     def bfd(self) -> Mapping[str, BfdStatus]:
         """Our tunnel ports' BFD sessions by port name."""
+        ...
+
+    @property
+    def underlay(self) -> UnderlayLink | None:
+        """The narrowest interface of the underlay bridge, with its MTU (None: unknown)."""
         ...
 
     async def start(self, timeout: float = 10.0) -> None: ...

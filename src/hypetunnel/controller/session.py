@@ -29,7 +29,7 @@ from typing import Any
 from hypetunnel.controller.ports import DesiredState, OvsdbFactory, OvsdbPort, SessionEvents, Spawn
 from hypetunnel.controller.reconciler import FlowReconciler
 from hypetunnel.controller.switch import datapath_id_for
-from hypetunnel.southbound.observation import BfdStatus, SwitchObservation
+from hypetunnel.southbound.observation import BfdStatus, SwitchObservation, UnderlayLink
 from hypetunnel.southbound.openflow.channel import SwitchChannel
 
 log = logging.getLogger(__name__)
@@ -160,6 +160,10 @@ class SwitchSession:
     def bfd(self) -> Mapping[str, BfdStatus]:
         """The BFD sessions of its tunnel ports, by port name (empty without OVSDB)."""
         return self.ovsdb.bfd if self.ovsdb is not None else {}
+
+    @property
+    def underlay(self) -> UnderlayLink | None:
+        return self.ovsdb.underlay if self.ovsdb is not None else None
 
     @property
     def up(self) -> bool:

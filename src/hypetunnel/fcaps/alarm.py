@@ -34,6 +34,9 @@ _KINDS = (
     AlarmKind("hypervisor_partitioned", "major", True,
               "the controller reaches the hypervisor but its peers do not: every tunnel of "
               "it is down by BFD (its VMs reach nothing on other hypervisors)"),
+    AlarmKind("underlay_mtu", "major", True,
+              "the hypervisor's underlay interface has a smaller MTU than the fabric's "
+              "underlay_mtu: VM packets near their MTU are dropped in the tunnel"),
     AlarmKind("etcd_member_down", "major", False,
               "an etcd member does not answer: the cluster tolerates one failure less"),
     AlarmKind("quorum_at_risk", "critical", False,

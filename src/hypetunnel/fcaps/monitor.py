@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 TICK = 0.25  # seconds between snapshots
 FLOW_AUDIT_INTERVAL = 5.0  # seconds between two reads of every switch's flow table
 CLUSTER_INTERVAL = 2.0  # seconds between two probes of every etcd member (HA)
-LEVEL_KINDS = ("hypervisor_lost", "switch_disconnected", "ovsdb_unreachable", "vm_crash")
+LEVEL_KINDS = ("hypervisor_lost", "switch_disconnected", "ovsdb_unreachable", "vm_crash",
+               "underlay_mtu")
 
 
 class SessionLike(Protocol):
@@ -353,7 +354,9 @@ def _cleared_text(alarm: Alarm) -> str:
     return {"hypervisor_lost": "the hypervisor answers again",
             "switch_disconnected": "the OpenFlow channel is back",
             "ovsdb_unreachable": "OVSDB answers again",
-            "vm_crash": "the VM's port is back, or the VM moved or was deleted"}.get(
+            "vm_crash": "the VM's port is back, or the VM moved or was deleted",
+            "underlay_mtu": "the underlay MTU fits the fabric again (or OVSDB does not "
+                            "answer)"}.get(
                 alarm.kind, "")
 
 

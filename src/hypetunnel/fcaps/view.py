@@ -30,6 +30,14 @@ class BfdLike(Protocol):
     def flap_count(self) -> int: ...
 
 
+class UnderlayLike(Protocol):
+    @property
+    def interface(self) -> str: ...
+
+    @property
+    def mtu(self) -> int: ...
+
+
 class SessionView(Protocol):
     bound: set[str]
 
@@ -44,6 +52,9 @@ class SessionView(Protocol):
 
     @property
     def bfd(self) -> Mapping[str, BfdLike]: ...
+
+    @property
+    def underlay(self) -> UnderlayLike | None: ...
 
 
 S = TypeVar("S", bound=SessionView)
@@ -67,9 +78,12 @@ def fabric_view(sessions: Iterable[tuple[str, S]], intent: Intent,
     for name, st in sessions:
         obs = st.observation
         tunnels = frozenset(t.remote_hypervisor for t in obs.tunnels) if obs else frozenset()
+        link = st.underlay
         switches[name] = SwitchView(st.openflow_ready, st.ovsdb_connected, frozenset(st.bound),
-                                    tunnels, converged(st), _ends(obs, st.bfd))
+                                    tunnels, converged(st), _ends(obs, st.bfd),
+                                    (link.interface, link.mtu) if link is not None else None)
     return FabricView(
+        underlay_mtu=intent.fabric.underlay_mtu,
         switches=switches,
         placement={f"{t.name}/{v.name}": v.hypervisor for t in intent.tenants for v in t.vms},
         networks=frozenset(f"{t.name}/{n.name}" for t in intent.tenants for n in t.networks))

@@ -36,6 +36,7 @@ class SwitchView:
     tunnels: frozenset[str] = frozenset()  # remote hypervisors it has a tunnel port to
     converged: bool = False
     bfd: frozenset[TunnelEnd] = frozenset()  # its tunnel ports' BFD sessions (reported)
+    underlay: tuple[str, int] | None = None  # its narrowest underlay interface and MTU
 
     @property
     def up(self) -> bool:
@@ -51,6 +52,7 @@ class FabricView:
     switches: Mapping[str, SwitchView] = field(default_factory=dict)
     placement: Mapping[str, str | None] = field(default_factory=dict)  # VM id -> intent's host
     networks: frozenset[str] = frozenset()  # tenant/network
+    underlay_mtu: int = 0  # what the fabric's tunnel frames need (the intent's underlay_mtu)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +183,13 @@ class Faults:
             if not sw.ovsdb:
                 found.append(Fault(f"switch/{hv}", "ovsdb_unreachable",
                                    f"{hv}: OVSDB does not answer"))
+            elif sw.underlay is not None and sw.underlay[1] < view.underlay_mtu:
+                name, mtu = sw.underlay
+                found.append(Fault(f"hypervisor/{hv}", "underlay_mtu", (
+                    f"{hv}: underlay interface {name} has MTU {mtu}, the fabric needs "
+                    f"{view.underlay_mtu} (underlay_mtu): a VM packet within "
+                    f"{view.underlay_mtu - mtu} bytes of its MTU does not fit its tunnel and "
+                    "is dropped")))
         bound = _bound(view)
         for vm, hv in bound.items():
             self._seen_on[vm] = hv

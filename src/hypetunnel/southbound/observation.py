@@ -32,6 +32,14 @@ class BfdStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class UnderlayLink:
+    """The hypervisor's narrowest underlay interface (health, like BFD: no reconcile)."""
+
+    interface: str
+    mtu: int
+
+
+@dataclass(frozen=True, slots=True)
 class SwitchObservation:
     """A consistent snapshot of one hypervisor's integration bridge, taken from OVSDB."""
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from hypetunnel.compiler.tunnels import TunnelPort
 from hypetunnel.errors import SouthboundError
-from hypetunnel.southbound.observation import BfdStatus, SwitchObservation
+from hypetunnel.southbound.observation import BfdStatus, SwitchObservation, UnderlayLink
 from hypetunnel.southbound.ovsdb.worker import IdlWorker, Stage
 from hypetunnel.southbound.ovsdb.writes import (
     BridgeSpec,
@@ -50,6 +50,7 @@ class OvsdbClient:
         self._fatal: BaseException | None = None
         self._observation: SwitchObservation | None = None
         self._bfd: Mapping[str, BfdStatus] = {}
+        self._underlay: UnderlayLink | None = None
         self._connected = False
 
     def __repr__(self) -> str:
@@ -71,7 +72,8 @@ class OvsdbClient:
                                      on_snapshot=self._from_thread(self._deliver_snapshot),
                                      on_state=self._from_thread(self._deliver_state),
                                      on_fatal=self._from_thread(self._deliver_fatal),
-                                     on_bfd=self._from_thread(self._deliver_bfd))
+                                     on_bfd=self._from_thread(self._deliver_bfd),
+                                     on_underlay=self._from_thread(self._deliver_underlay))
             self._worker.start()
         await self.wait_ready(timeout)
 
@@ -112,6 +114,11 @@ class OvsdbClient:
         """Our tunnel ports' BFD sessions by port name (the latest report; no callback: a BFD
         change is read by the fault monitor, it never starts a reconcile round)."""
         return self._bfd
+
+    @property
+    def underlay(self) -> UnderlayLink | None:
+        """The narrowest interface of the underlay bridge (health: no callback either)."""
+        return self._underlay
 
     # ---- desired state ----------------------------------------------------------------------
 
@@ -183,6 +190,9 @@ class OvsdbClient:
 
     def _deliver_bfd(self, bfd: dict[str, BfdStatus]) -> None:
         self._bfd = bfd
+
+    def _deliver_underlay(self, underlay: UnderlayLink | None) -> None:
+        self._underlay = underlay
 
     def _deliver_state(self, up: bool) -> None:
         if self._worker is None:

@@ -26,7 +26,7 @@ MONITORED: dict[str, list[str]] = {
                "controller", "other_config"],
     "Port": ["name", "interfaces"],
     "Interface": ["name", "type", "options", "ofport", "external_ids", "link_state", "bfd",
-                  "bfd_status"],
+                  "bfd_status", "mtu"],
     "Controller": ["target", "max_backoff", "inactivity_probe"],
 }
 

@@ -12,7 +12,12 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from hypetunnel.compiler.tunnels import TunnelPort
-from hypetunnel.southbound.observation import BfdStatus, PortInfo, SwitchObservation
+from hypetunnel.southbound.observation import (
+    BfdStatus,
+    PortInfo,
+    SwitchObservation,
+    UnderlayLink,
+)
 
 # external_ids keys on the Interface rows of the tunnel ports HypeTunnel owns.
 TUNNEL_MARKER = "hypetunnel-tunnel"
@@ -97,6 +102,27 @@ def build_bfd(bridge_name: str, bridges: Iterable[Any]) -> dict[str, BfdStatus]:
                 if status is not None:
                     out[iface.name] = status
     return out
+
+
+# The bridge that holds the underlay NIC and the tunnel endpoint address, by the fabric's
+# convention (the lab and the Ansible collection both build it); a host without it tells
+# nothing of its underlay MTU.
+UNDERLAY_BRIDGE = "br-phy"
+
+
+def build_underlay(bridges: Iterable[Any]) -> UnderlayLink | None:
+    """The smallest MTU among the underlay bridge's interfaces (its NIC and its internal
+    port): what a tunnel frame must fit into. None without that bridge or an MTU yet."""
+    bridge = find_bridge(bridges, UNDERLAY_BRIDGE)
+    if bridge is None:
+        return None
+    links = []
+    for port in bridge.ports:
+        for iface in port.interfaces:
+            mtu = optional(iface.mtu)
+            if isinstance(mtu, int) and mtu > 0:
+                links.append(UnderlayLink(iface.name, mtu))
+    return min(links, key=lambda u: (u.mtu, u.interface), default=None)
 
 
 def port_info(iface: Any) -> PortInfo:

@@ -31,14 +31,14 @@ import ovs.poller
 from ovs.db.idl import Idl, Transaction
 
 from hypetunnel.errors import SouthboundError
-from hypetunnel.southbound.observation import BfdStatus, SwitchObservation
+from hypetunnel.southbound.observation import BfdStatus, SwitchObservation, UnderlayLink
 from hypetunnel.southbound.ovsdb.schema import (
     SchemaFetcher,
     drain,
     schema_helper,
     tune_session,
 )
-from hypetunnel.southbound.ovsdb.snapshot import build_bfd, build_observation
+from hypetunnel.southbound.ovsdb.snapshot import build_bfd, build_observation, build_underlay
 from hypetunnel.southbound.ovsdb.tls import peer_mismatch
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,8 @@ class IdlWorker:
                  on_snapshot: Callable[[SwitchObservation], None],
                  on_state: Callable[[bool], None],
                  on_fatal: Callable[[BaseException], None],
-                 on_bfd: Callable[[dict[str, BfdStatus]], None] = lambda _: None) -> None:
+                 on_bfd: Callable[[dict[str, BfdStatus]], None] = lambda _: None,
+                 on_underlay: Callable[[UnderlayLink | None], None] = lambda _: None) -> None:
         self.hypervisor = hypervisor
         self.endpoint = endpoint
         self.bridge = bridge
@@ -72,6 +73,7 @@ class IdlWorker:
         self._on_state = on_state
         self._on_fatal = on_fatal
         self._on_bfd = on_bfd
+        self._on_underlay = on_underlay
         self._inbox: queue.SimpleQueue[WriteRequest] = queue.SimpleQueue()
         self._pending: deque[WriteRequest] = deque()
         self._inflight: tuple[WriteRequest, Transaction, int] | None = None
@@ -88,6 +90,7 @@ class IdlWorker:
         self._seen_seqno = -1
         self._last_snapshot: SwitchObservation | None = None
         self._last_bfd: dict[str, BfdStatus] = {}
+        self._last_underlay: UnderlayLink | None = None
         self._checked_session = -1  # the session seqno whose server identity was checked
         self.identity_problem: str | None = None  # why the server is not our hypervisor
 
@@ -219,6 +222,10 @@ class IdlWorker:
             if bfd != self._last_bfd:
                 self._last_bfd = bfd
                 self._on_bfd(bfd)
+            underlay = build_underlay(idl.tables["Bridge"].rows.values())
+            if underlay != self._last_underlay:
+                self._last_underlay = underlay
+                self._on_underlay(underlay)
         if synced != self._synced:
             self._synced = synced
             log.info("OVSDB %s %s", self._name, "synchronised" if synced else "disconnected")
