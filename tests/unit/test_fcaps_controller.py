@@ -179,3 +179,39 @@ def test_a_crashed_vm_is_restarted_in_place_by_its_policy(socket: Path) -> None:
             assert "restarting" in [e["state"] for e in events]
 
     asyncio.run(body())
+
+
+def test_a_round_asked_for_while_a_flow_audit_holds_the_switch_still_runs(
+        socket: Path) -> None:
+    """run_pending skips a switch whose lock is held; the audit holds it while it reads the
+    flow table. A mark made then (a takeover's, say) must still get its round once the audit
+    is done (it was lost: the switch stayed unconverged until its next change)."""
+    fabric = Fabric("hv1")
+
+    async def body() -> None:
+        async with running(MemoryStore(), fabric, socket, flow_audit_interval=3600) as ctl:
+            await asyncio.to_thread(ctl.service.apply, intent({"web1": "hv1"}, ("hv1",)))
+            fabric.hvs["hv1"].plug("acme/web1")
+            await until(lambda: ctl.status()["converged"], "converged", 10)
+            st = ctl.switches["hv1"]
+            assert st.reconciler is not None
+            reading, release = asyncio.Event(), asyncio.Event()
+            real = st.reconciler.drift
+
+            async def slow_drift() -> tuple[int, int]:
+                reading.set()
+                await release.wait()
+                return await real()
+
+            st.reconciler.drift = slow_drift  # type: ignore[method-assign]
+            audit = asyncio.ensure_future(st.audit_flows())
+            await asyncio.wait_for(reading.wait(), 5)
+            ctl.switches.mark()  # every switch pending, as a takeover does
+            ctl.kick()
+            await until(lambda: not ctl._kick.is_set(), "the worker passed", 5)
+            assert st.pending and st.lock.locked()  # skipped: the audit holds the lock
+            release.set()
+            assert await audit == (0, 0)
+            await until(lambda: not st.pending and not st.lock.locked(), "the round ran", 5)
+
+    asyncio.run(body())

@@ -404,6 +404,9 @@ class SwitchSession:
             diff = await reconciler.drift()
         if diff != (0, 0):
             self.pending = True
+        # Also when asked for meanwhile (a takeover's mark, an observation): run_pending
+        # skipped this switch while the audit held its lock, and nothing else would kick it.
+        if self.pending:
             self._events.changed(self.hypervisor)
         return diff
 
