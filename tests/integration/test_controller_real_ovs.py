@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import secrets
@@ -250,15 +251,18 @@ def dump_flows(hv: Hv) -> dict[int, DumpedFlow]:
 
 
 def tunnels(hv: Hv) -> dict[str, dict[str, str]]:
-    """Tunnel ports on br-int: name -> type, remote_ip, key."""
+    """Tunnel ports: name -> type, remote_ip, key. One read of the Interface table: port by
+    port, a port the controller removed between two ovs-vsctl calls failed the read ("no
+    row"), exactly while a test waited for that removal."""
+    ports = set(hv.vsctl("list-ports", BRIDGE).split())
+    doc = json.loads(hv.vsctl("--format=json", "--columns=name,type,options", "list",
+                              "Interface"))
     out = {}
-    for port in hv.vsctl("list-ports", BRIDGE).split():
-        kind = hv.vsctl("get", "Interface", port, "type")
-        if kind in ("vxlan", "gre", "geneve"):
-            out[port] = {"type": kind,
-                         "remote_ip": hv.vsctl("get", "Interface", port,
-                                               "options:remote_ip").strip('"'),
-                         "key": hv.vsctl("get", "Interface", port, "options:key").strip('"')}
+    for name, kind, options in doc["data"]:
+        if name in ports and kind in ("vxlan", "gre", "geneve"):
+            opts = dict(options[1])  # ["map", [[key, value], ...]]
+            out[name] = {"type": kind, "remote_ip": opts.get("remote_ip", ""),
+                         "key": opts.get("key", "")}
     return out
 
 
