@@ -181,6 +181,8 @@ class FaultMonitor:
                 rec.clear(a.resource, a.kind, _cleared_text(a))
         self._judge_tunnels(view, now)
         self._restart_crashed(view)
+        if self._acted:  # only open alarms can be acted on again: forget the cleared ones
+            self._acted &= {a.id for a in rec.book.open_alarms()}
         for hv in sorted(self._drifted):
             sw = view.switches.get(hv)
             if sw is None or sw.converged:
