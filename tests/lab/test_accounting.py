@@ -79,10 +79,8 @@ def close(a: int, b: int) -> bool:
     return b > 0 and abs(a - b) <= 0.01 * b
 
 
-def settle(read: Callable[[], int], want: int, label: str, exact: bool = True) -> int:
-    """Wait for the accounting to catch up with `want` (within 1 %); return what it says.
-    Not `exact` (across a hot move): never more than `want` (nothing counted twice), and
-    whatever it says once the polls have caught up."""
+def settle(read: Callable[[], int], want: int, label: str) -> int:
+    """Wait for the accounting to catch up with `want` (within 1 %); return what it says."""
     seen: list[int] = []
 
     def caught_up() -> bool:
@@ -91,10 +89,25 @@ def settle(read: Callable[[], int], want: int, label: str, exact: bool = True) -
 
     with contextlib.suppress(LabError):  # the assertions below say by how much
         wait_until(caught_up, POLL, label, interval=0.5)
-    assert seen[-1] <= want * 1.01, f"{label}: usage says {seen[-1]}, more than {want}"
-    if exact:
-        assert close(seen[-1], want), f"{label}: usage says {seen[-1]}, the interfaces {want}"
+    assert close(seen[-1], want), f"{label}: usage says {seen[-1]}, the interfaces {want}"
     return seen[-1]
+
+
+def polls(api: ApiClient) -> int:
+    """The accounting polls the active controller has completed."""
+    return int(api.status()["accounting"]["polls"])
+
+
+def at_most(api: ApiClient, read: Callable[[], int], want: int, since: int,
+            label: str) -> int:
+    """Across a hot move: once two polls have completed after the traffic ended (`since`: the
+    count then; the poll under way may have read its switch before the end), the count is
+    final. It may be short of `want` (the lost last counts) but never over it."""
+    wait_until(lambda: polls(api) >= since + 2, POLL, f"{label}: two accounting polls",
+               interval=0.5)
+    got = read()
+    assert got <= want * 1.01, f"{label}: usage says {got}, more than {want}"
+    return got
 
 
 def transfer(lab: Lab, during: Callable[[ApiClient], None], exact: bool = True,
@@ -136,16 +149,30 @@ def transfer(lab: Lab, during: Callable[[ApiClient], None], exact: bool = True,
 
 
 def counted(api: ApiClient, before: dict[str, dict[str, Any]], globex: dict[str, int] | None,
-            sent: int,
-            received: int, exact: bool) -> None:
+            sent: int, received: int, exact: bool) -> None:
     web1, web2 = "acme/web1", "acme/web2"
+    ended = polls(api)
     settle(lambda: field(usage(api), web1, "bytes_out") - field(before, web1, "bytes_out"),
-           sent, "acme/web1 bytes out")
-    settle(lambda: field(usage(api), web1, "bytes_in") - field(before, web1, "bytes_in"),
-           received, "acme/web1 bytes in", exact)
-    # Every frame web1 sent went to web2 (its ARP requests are answered on hv1, not sent).
-    settle(lambda: field(usage(api), web2, "bytes_in") - field(before, web2, "bytes_in"),
-           sent, "acme/web2 bytes in", exact)
+           sent, "acme/web1 bytes out")  # counted at hv1, where web1 stays: exact
+
+    def web1_in() -> int:
+        return field(usage(api), web1, "bytes_in") - field(before, web1, "bytes_in")
+
+    def web2_in() -> int:  # every frame web1 sent went to web2 (ARP is answered on hv1)
+        return field(usage(api), web2, "bytes_in") - field(before, web2, "bytes_in")
+
+    if exact:
+        settle(web1_in, received, "acme/web1 bytes in")
+        settle(web2_in, sent, "acme/web2 bytes in")
+    else:
+        got = (at_most(api, web1_in, received, ended, "acme/web1 bytes in"),
+               at_most(api, web2_in, sent, ended, "acme/web2 bytes in"))
+        # What is lost is what the switch had not credited to a deleted flow yet: up to one
+        # revalidator pass (0.5 s) per deleted delivery flow, 2.5 MB of this 40 Mbit/s
+        # stream (seen: 90-99 % counted). Half of it missing would be something else.
+        assert got[1] >= sent // 2, f"acme/web2 bytes in: usage says {got[1]} of {sent}"
+        print(f"across the hot move: web1 in {got[0]} of {received}, "
+              f"web2 in {got[1]} of {sent}")
     if globex is not None:
         assert tenant_counts(api, "globex") == globex, "the other tenant's usage moved"
 

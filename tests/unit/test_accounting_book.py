@@ -220,7 +220,11 @@ def test_the_poller_reads_stores_and_a_standby_answers_from_the_store() -> None:
             await active.poll()
         store.fail = False
         await active.poll()
+        # A poll whose write failed did not complete: a reader waiting for the counters of
+        # a moment must not take it for one.
+        assert active.describe()["polls"] == 2 and active.describe()["active"]
         standby = UsagePoller(FakePort(FakeReader(None)), store)
+        assert standby.describe()["polls"] == 0 and not standby.describe()["active"]
         rows = await standby.usage("vm")
         assert rows[0]["bytes_in"] == 600 and rows[0]["packets_in"] == 6
         with pytest.raises(ValueError, match="by: must be one of"):

@@ -32,6 +32,7 @@ STATUS: dict[str, Any] = {
         {"hypervisor": "stray", "ovsdb": None, "openflow_connected": True, "flows": 0},
     ],
     "vms": {"total": 5, "bound": 4},
+    "accounting": {"active": True, "interval_s": 10.0, "polls": 17, "last_poll_ms": 3.5},
     "converged": False,
 }
 
@@ -93,6 +94,8 @@ def test_the_collector_reads_the_status_at_scrape_time() -> None:
     assert value(got, "hypetunnel_event_loop_lag_seconds") == pytest.approx(0.0125)
     assert value(got, "hypetunnel_vms", state="bound") == 4
     assert value(got, "hypetunnel_converged") == 0
+    assert value(got, "hypetunnel_accounting_polls_total") == 17
+    assert value(got, "hypetunnel_accounting_poll_seconds") == pytest.approx(0.0035)
     assert value(got, "hypetunnel_alarms_open", kind="vm_crash", severity="major") == 2
     assert value(got, "hypetunnel_alarms_open", kind="hypervisor_lost",
                  severity="critical") == 1

@@ -116,6 +116,14 @@ class UsagePoller:
         self.polls += 1
         self.last_poll_seconds = time.perf_counter() - started
 
+    def describe(self) -> dict[str, Any]:
+        """For the status and the metrics: whether this controller counts, how many polls
+        it has completed (a reader that waits for the counters of a moment waits for two
+        more polls: the one under way may have read its switch before), and the cost of
+        the last one (every switch's flow table read and booked)."""
+        return {"active": self.active, "interval_s": self.interval, "polls": self.polls,
+                "last_poll_ms": round(self.last_poll_seconds * 1000, 1)}
+
     def tenant_totals(self) -> list[dict[str, Any]] | None:
         """Per-tenant rows since accounting began, from memory; None unless active."""
         return report(self.book.totals(), "tenant") if self.active else None

@@ -435,6 +435,7 @@ class Controller:
                                                  for st in self.switches.values())},
             "switches": switches,
             "vms": {"total": total, "bound": bound},
+            "accounting": self.accounting.describe(),
             # Converged: every switch holds exactly its desired state AND every VM the intent
             # has is bound somewhere (a VM not plugged yet has no flows to be missing).
             "converged": (self._startup_done and bool(enlisted) and bound == total

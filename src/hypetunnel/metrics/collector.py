@@ -49,6 +49,7 @@ class StatusCollector(Collector):
         status = self.source.status()
         yield from self._controller(status.get("controller") or {}, status)
         yield from self._switches(status.get("switches") or [])
+        yield from self._accounting(status.get("accounting") or {})
         alarms = self.source.open_alarm_kinds()
         if alarms is not None:
             yield self._alarms(alarms)
@@ -127,6 +128,16 @@ class StatusCollector(Collector):
             per["tunnels"].add_metric(hv, float(s.get("tunnels") or 0))
             per["converged"].add_metric(hv, 1 if s.get("converged") else 0)
         yield from per.values()
+
+    @staticmethod
+    def _accounting(acct: dict[str, Any]) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "hypetunnel_accounting_polls", "Completed reads of every switch's flow counters "
+            "into the usage book (the active controller's; a standby's stays put)",
+            value=float(acct.get("polls") or 0))
+        yield _gauge("hypetunnel_accounting_poll_seconds",
+                     "How long the last accounting poll took (every switch's flow table read "
+                     "and booked)", float(acct.get("last_poll_ms") or 0) / 1000)
 
     @staticmethod
     def _usage(rows: list[dict[str, Any]]) -> Iterator[Metric]:
