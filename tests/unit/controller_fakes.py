@@ -35,11 +35,13 @@ class FakeOvsdb:
 
     def __init__(self, hv: Hypervisor, endpoint: str,
                  on_change: Callable[[SwitchObservation], None],
-                 on_connection: Callable[[bool], None]) -> None:
+                 on_connection: Callable[[bool], None],
+                 on_health: Callable[[], None] = lambda: None) -> None:
         self.hv = hv
         self.endpoint = endpoint
         self._on_change = on_change
         self._on_connection = on_connection
+        self.on_health = on_health  # a test that changes hv.bfd may call it, as OVSDB would
         self.connected = False
         self.stopped = False
         self.bridge_calls: list[dict[str, Any]] = []
@@ -170,8 +172,10 @@ class Fabric:
 
     def ovsdb(self, hypervisor: str, endpoint: str, bridge: str,
               on_change: Callable[[SwitchObservation], None],
-              on_connection: Callable[[bool], None]) -> FakeOvsdb:
-        client = FakeOvsdb(self.hvs[hypervisor], endpoint, on_change, on_connection)
+              on_connection: Callable[[bool], None],
+              on_health: Callable[[], None]) -> FakeOvsdb:
+        client = FakeOvsdb(self.hvs[hypervisor], endpoint, on_change, on_connection,
+                           on_health)
         self.hvs[hypervisor].clients.append(client)
         return client
 

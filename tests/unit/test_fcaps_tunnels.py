@@ -4,6 +4,9 @@ grace, a lost hypervisor left to its own alarm), the state log, and the monitor'
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 from typing import Any
 
 import pytest
@@ -233,3 +236,29 @@ async def test_a_partition_is_alarmed_its_drain_asked_once_then_cleared() -> Non
     await tick(mon, port, 3.0)
     assert mon.recorder.book.open_alarms("hypervisor_partitioned") == []
     assert port.drains == [("hv3", ["globex/b"], {"hv3"})]
+
+
+@run
+async def test_a_health_report_is_judged_at_once_not_at_the_next_tick() -> None:
+    """A switch's BFD report wakes the monitor (look_now): a tunnel down is recorded within
+    the look gap, not one tick (60 s here) later."""
+    port = Port()
+    port.view = MESH
+    mon = FaultMonitor(port, MemoryStore(), hold=0.0, tick=60.0)
+    mon.look_now()  # the first snapshot (activation) without waiting for the tick
+    task = asyncio.get_running_loop().create_task(mon._watch())
+    try:
+        async with asyncio.timeout(5):
+            while not mon.active:
+                await asyncio.sleep(0.005)
+            await asyncio.sleep(0.1)  # the first snapshot is taken, the monitor waits again
+            port.view = CUT_HV3
+            mon.look_now()
+            started = time.monotonic()
+            while not [e for e in mon.recorder.events if e.get("state") == "bfd down"]:
+                await asyncio.sleep(0.005)
+        assert time.monotonic() - started < 1.0
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -19,9 +19,13 @@ class Events:
         self.session = session
         self.ovsdb_states: list[OvsdbState] = []
         self.observations: list[SwitchObservation] = []
+        self.health: list[str] = []
 
     def observed(self, hypervisor: str, obs: SwitchObservation) -> None:
         self.observations.append(obs)
+
+    def health_changed(self, hypervisor: str) -> None:
+        self.health.append(hypervisor)
 
     def changed(self, hypervisor: str) -> None:
         state = self.session[0].ovsdb_state
@@ -61,6 +65,8 @@ def test_ovsdb_session_walks_its_states_and_reports_observations() -> None:
         await until(lambda: st.bound == {"acme/web1"}, "binding observed")
         assert events.observations[-1].bindings().keys() == {"acme/web1"}
         [client] = hv.clients
+        client.on_health()  # a BFD report: passed up as such, no state change
+        assert events.health == ["hv1"] and st.ovsdb_state is OvsdbState.SYNCED
         client._on_connection(False)
         assert st.ovsdb_state is OvsdbState.LOST and st.bindings_known  # last snapshot kept
         client._on_connection(True)

@@ -49,18 +49,20 @@ class OvsdbPort(Protocol):
         ...
 
 
-# (hypervisor, endpoint, bridge, on_change, on_connection) -> a client, not started yet
+# (hypervisor, endpoint, bridge, on_change, on_connection, on_health) -> a client, not
+# started yet. on_health: the switch's health report (BFD, underlay) changed.
 OvsdbFactory = Callable[[str, str, str, Callable[[SwitchObservation], None],
-                         Callable[[bool], None]], OvsdbPort]
+                         Callable[[bool], None], Callable[[], None]], OvsdbPort]
 
 
 def real_ovsdb(hypervisor: str, endpoint: str, bridge: str,
                on_change: Callable[[SwitchObservation], None],
-               on_connection: Callable[[bool], None]) -> OvsdbPort:
+               on_connection: Callable[[bool], None],
+               on_health: Callable[[], None]) -> OvsdbPort:
     from hypetunnel.southbound.ovsdb.client import OvsdbClient
 
     return OvsdbClient(hypervisor, endpoint, bridge=bridge, on_change=on_change,
-                       on_connection=on_connection)
+                       on_connection=on_connection, on_health=on_health)
 
 
 Spawn = Callable[[Coroutine[Any, Any, Any], str], object]  # run a coroutine as a named task
@@ -89,6 +91,11 @@ class SessionEvents(Protocol):
 
     def changed(self, hypervisor: str) -> None:
         """The session changed state: the switch may need reconciling."""
+        ...
+
+    def health_changed(self, hypervisor: str) -> None:
+        """The switch reported new health (a tunnel's BFD state, the underlay's MTU): not a
+        reason to reconcile, a reason for the fault monitor to look now."""
         ...
 
     def reconciled(self, hypervisor: str) -> None:

@@ -295,6 +295,9 @@ class Controller:
     def changed(self, hypervisor: str) -> None:
         self._kick.set()
 
+    def health_changed(self, hypervisor: str) -> None:
+        self.faults.look_now()
+
     def reconciled(self, hypervisor: str) -> None:
         st = self.switches.get(hypervisor)
         if st is not None:  # called inside its reconcile round, which holds its lock

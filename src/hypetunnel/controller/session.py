@@ -219,7 +219,8 @@ class SwitchSession:
             return None
         client = self._factory(self.hypervisor, endpoint, self._bridge,
                                lambda obs: self._observed(client, obs),
-                               lambda up: self._connection(client, up))
+                               lambda up: self._connection(client, up),
+                               lambda: self._events.health_changed(self.hypervisor))
         self.ovsdb = client
         self._ovsdb_to(OvsdbState.CONNECTING)
         return self._connect(client)

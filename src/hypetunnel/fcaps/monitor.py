@@ -12,6 +12,7 @@ becomes active it first loads the book and the log another controller left in th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -31,6 +32,10 @@ from hypetunnel.store.side import SideStore
 log = logging.getLogger(__name__)
 
 TICK = 0.25  # seconds between snapshots
+# A switch's health report (BFD, underlay) wakes the monitor at once instead of at the next
+# tick, but snapshots stay at least this far apart: a storm of reports (an underlay outage
+# seen by every switch) costs at most 1/LOOK_GAP snapshots a second.
+LOOK_GAP = 0.02
 FLOW_AUDIT_INTERVAL = 5.0  # seconds between two reads of every switch's flow table
 CLUSTER_INTERVAL = 2.0  # seconds between two probes of every etcd member (HA)
 LEVEL_KINDS = ("hypervisor_lost", "switch_disconnected", "ovsdb_unreachable", "vm_crash",
@@ -97,6 +102,7 @@ class FaultMonitor:
         self.recorder.on_alarm_change = self._alarm_changed
         self.webhooks = [WebhookTarget(url, post) for url in webhooks]
         self._wake = asyncio.Event()
+        self._look = asyncio.Event()
         self.active = False
         self._view: FabricView | None = None
         self._faults = Faults(hold)
@@ -112,6 +118,10 @@ class FaultMonitor:
     def _alarm_changed(self) -> None:
         self._wake.set()
 
+    def look_now(self) -> None:
+        """A switch reported new health: take the next snapshot now, not at the tick."""
+        self._look.set()
+
     # -- the task ------------------------------------------------------------------------------
     async def run(self) -> None:
         await asyncio.gather(self._watch(), self._audit(), self._cluster(),
@@ -121,7 +131,11 @@ class FaultMonitor:
 
     async def _watch(self) -> None:
         while True:
-            await asyncio.sleep(self.tick)
+            gap = min(LOOK_GAP, self.tick)
+            await asyncio.sleep(gap)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._look.wait(), self.tick - gap)
+            self._look.clear()  # what made us look is in the snapshot taken below
             if not self._port.may_program:
                 self.active = False
                 continue

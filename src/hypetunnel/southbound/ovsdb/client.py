@@ -38,12 +38,14 @@ class OvsdbClient:
 
     def __init__(self, hypervisor: str, endpoint: str, *, bridge: str = "br-int",
                  on_change: Callable[[SwitchObservation], None] | None = None,
-                 on_connection: Callable[[bool], None] | None = None) -> None:
+                 on_connection: Callable[[bool], None] | None = None,
+                 on_health: Callable[[], None] | None = None) -> None:
         self.hypervisor = hypervisor
         self.endpoint = endpoint
         self.bridge = bridge
         self._on_change = on_change
         self._on_connection = on_connection
+        self._on_health = on_health
         self._loop: asyncio.AbstractEventLoop | None = None
         self._worker: IdlWorker | None = None
         self._ready: asyncio.Event | None = None
@@ -111,13 +113,13 @@ class OvsdbClient:
 
     @property
     def bfd(self) -> Mapping[str, BfdStatus]:
-        """Our tunnel ports' BFD sessions by port name (the latest report; no callback: a BFD
-        change is read by the fault monitor, it never starts a reconcile round)."""
+        """Our tunnel ports' BFD sessions by port name (the latest report; a change calls
+        on_health, never on_change: it is the fault monitor's, not a reconcile round's)."""
         return self._bfd
 
     @property
     def underlay(self) -> UnderlayLink | None:
-        """The narrowest interface of the underlay bridge (health: no callback either)."""
+        """The narrowest interface of the underlay bridge (health: on_health as well)."""
         return self._underlay
 
     # ---- desired state ----------------------------------------------------------------------
@@ -190,9 +192,18 @@ class OvsdbClient:
 
     def _deliver_bfd(self, bfd: dict[str, BfdStatus]) -> None:
         self._bfd = bfd
+        self._health_changed()
 
     def _deliver_underlay(self, underlay: UnderlayLink | None) -> None:
         self._underlay = underlay
+        self._health_changed()
+
+    def _health_changed(self) -> None:
+        if self._on_health is not None:
+            try:
+                self._on_health()
+            except Exception:
+                log.exception("%r: on_health callback failed", self)
 
     def _deliver_state(self, up: bool) -> None:
         if self._worker is None:
