@@ -119,8 +119,23 @@ class OvsInstance:
 
     def add_route(self, prefix: str, bridge: str) -> None:
         """A route of ovs-vswitchd's own (tunnel packets to `prefix` leave by `bridge`, whose
-        internal port must already hold an address in it); replaces an equal one."""
-        self.appctl("ovs/route/add", prefix, bridge)
+        internal port must already hold an address in it); replaces an equal one.
+
+        The daemon takes the route's source from the bridge's addresses as its netlink
+        monitor last saw them, so just after `ip addr` it may refuse the route ("Error while
+        inserting route") until it has read the change (seen on a busy machine): asked again
+        until it takes it."""
+        def added() -> bool:
+            try:
+                self.appctl("ovs/route/add", prefix, bridge)
+            except LabError as e:
+                if "Error while inserting route" not in str(e):
+                    raise
+                return False
+            return True
+
+        wait_until(added, 10, f"ovs-vswitchd to take the route {prefix} via {bridge}",
+                   interval=0.05)
 
     def appctl(self, *args: str, check: bool = True) -> str:
         return run(["ovs-appctl", "-t", str(self.directory / "ovs-vswitchd.ctl"), *args],
