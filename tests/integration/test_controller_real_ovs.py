@@ -34,6 +34,7 @@ import httpx
 import pytest
 
 from hypetunnel.compiler.flows import COOKIE_PREFIX, COOKIE_SHIFT
+from hypetunnel.compiler.pipeline import base_flows
 from hypetunnel.compiler.tunnels import tunnel_port_name
 from hypetunnel.controller.runtime import Controller
 from hypetunnel.controller.switch import datapath_id_for
@@ -404,9 +405,10 @@ def test_bindings_and_flows_follow_iface_ids(rig: Rig) -> None:
             assert points_to(hv1, web2, tunnel_to("hv2"))
             (to_web1,) = flows_to_mac(hv2, web1)
             assert "set_field:" in to_web1.actions and "->tun_id" in to_web1.actions
-            # hv3 hosts no VM: only the base flows (drop in 0, goto in 10), no VM MACs.
+            # hv3 hosts no VM: only the base flows (drop in 0, goto in 10, the latency
+            # probes' two), no VM MACs.
             assert not flows_to_mac(hv3, web1) and not flows_to_mac(hv3, web2)
-            assert len(dump_flows(hv3)) == 2
+            assert len(dump_flows(hv3)) == len(base_flows())
 
             st = ctl.status()
             assert st["vms"] == {"total": 2, "bound": 2}
@@ -420,7 +422,7 @@ def test_bindings_and_flows_follow_iface_ids(rig: Rig) -> None:
                                     "external_ids:iface-id=acme/nobody")
             await until(lambda: ctl.bindings().get("acme/nobody") == "hv3", "stray binding")
             await until(lambda: settled(ctl), "settled with a stray port")
-            assert len(dump_flows(hv3)) == 2 and not tunnels(hv3)
+            assert len(dump_flows(hv3)) == len(base_flows()) and not tunnels(hv3)
 
             # Unplugging web2 forgets its binding and its flows everywhere.
             await unplug(hv2, "web2")

@@ -15,9 +15,11 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from hypetunnel.cli.democmd import bundled_example
 from hypetunnel.compiler.tunnels import tunnel_port_name
+from hypetunnel.fcaps.latency import PROBE_INTERVAL
 from hypetunnel.fcaps.tunnels import DAMPEN
 from hypetunnel.lab import datacenter, hapair
 from hypetunnel.lab.proc import wait_until
@@ -277,3 +279,46 @@ def test_a_hypervisor_cut_off_from_every_peer_is_partitioned_and_drained_by_poli
         set_partition_policy(lab, None)
         with hapair.active_api(lab) as api:
             api.undrain(CUT_OFF)
+
+
+End = tuple[str, str, str]  # hypervisor, remote hypervisor, encapsulation
+
+
+def tunnel_ends(lab: Lab) -> set[End]:
+    ips = {h.underlay_ip: n for n, h in lab.hypervisors.items()}
+    ports = tunnel_ports(lab)
+    return {(hv, peer, e) for hv, names in ports.items() for ip, peer in ips.items()
+            for e in ("vxlan", "gre") if tunnel_port_name(e, ip) in names}
+
+
+def latencies(lab: Lab) -> dict[End, float]:
+    """hypetunnel_tunnel_latency_seconds from the active controller."""
+    with hapair.active_api(lab) as api:
+        text = api.metrics()
+    return {(s.labels["hypervisor"], s.labels["remote"], s.labels["encapsulation"]): s.value
+            for family in text_string_to_metric_families(text)
+            if family.name == "hypetunnel_tunnel_latency_seconds" for s in family.samples}
+
+
+def test_every_forwarding_tunnel_has_a_latency_and_a_cut_one_loses_it(lab: Lab) -> None:
+    """Probes through the data path (fcaps/latency.py): a figure per tunnel end whose BFD
+    forwards, under a millisecond or so between namespaces; cut, that tunnel's figures go
+    (its probes are dropped with its traffic) while the others' stay; healed, they return."""
+    wait_until(lambda: all_forwarding(lab), 30, "every BFD session to forward")
+    ends = tunnel_ends(lab)
+    cut_ends = {e for e in ends if {e[0], e[1]} == {A, B} and e[2] == "vxlan"}
+    assert len(cut_ends) == 2, ends  # the cut drops VXLAN between A and B, both ways
+    wait_until(lambda: ends <= set(latencies(lab)), 3 * PROBE_INTERVAL, "a figure per end")
+    got = latencies(lab)
+    assert all(0 < got[e] < 0.05 for e in ends), got
+    cut(lab)
+    try:
+        wait_until(lambda: not cut_ends & set(latencies(lab)), 3 * PROBE_INTERVAL,
+                   "the cut tunnel's figures to go")
+        assert ends - cut_ends <= set(latencies(lab))
+    finally:
+        heal(lab)
+    wait_until(lambda: ends <= set(latencies(lab)), 4 * PROBE_INTERVAL, "the figures back")
+    print("\n[latency] tunnel round trips, ms: " + ", ".join(
+        f"{a}->{b} {e} {v * 1000:.3f}" for (a, b, e), v in sorted(got.items())))
+

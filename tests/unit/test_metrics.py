@@ -44,6 +44,7 @@ class FakeRuntime:
         self.alarms = alarms
         self.usage: list[dict[str, Any]] | None = None
         self.sessions: list[tuple[str, str, str, bool]] | None = None
+        self.latencies: list[tuple[str, str, str, float]] | None = None
         self.status_calls = 0
         self.metrics = ControllerMetrics(self)
 
@@ -62,6 +63,9 @@ class FakeRuntime:
 
     def tunnel_sessions(self) -> list[tuple[str, str, str, bool]] | None:
         return self.sessions
+
+    def tunnel_latencies(self) -> list[tuple[str, str, str, float]] | None:
+        return self.latencies
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -135,6 +139,17 @@ def test_each_tunnel_ports_bfd_session_is_a_series() -> None:
     rt.sessions = None  # a standby: the active one exports them
     assert not [k for k in samples(rt.metrics.exposition().decode())
                 if k[0] == "hypetunnel_tunnel_bfd_forwarding"]
+
+
+def test_each_tunnels_latest_probe_is_a_latency_series() -> None:
+    rt = FakeRuntime(alarms=[])
+    rt.latencies = [("hv1", "hv2", "vxlan", 0.0004)]
+    got = samples(rt.metrics.exposition().decode())
+    assert value(got, "hypetunnel_tunnel_latency_seconds", hypervisor="hv1", remote="hv2",
+                 encapsulation="vxlan") == pytest.approx(0.0004)
+    rt.latencies = None  # a standby: the active one probes
+    assert not [k for k in samples(rt.metrics.exposition().decode())
+                if k[0] == "hypetunnel_tunnel_latency_seconds"]
 
 
 def test_an_empty_status_still_gives_every_controller_metric() -> None:

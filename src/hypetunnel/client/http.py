@@ -154,6 +154,15 @@ class ApiClient:
     def status(self, timeout: Timeout | None = None) -> JSON:
         return self._object("GET", "/status", timeout=timeout)
 
+    def metrics(self) -> str:
+        """The Prometheus exposition text (GET /metrics: a provider token)."""
+        response = self._http.get(f"{API_PREFIX}/metrics", headers=self._headers)
+        if response.is_error:
+            raise ApiError(response.status_code,
+                           errors_from_body(response.status_code, response.reason_phrase,
+                                            response.text[:200]), str(response.request.url))
+        return response.text
+
     def overlay(self) -> JSON:
         return self._object("GET", "/overlay")
 

@@ -11,6 +11,9 @@ Tables (OpenFlow 1.3, one integration bridge per hypervisor, network = metadata 
   30 FLOOD      Head-end replication to the network's local ports and, for frames from a
                 local VM only (split horizon), to every other hypervisor hosting the network.
 Anything unmatched is dropped (no table-miss flow except the explicit, counted drops).
+A tunnel's latency probe (table CLASSIFY, P_PROBE: only frames that came in through a tunnel
+with the probe key) is sent back through the tunnel it came from, and its answer is handed to
+the controller (fcaps/latency.py).
 
 Why unknown unicast and unanswered ARP die at the source: the controller knows every MAC and IP
 of a network and port security lets no VM use another, so a frame the tables cannot place has
@@ -37,6 +40,7 @@ from hypetunnel.compiler.flows import (
     match,
 )
 from hypetunnel.compiler.topology import NetworkView, VmView
+from hypetunnel.model.intent import PROBE_VNI
 
 T_CLASSIFY, T_ARP, T_L2, T_FLOOD = 0, 10, 20, 30
 ETH_IP, ETH_ARP = 0x0800, 0x0806
@@ -46,6 +50,19 @@ FROM_TUNNEL = 1
 # counts it). Priorities lie under every forwarding flow of their table and above the base.
 P_UNOWNED_ARP = 10  # table ARP: a request the responder could not answer
 P_UNKNOWN_DST = 10  # table L2: a local VM's unicast to no known MAC
+
+# Tunnel latency probes: a key no tenant network has (the intent reserves it), so a frame
+# carrying it in br-int came through one of our tunnels from a switch: VMs can neither send
+# nor receive one. (Not the management overlay's: a switch that has that overlay's bridge
+# hands frames with its key to that bridge's exact-key port, never to br-int's key=flow one.)
+# The controller sends a request out of a tunnel port; the far switch turns it into an answer
+# out of the port it came in by; the near switch hands the answer to the controller.
+PROBE_KEY = PROBE_VNI
+PROBE_ETH_TYPE = 0x88B5  # IEEE 802 local experimental EtherType 1
+PROBE_REQUEST = "02:48:54:00:00:01"
+PROBE_ANSWER = "02:48:54:00:00:02"
+P_PROBE = 300
+OFPP_CONTROLLER = 0xFFFFFFFD
 
 PortOf = Callable[[str], int | None]  # port name -> OpenFlow port number, None if not there yet
 
@@ -84,7 +101,18 @@ def base_flows() -> frozenset[Flow]:
     return frozenset({
         Flow(T_CLASSIFY, 0, match()),  # explicit drop, so dropped packets are counted
         Flow(T_ARP, 0, match(), goto=T_L2),
+        *probe_flows(),
     })
+
+
+def probe_flows() -> tuple[Flow, Flow]:
+    probe = {"tunnel_id": PROBE_KEY, "eth_type": PROBE_ETH_TYPE}
+    return (
+        Flow(T_CLASSIFY, P_PROBE, match(**probe, eth_dst=PROBE_REQUEST),
+             (SetField("eth_dst", PROBE_ANSWER), TO_IN_PORT)),
+        Flow(T_CLASSIFY, P_PROBE, match(**probe, eth_dst=PROBE_ANSWER),
+             (Output(OFPP_CONTROLLER),)),
+    )
 
 
 def local_port_flows(vm: VmView, ofport: int) -> list[Flow]:

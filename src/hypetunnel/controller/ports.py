@@ -109,3 +109,8 @@ class SessionEvents(Protocol):
     def flow_removed(self, hypervisor: str, cookie: int, packets: int, nbytes: int) -> None:
         """The switch deleted a flow; its final counters (for the accounting)."""
         ...
+
+    def packet_in(self, hypervisor: str, frame: bytes, at: float) -> None:
+        """The switch sent a frame up (a tunnel latency probe's answer); `at`: its arrival
+        on the loop's clock."""
+        ...

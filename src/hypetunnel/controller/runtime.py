@@ -42,6 +42,7 @@ from hypetunnel.controller.session import SwitchSession
 from hypetunnel.controller.sessions import RETIRE_TIMEOUT, SwitchSessions
 from hypetunnel.controller.tasks import TaskSet
 from hypetunnel.fcaps.cluster import MemberLike
+from hypetunnel.fcaps.latency import Tunnel, TunnelProber
 from hypetunnel.fcaps.monitor import FLOW_AUDIT_INTERVAL, FaultMonitor
 from hypetunnel.fcaps.storage import RoleSideStore
 from hypetunnel.fcaps.view import fabric_view
@@ -51,6 +52,7 @@ from hypetunnel.model.intent import Intent
 from hypetunnel.model.policy import VmFaultPolicy, vm_fault_policy
 from hypetunnel.pki import TlsConfig, server_context
 from hypetunnel.southbound.observation import SwitchObservation
+from hypetunnel.southbound.openflow.channel import SwitchChannel
 from hypetunnel.southbound.openflow.server import OpenFlowServer
 from hypetunnel.store.base import Store
 from hypetunnel.store.schema import SCHEMA_VERSION
@@ -128,6 +130,7 @@ class Controller:
         self.accounting = UsagePoller(self, RoleSideStore(store, self.role.writable_store,
                                                           lambda: self.role.is_active),
                                       interval=usage_interval)
+        self.latency = TunnelProber(self)
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -145,6 +148,7 @@ class Controller:
         self.spawn(self.store_probe.run(self._stored_revision), "store-probe")
         self.spawn(self.faults.run(), "fault-monitor")
         self.spawn(self.accounting.run(), "accounting")
+        self.spawn(self.latency.run(), "tunnel-latency")
         if self.role.election is not None:
             self.spawn(self._resume_deferred(self.role.election), "resume-deferred")
         if self.role.election is not None:
@@ -297,6 +301,9 @@ class Controller:
 
     def health_changed(self, hypervisor: str) -> None:
         self.faults.look_now()
+
+    def packet_in(self, hypervisor: str, frame: bytes, at: float) -> None:
+        self.latency.received(frame, at)
 
     def reconciled(self, hypervisor: str) -> None:
         st = self.switches.get(hypervisor)
@@ -550,6 +557,23 @@ class Controller:
             return None
         return [(hv, e.remote, e.encapsulation, e.forwarding)
                 for hv, sw in self.fcaps_view().switches.items() for e in sw.bfd]
+
+    def probe_targets(self) -> Iterator[tuple[SwitchChannel, list[Tunnel]]]:
+        """Each switch served now, with its tunnel ports whose BFD session forwards."""
+        for hv, st in self.switches.items():
+            channel, obs = st.channel, st.observation
+            if not st.openflow_ready or channel is None or obs is None:
+                continue
+            tunnels = []
+            for t in obs.tunnels:
+                bfd, ofport = st.bfd.get(t.name), obs.ofport(t.name)
+                if bfd is not None and bfd.forwarding and ofport is not None:
+                    tunnels.append(Tunnel(hv, t.remote_hypervisor, t.encapsulation, ofport))
+            yield channel, tunnels
+
+    def tunnel_latencies(self) -> list[tuple[str, str, str, float]] | None:
+        """Each tunnel's latest probe round trip (metrics); None on a standby."""
+        return self.latency.latencies() if self.may_program else None
 
     def tenant_usage(self) -> list[dict[str, Any]] | None:
         """Per-tenant totals from the counters in memory (the metrics); None on a standby."""

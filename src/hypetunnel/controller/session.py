@@ -299,6 +299,7 @@ class SwitchSession:
         hv = self.hypervisor
         channel.on_flow_removed = (
             lambda cookie, packets, nbytes: self._events.flow_removed(hv, cookie, packets, nbytes))
+        channel.on_packet_in = lambda _port, frame, at: self._events.packet_in(hv, frame, at)
         reconciler = FlowReconciler(channel,
                                     on_added=lambda flows: self._events.flows_added(hv, flows))
         try:

@@ -28,6 +28,11 @@ class MetricsSource(Protocol):
         BFD session, as the switches report it; None where the sessions are not held."""
         ...
 
+    def tunnel_latencies(self) -> Iterable[tuple[str, str, str, float]] | None:
+        """(hypervisor, remote hypervisor, encapsulation, seconds) of every tunnel's latest
+        probe round trip (fcaps/latency.py); None where the probes are not run."""
+        ...
+
     def tenant_usage(self) -> Iterable[dict[str, Any]] | None:
         """Usage rows per tenant since accounting began (accounting/book.py report); None
         where the counters are not held (a standby)."""
@@ -56,6 +61,9 @@ class StatusCollector(Collector):
         sessions = self.source.tunnel_sessions()
         if sessions is not None:
             yield self._bfd(sessions)
+        latencies = self.source.tunnel_latencies()
+        if latencies is not None:
+            yield self._latency(latencies)
         usage = self.source.tenant_usage()
         if usage is not None:
             yield from self._usage(list(usage))
@@ -160,6 +168,17 @@ class StatusCollector(Collector):
                                   "hypervisor", "remote", "encapsulation"])
         for hv, remote, encapsulation, forwarding in sorted(sessions):
             g.add_metric([hv, remote, encapsulation], 1 if forwarding else 0)
+        return g
+
+    @staticmethod
+    def _latency(latencies: Iterable[tuple[str, str, str, float]]) -> Metric:
+        g = GaugeMetricFamily("hypetunnel_tunnel_latency_seconds",
+                              "Round trip of the latest probe through the tunnel and back (both "
+                              "switches' data paths included, the control channel not); no "
+                              "series while the tunnel has no fresh answer",
+                              labels=["hypervisor", "remote", "encapsulation"])
+        for hv, remote, encapsulation, seconds in sorted(latencies):
+            g.add_metric([hv, remote, encapsulation], seconds)
         return g
 
     @staticmethod

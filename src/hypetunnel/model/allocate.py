@@ -15,7 +15,7 @@ from ipaddress import IPv4Address, IPv4Network
 from typing import Any, TypeVar
 
 from hypetunnel.errors import FieldError, IntentInvalid
-from hypetunnel.model.intent import MANAGEMENT_VNI, VM, Hypervisor, Intent, Network, Tenant
+from hypetunnel.model.intent import PROBE_VNI, VM, Hypervisor, Intent, Network, Tenant
 from hypetunnel.model.placement import (
     NO_USAGE,
     Usage,
@@ -34,7 +34,7 @@ MAC_SPACE = 1 << 40  # the five octets after the locally administered 02: prefix
 
 def _vni_candidates(used: set[int]) -> Iterator[int]:
     vni = FIRST_VNI
-    while vni < MANAGEMENT_VNI:
+    while vni < PROBE_VNI:
         if vni not in used:
             yield vni
         vni += 1

@@ -27,6 +27,9 @@ MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 ENCAP_OVERHEAD: dict[str, int] = {"vxlan": 50, "gre": 42, "geneve": 50}
 MAX_VNI = (1 << 24) - 1  # VXLAN/Geneve VNIs are 24 bits; GRE keys are 32, we keep one space
 MANAGEMENT_VNI = MAX_VNI  # reserved for the management overlay
+# Reserved for the tunnel latency probes (fcaps/latency.py): a frame with this key in br-int
+# came through one of the fabric's tunnels, from a switch, never from a VM.
+PROBE_VNI = MAX_VNI - 1
 
 
 class StrictModel(BaseModel):
@@ -83,7 +86,7 @@ class Hypervisor(StrictModel):
 class Network(StrictModel):
     name: Name
     cidr: Cidr
-    vni: StrictInt | None = Field(default=None, ge=1, le=MAX_VNI - 1)
+    vni: StrictInt | None = Field(default=None, ge=1, le=PROBE_VNI - 1)
 
     @field_validator("cidr")
     @classmethod

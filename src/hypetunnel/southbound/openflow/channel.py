@@ -70,6 +70,9 @@ class SwitchChannel:
         # Told (cookie, packets, bytes) of every flow the switch deletes (FLOW_REMOVED): set by
         # whoever owns the switch's flows, for the accounting.
         self.on_flow_removed: Callable[[int, int, int], None] | None = None
+        # Told (in_port, frame, arrival on the loop's clock) of every PACKET_IN: the tunnel
+        # latency probes' answers (the only frames our flows send to the controller).
+        self.on_packet_in: Callable[[int | None, bytes, float], None] | None = None
         self.state = ChannelState.HANDSHAKE
         self.datapath_id: int | None = None
         # Who the switch proved to be: its certificate's common name (TLS), None when plain.
@@ -324,6 +327,11 @@ class SwitchChannel:
             elif msg_type == ofp.OFPT_FLOW_REMOVED and self.on_flow_removed is not None:
                 self.on_flow_removed(*codec.flow_removed_counts(buf))
                 return
+            elif msg_type == ofp.OFPT_PACKET_IN and self.on_packet_in is not None:
+                got = codec.packet_in(buf)
+                if got is not None:
+                    self.on_packet_in(got[0], got[1], asyncio.get_running_loop().time())
+                    return
             self.ignored[msg_type] += 1
             return
         if req.multipart:
@@ -332,8 +340,10 @@ class SwitchChannel:
             if not flags & ofp.OFPMPF_REPLY_MORE and not req.future.done():
                 req.future.set_result(req.parts)
             return
-        if msg_type in (ofp.OFPT_BARRIER_REPLY, ofp.OFPT_ECHO_REPLY):
-            result: Any = None  # nothing to parse
+        if msg_type == ofp.OFPT_ECHO_REPLY:
+            result: Any = asyncio.get_running_loop().time()  # its arrival: send_probes
+        elif msg_type == ofp.OFPT_BARRIER_REPLY:
+            result = None  # nothing to parse
         else:
             result = codec.parse(buf)
         if not req.future.done():
@@ -378,6 +388,23 @@ class SwitchChannel:
 
     def is_ready(self) -> bool:
         return self.state is ChannelState.READY
+
+    async def send_probes(self, packet_outs: Sequence[bytes], timeout: float) -> float | None:
+        """Write an echo request and then these packet-outs in one go; return when the echo's
+        reply arrived (the loop's clock), None if it did not within `timeout`. The switch
+        handles messages in order, so a probe's answer minus the echo's reply is the time the
+        probe spent in the data path, without the control channel's own delay."""
+        if not self.is_ready():
+            return None
+        xid, req = self._register()
+        try:
+            self._write([codec.echo_bytes(ofp.OFPT_ECHO_REQUEST, xid), *packet_outs])
+            async with asyncio.timeout(timeout):
+                return float(await req.future)
+        except (TimeoutError, SouthboundError):
+            return None
+        finally:
+            self._pending.pop(xid, None)
 
     async def alive(self, timeout: float) -> bool:
         """Does the switch still answer on this connection (an echo within timeout)?"""

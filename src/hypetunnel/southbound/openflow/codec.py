@@ -284,6 +284,21 @@ def echo_bytes(msg_type: int, xid: int, data: bytes = b"") -> bytes:
     return HEADER.pack(OFP_VERSION, msg_type, HEADER_SIZE + len(data), xid) + data
 
 
+def packet_out_bytes(data: bytes, actions: Sequence[Action], xid: int = 0) -> bytes:
+    """A frame the switch sends as if from the controller (in_port CONTROLLER, no buffer)."""
+    return serialize(parser.OFPPacketOut(DATAPATH, ofp.OFP_NO_BUFFER, ofp.OFPP_CONTROLLER,
+                                         [_os_ken_action(a) for a in actions], data), xid)
+
+
+def packet_in(buf: bytes) -> tuple[int | None, bytes] | None:
+    """(in_port, frame) of a PACKET_IN message; None if it cannot be parsed."""
+    msg = parse(buf)
+    if not isinstance(msg, parser.OFPPacketIn):
+        return None
+    in_port = msg.match.get("in_port")
+    return (int(in_port) if in_port is not None else None), bytes(msg.data)
+
+
 def flow_stats_request_bytes(xid: int) -> bytes:
     """All flows of all tables (cookie_mask 0 = any cookie)."""
     return serialize(parser.OFPFlowStatsRequest(

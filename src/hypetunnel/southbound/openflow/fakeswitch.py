@@ -132,6 +132,9 @@ class FakeSwitch:
             return self._multipart(xid, buf)
         if msg_type == ofp.OFPT_EXPERIMENTER:
             return self._experimenter(xid, buf)
+        if msg_type == ofp.OFPT_PACKET_OUT:
+            self.received["packet_out"] += 1  # no data path here to send it through
+            return []
         return [_error(ofp.OFPET_BAD_REQUEST, ofp.OFPBRC_BAD_TYPE, xid, buf)]
 
     @staticmethod

@@ -32,7 +32,7 @@ options:
     description: The network's IPv4 prefix (/29 or shorter). Required for a new network.
     type: str
   vni:
-    description: The overlay's VNI (1 to 16777214); left out, the controller's allocation.
+    description: The overlay's VNI (1 to 16777213); left out, the controller's allocation.
     type: int
 extends_documentation_fragment:
   - hypetunnel.fabric.api
