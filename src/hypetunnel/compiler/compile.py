@@ -57,8 +57,15 @@ class FabricCompiler:
         self._slices: dict[str, dict[int, Slice]] = {}
         # Tunnels are kept per slice too, so a change costs its slices, not the switch's.
         self._slice_tunnels: dict[str, dict[int, tuple[TunnelPort, ...]]] = {}
-        self._tunnel_union: dict[str, frozenset[TunnelPort]] = {}  # hv -> tunnels(hv)
-        self._tunnel_names: dict[str, frozenset[str]] = {}  # hv -> names of _slice_tunnels[hv]
+        # Indexes of _slice_tunnels, kept with it slice by slice (_set_slice_tunnels), so that
+        # neither tunnels(hv) nor a port observation walks every slice of the switch:
+        # hv -> tunnel -> number of slices using it (its keys are tunnels(hv)), and
+        # hv -> tunnel port name -> VNIs of the slices that use a tunnel of that name.
+        self._tunnel_refs: dict[str, dict[TunnelPort, int]] = {}
+        self._tunnel_users: dict[str, dict[str, set[int]]] = {}
+        # hv -> frozenset of _tunnel_refs[hv]: dropped only when that key set changes (a move
+        # changes some slices' tunnels on every host of the network, rarely the switch's set).
+        self._tunnel_union: dict[str, frozenset[TunnelPort]] = {}
         # Slices made stale by port observations, kept apart from the topology's dirty sets:
         # ports never change which tunnels a switch needs, so they must not void that cache.
         self._stale: set[tuple[str, int]] = set()
@@ -92,20 +99,12 @@ class FabricCompiler:
             if vm is not None:
                 self._stale.add((hypervisor, vm.vni))
         # Slices not dirty yet have current tunnel sets, so this is exact for them.
-        changed = _changed(old_ports, ofports)
-        if changed and not changed.isdisjoint(self._names_of_tunnels(hypervisor)):
-            for vni, tunnels in self._slice_tunnels.get(hypervisor, {}).items():
-                if any(t.name in changed for t in tunnels):
-                    self._stale.add((hypervisor, vni))
-
-    def _names_of_tunnels(self, hv: str) -> frozenset[str]:
-        """Every tunnel port name a slice of hv uses (so a VM port change skips the scan)."""
-        names = self._tunnel_names.get(hv)
-        if names is None:
-            names = frozenset(t.name for tunnels in self._slice_tunnels.get(hv, {}).values()
-                              for t in tunnels)
-            self._tunnel_names[hv] = names
-        return names
+        users = self._tunnel_users.get(hypervisor)
+        if users:
+            for name in _changed(old_ports, ofports):
+                vnis = users.get(name)
+                if vnis:
+                    self._stale.update((hypervisor, vni) for vni in vnis)
 
     # -- compilation ---------------------------------------------------------------------
     def recompute(self) -> set[str]:
@@ -121,23 +120,22 @@ class FabricCompiler:
             # comes out the same is not reported as changed.
             dirty.update((hv, vni) for vni in self._slices.get(hv, ()))
             self._slice_tunnels[hv] = {}
+            self._tunnel_refs[hv] = {}
+            self._tunnel_users[hv] = {}
+            self._tunnel_union.pop(hv, None)
             for vni in topo.networks_on.get(hv, ()):
                 dirty.add((hv, vni))
         if dirty:
             self.generation += 1
-        moved = set(switches)  # switches whose slices' tunnels changed
         if len(dirty) >= BULK_SLICES:
             with long_lived_allocations():
-                self._rebuild(dirty, touched, moved)
+                self._rebuild(dirty, touched)
         elif dirty:
-            self._rebuild(dirty, touched, moved)
+            self._rebuild(dirty, touched)
             settle()  # what the change built is long-lived: out of the collector's way
-        for hv in moved:
-            self._tunnel_union.pop(hv, None)
-            self._tunnel_names.pop(hv, None)
         return touched
 
-    def _rebuild(self, dirty: set[tuple[str, int]], touched: set[str], moved: set[str]) -> None:
+    def _rebuild(self, dirty: set[tuple[str, int]], touched: set[str]) -> None:
         topo = self.topology
         gen = self.generation
         # What every host of a network shares, derived once per network and rebuild.
@@ -157,14 +155,42 @@ class FabricCompiler:
                 journal.pop(vni, None)
                 journal[vni] = gen
             hosted = vni in topo.networks_on.get(hv, ())
-            per_slice = self._slice_tunnels.setdefault(hv, {})
-            tunnels = self._tunnels_of(hv, vni, remotes) if hosted else ()
-            if tunnels != per_slice.get(vni, ()):
-                moved.add(hv)
-                if tunnels:
-                    per_slice[vni] = tunnels
-                else:
-                    del per_slice[vni]
+            self._set_slice_tunnels(hv, vni, self._tunnels_of(hv, vni, remotes) if hosted else ())
+
+    def _set_slice_tunnels(self, hv: str, vni: int, tunnels: tuple[TunnelPort, ...]) -> None:
+        """Record one slice's tunnels, and keep the switch's tunnel indexes in step with it."""
+        per_slice = self._slice_tunnels.setdefault(hv, {})
+        old = per_slice.get(vni, ())
+        if tunnels == old:
+            return
+        if tunnels:
+            per_slice[vni] = tunnels
+        else:
+            del per_slice[vni]
+        refs = self._tunnel_refs.setdefault(hv, {})
+        for t in old:
+            n = refs[t] - 1
+            if n:
+                refs[t] = n
+            else:
+                del refs[t]
+                self._tunnel_union.pop(hv, None)
+        for t in tunnels:
+            n = refs.get(t, 0)
+            refs[t] = n + 1
+            if not n:
+                self._tunnel_union.pop(hv, None)
+        # By name (two tunnels may share one if two hypervisors claim one underlay address).
+        users = self._tunnel_users.setdefault(hv, {})
+        old_names = {t.name for t in old}
+        new_names = {t.name for t in tunnels}
+        for name in old_names - new_names:
+            vnis = users[name]
+            vnis.discard(vni)
+            if not vnis:
+                del users[name]
+        for name in new_names - old_names:
+            users.setdefault(name, set()).add(vni)
 
     def _tunnels_of(self, hv: str, vni: int,
                     cache: dict[int, list[tuple[str, TunnelPort]]] | None = None
@@ -232,11 +258,11 @@ class FabricCompiler:
             # Changes not compiled yet: answer from the topology itself.
             return frozenset().union(*(self._tunnels_of(hv, vni)
                                        for vni in topo.networks_on.get(hv, ())))
-        # Every change to a switch's tunnels dirties one of its slices, and recompute() drops
-        # the union of each switch whose slices' tunnels it changed: the cached union is current.
+        # Every change to a switch's tunnels dirties one of its slices, and recompute() keeps
+        # the refcounts in step and drops the cached set when its keys change: it is current.
         union = self._tunnel_union.get(hv)
         if union is None:
-            union = frozenset().union(*self._slice_tunnels.get(hv, {}).values())
+            union = frozenset(self._tunnel_refs.get(hv, ()))
             self._tunnel_union[hv] = union
         return union
 
