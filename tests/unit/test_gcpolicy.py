@@ -82,3 +82,25 @@ def test_a_cycle_frozen_while_alive_is_reclaimed_within_reclaim_every_settles(
     assert dead() is not None  # frozen: no ordinary collection sees it
     settle()  # the third: a full collection over the frozen objects too
     assert dead() is None
+
+
+def test_a_dict_of_atoms_put_back_among_the_young_is_frozen_tracked_not_walked_again(
+        gc_enabled: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A memo dict whose keys hold no container: a full collection untracks it (CPython's
+    # untrack_dicts), and every new key tracks it again. If each settle were a full
+    # collection, every change would walk the whole dict and untrack it anew.
+    monkeypatch.setattr(gcpolicy, "RECLAIM_EVERY", 2)
+    monkeypatch.setattr(gcpolicy, "_settles", 0)
+    threshold = gc.get_threshold()
+    gc.set_threshold(1_000_000, 10, 10)  # no automatic collection in between
+    try:
+        memo = {(i, i): i for i in range(1000)}
+        settle()
+        settle()  # the reclaim: a full collection over everything
+        assert not gc.is_tracked(memo)
+        memo[tuple([1000, 1000])] = 1000  # a new tuple is tracked: so is the dict again
+        assert gc.is_tracked(memo) and id(memo) in unfrozen_ids()
+        settle()
+        assert gc.is_tracked(memo) and id(memo) not in unfrozen_ids()  # frozen, as it is
+    finally:
+        gc.set_threshold(*threshold)
