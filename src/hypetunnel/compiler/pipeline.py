@@ -246,7 +246,29 @@ def network_slice(net: NetworkView, members: Iterable[tuple[VmView, Sequence[str
     local_ports: list[int] = []
     remote_ports: dict[str, int | None] = {}  # remote host -> tunnel port (None: not yet)
     encap = net.encapsulation
+    # Every slice of a network is rebuilt when one of its VMs changes (on each of its hosts,
+    # twice per move: before and after the tunnel ports exist), so the loop is per VM of the
+    # network: the common case (live in one place) first, with names bound once.
+    append, extend = flows.append, flows.extend
+    arp, local, remote = arp_responder_flow, _local_port_flows, remote_vm_flow
     for vm, hvs in members:
+        if len(hvs) == 1:
+            hv = hvs[0]
+            if hv == here:
+                p = local_port(vm.id)
+                if p is not None:
+                    append(arp(vm))
+                    local_ports.append(p)
+                    extend(local(vm, p))
+                continue
+            if hv in remote_ports:
+                t = remote_ports[hv]
+            else:
+                t = remote_ports[hv] = tunnel_port(hv, encap)
+            if t is not None:
+                append(arp(vm))
+                append(remote(vm, t))
+            continue
         p = local_port(vm.id) if here in hvs else None
         tunnels = []
         for hv in hvs:
@@ -260,14 +282,10 @@ def network_slice(net: NetworkView, members: Iterable[tuple[VmView, Sequence[str
                 tunnels.append(t)
         if p is None and not tunnels:
             continue
-        flows.append(arp_responder_flow(vm))
+        append(arp(vm))
         if p is not None:
             local_ports.append(p)
-        if len(hvs) == 1:
-            flows.extend(local_port_flows(vm, p) if p is not None
-                         else [remote_vm_flow(vm, tunnels[0])])
-        else:
-            flows.extend(moving_vm_flows(vm, p, tunnels))
+        extend(moving_vm_flows(vm, p, tunnels))
     tunnel_ports = list(dict.fromkeys(t for _, t in sorted(remote_ports.items())
                                       if t is not None))
     flows.extend(tunnel_ingress_flow(net.vni, t) for t in tunnel_ports)
