@@ -216,18 +216,34 @@ def flood_flows(vni: int, local_ofports: Iterable[int],
                              tuple(sorted(set(tunnel_ofports)))))
 
 
-@_memo
 def _flood_flows(vni: int, local_ports: tuple[int, ...],
-                 tunnels: tuple[int, ...]) -> tuple[Flow, ...]:
+                 tunnels: tuple[int, ...]) -> tuple[Flow, Flow, Flow]:
+    # Memoized one flow at a time, each on what it depends on: a host joining or leaving the
+    # network changes only the first flood flow on its peers, a VM port only the two floods
+    # on its own switch. The others stay the same objects, so the reconciler compares them by
+    # identity and never computes their cookie again.
+    return (_to_flood(vni), _flood_from_local(vni, local_ports, tunnels),
+            _flood_from_tunnel(vni, local_ports))
+
+
+@_memo
+def _to_flood(vni: int) -> Flow:
+    return Flow(T_L2, 50, match(metadata=vni, eth_dst=MULTICAST), goto=T_FLOOD)
+
+
+@_memo
+def _flood_from_local(vni: int, local_ports: tuple[int, ...], tunnels: tuple[int, ...]) -> Flow:
     local = tuple(output(p) for p in local_ports)
     remote: tuple[Action, ...] = ()
     if tunnels:
         remote = (set_field("tunnel_id", vni), *(output(p) for p in tunnels))
-    return (
-        Flow(T_L2, 50, match(metadata=vni, eth_dst=MULTICAST), goto=T_FLOOD),
-        Flow(T_FLOOD, 100, match(metadata=vni, reg0=0), local + remote),
-        Flow(T_FLOOD, 100, match(metadata=vni, reg0=FROM_TUNNEL), local),
-    )
+    return Flow(T_FLOOD, 100, match(metadata=vni, reg0=0), local + remote)
+
+
+@_memo
+def _flood_from_tunnel(vni: int, local_ports: tuple[int, ...]) -> Flow:
+    return Flow(T_FLOOD, 100, match(metadata=vni, reg0=FROM_TUNNEL),
+                tuple(output(p) for p in local_ports))
 
 
 def network_slice(net: NetworkView, members: Iterable[tuple[VmView, Sequence[str]]], here: str,
@@ -299,5 +315,6 @@ def clear_memos() -> None:
     """Forget every memoized flow and action: a cold start, as in a fresh process (benchmarks
     use it so that one run does not compile from the previous run's memos)."""
     for memo in (_local_port_flows, tunnel_ingress_flow, remote_vm_flow, source_drop_flows,
-                 arp_responder_flow, _flood_flows, output, set_field):
+                 arp_responder_flow, _to_flood, _flood_from_local, _flood_from_tunnel, output,
+                 set_field):
         memo.cache_clear()
