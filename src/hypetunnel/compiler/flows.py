@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from dataclasses import field as dataclass_field  # SetField has a field named field
 
 COOKIE_PREFIX = 0x4854  # "HT"
 COOKIE_SHIFT = 48
@@ -27,8 +26,9 @@ Match = tuple[tuple[str, MatchValue], ...]
 # The actions write their own repr: it is part of the cookie's input (so its text must stay the
 # one dataclasses generate, or every installed flow would change cookie on upgrade), and the
 # generated one goes through a recursion guard that costs more than the rest of the cookie.
-# Actions are shared by many flows (pipeline memoizes them), so each keeps its repr once made
-# (_text, see cookie_text): a flood flow's cookie reads 30 of them.
+# An Output or a RegMove is shared by many flows (pipeline memoizes them), so each keeps its
+# repr once made (_text, see cookie_text): a flood flow's cookie reads 30 of them. A SetField
+# does not: most are one VM's MAC or IP in one ARP flow, and their texts would only take room.
 
 @dataclass(frozen=True, slots=True)
 class Output:
@@ -43,7 +43,6 @@ class Output:
 class SetField:
     field: str  # os-ken OXM name: "tunnel_id", "eth_src", "arp_op", "reg0", ...
     value: int | str
-    _text: str = dataclass_field(default="", init=False, repr=False, compare=False)
 
     def __repr__(self) -> str:
         return f"SetField(field={self.field!r}, value={self.value!r})"
@@ -113,15 +112,12 @@ def _cookie_of_text(text: str) -> int:
 
 
 def cookie_text(flow: Flow) -> str:
-    """repr(flow._content()), the cookie's input, character for character, from the texts
-    of its shared parts (match pairs, actions) made once each: repr of a whole content was
-    ~3/4 of a cookie's cost, and every flow a change makes needs one."""
-    get = _PAIR_TEXT.get
-    # The text is of that very object: an equal pair may print otherwise (True == 1).
-    pairs = [e[1] if (e := get(p)) is not None and e[0] is p else _pair_text(p)
-             for p in flow.match]
-    actions = [a._text or _action_text(a) for a in flow.actions]
-    return (f"({flow.table!r}, {flow.priority!r}, {_tuple_text(pairs)}, "
+    """repr(flow._content()), the cookie's input, character for character, with the texts of
+    shared actions made once each: each action's repr is a Python call, and a new flood flow
+    (one per change of a switch's ports for a network) has one per port."""
+    actions = [repr(a) if isinstance(a, SetField) else a._text or _action_text(a)
+               for a in flow.actions]
+    return (f"({flow.table!r}, {flow.priority!r}, {flow.match!r}, "
             f"{_tuple_text(actions)}, {flow.metadata!r}, {flow.goto!r})")
 
 
@@ -132,17 +128,9 @@ def _tuple_text(items: list[str]) -> str:
     return f"({', '.join(items)})"
 
 
-def _action_text(action: Action) -> str:
+def _action_text(action: Output | RegMove) -> str:
     text = repr(action)
     object.__setattr__(action, "_text", text)
-    return text
-
-
-def _pair_text(pair: tuple[str, MatchValue]) -> str:
-    if len(_PAIR_TEXT) > _PAIRS_MAX:
-        _PAIR_TEXT.clear()
-    text = repr(pair)
-    _PAIR_TEXT[pair] = (pair, text)
     return text
 
 
@@ -152,8 +140,6 @@ def _pair_text(pair: tuple[str, MatchValue]) -> str:
 # 100,000-VM fabric, ~6 pairs per VM): flows keep their pairs, new ones start sharing again.
 _PAIRS: dict[tuple[str, MatchValue], tuple[str, MatchValue]] = {}
 _PAIRS_MAX = 1 << 21
-# pair -> (that pair, its repr), for cookie_text: pairs are interned, so one entry each
-_PAIR_TEXT: dict[tuple[str, MatchValue], tuple[tuple[str, MatchValue], str]] = {}
 
 
 def match(**fields: MatchValue) -> Match:
@@ -166,7 +152,6 @@ def match(**fields: MatchValue) -> Match:
 def clear_pairs() -> None:
     """Forget the interned match fields (see clear_memos in pipeline)."""
     _PAIRS.clear()
-    _PAIR_TEXT.clear()
 
 
 def is_ours(cookie: int) -> bool:
