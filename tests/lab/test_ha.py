@@ -20,6 +20,7 @@ from hypetunnel.lab import datacenter, hapair
 from hypetunnel.lab.capture import capture
 from hypetunnel.lab.proc import wait_until
 from hypetunnel.lab.topology import Lab
+from hypetunnel.model.intent import PROBE_VNI
 from tests.lab.conftest import flow_tables, keep_failed_lab
 
 pytestmark = pytest.mark.lab
@@ -187,8 +188,9 @@ def test_loss_of_one_etcd_member_keeps_changes_flowing(ha: Lab) -> None:
 def test_management_and_tenant_traffic_stay_apart(ha: Lab) -> None:
     # VXLAN: udp[12:4] holds VNI<<8; inner IPv4 source's first octet at udp[42].
     mgmt = "udp port 4789 and udp[12:4] = 0xffffff00 and udp[28:2] = 0x0800"
-    tenant = ("udp port 4789 and udp[12:4] != 0xffffff00 and udp[12:4] != 0 "
-              "and udp[28:2] = 0x0800")  # VNI 0: BFD, the tunnel's own health
+    # VNI 0 (BFD) and PROBE_VNI (latency probes) are the tunnels' own health.
+    tenant = (f"udp port 4789 and udp[12:4] != 0xffffff00 and udp[12:4] != 0 "
+              f"and udp[12:4] != {PROBE_VNI << 8:#x} and udp[28:2] = 0x0800")
 
     def traffic() -> None:
         ha.exec("acme/web1", ["ping", "-c", "5", "-i", "0.1", ha.vm("acme/web3").ip])

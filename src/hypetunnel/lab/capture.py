@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from hypetunnel.lab.topology import Lab
-from hypetunnel.model.intent import MANAGEMENT_VNI
+from hypetunnel.model.intent import MANAGEMENT_VNI, PROBE_VNI
 
 _VXLAN = re.compile(r"VXLAN.*?vni (\d+)")
 _GENEVE = re.compile(r"Geneve.*?vni (0x[0-9a-f]+|\d+)")
@@ -31,13 +31,16 @@ def parse(line: str) -> Encapsulated | None:
 
 # Tenant tunnels only: the management overlay's VXLAN (udp[12:4] holds VNI<<8) carries the
 # controllers' own OpenFlow, OVSDB and etcd traffic, which would pass for tenant frames. BFD
-# control packets ride every tenant tunnel with VNI (or GRE key) 0, which no network uses:
-# they are the tunnel's own health, not tenant traffic. The GRE key sits at ip[24:4] (a
-# 20-byte IPv4 header, then the GRE flags word; OVS sets no GRE checksum).
+# control packets ride every tenant tunnel with VNI (or GRE key) 0, and the latency prober's
+# frames ride every tunnel with the reserved PROBE_VNI, which no network uses either: both
+# are the tunnel's own health, not tenant traffic, and reach switches without the tenant by
+# design. The GRE key sits at ip[24:4] (a 20-byte IPv4 header, then the GRE flags word; OVS
+# sets no GRE checksum).
 TENANT_TUNNELS = (f"(udp port 4789 and udp[12:4] != {MANAGEMENT_VNI << 8:#x} "
-                  "and udp[12:4] != 0) or "
-                  "(udp port 6081 and udp[12:4] & 0xffffff00 != 0) or "
-                  "(ip proto 47 and ip[24:4] != 0)")
+                  f"and udp[12:4] != {PROBE_VNI << 8:#x} and udp[12:4] != 0) or "
+                  f"(udp port 6081 and udp[12:4] & 0xffffff00 != 0 "
+                  f"and udp[12:4] & 0xffffff00 != {PROBE_VNI << 8:#x}) or "
+                  f"(ip proto 47 and ip[24:4] != 0 and ip[24:4] != {PROBE_VNI:#x})")
 
 
 def capture(lab: Lab, action: Callable[[], object], bpf: str = TENANT_TUNNELS,
