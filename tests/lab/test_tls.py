@@ -20,7 +20,7 @@ from hypetunnel.lab.datacenter import wait_converged
 from hypetunnel.lab.hapair import OPENFLOW_PORT
 from hypetunnel.lab.pki import SINGLE_CONTROLLER
 from hypetunnel.lab.proc import wait_until
-from hypetunnel.pki import init_ca, issue
+from hypetunnel.pki import authority, init_ca, issue
 from tests.lab.conftest import LabFabric
 from tests.lab.test_controller_restart import installed
 from tests.lab.test_overlay_packets import cross_hv_pair
@@ -161,11 +161,22 @@ def _serial(path: Path) -> int:
     return x509.load_pem_x509_certificate(path.read_bytes()).serial_number
 
 
-def test_a_rotated_certificate_reconnects_and_loses_no_packet(fabric: LabFabric) -> None:
+def test_a_rotated_certificate_reconnects_and_loses_no_packet(
+        fabric: LabFabric, monkeypatch: pytest.MonkeyPatch) -> None:
     a, b = cross_hv_pair(fabric, "acme")
     own = fabric.lab.tls_dir
     assert own is not None
     hv = fabric.lab.hypervisor(b.hypervisor)
+    real_write = authority._write_private
+
+    def write_then_let_ovs_look(path: Path, data: bytes, mode: int) -> None:
+        # ovs-vswitchd looks at its key and certificate on every trip through its main loop,
+        # which serves appctl: so it looks between the two files' writes, every time (a
+        # key-first rotation then left the old certificate in use, as once in CI by chance).
+        real_write(path, data, mode)
+        hv.ovs.appctl("version")
+
+    monkeypatch.setattr(authority, "_write_private", write_then_let_ovs_look)
     old = _serial(own / f"{hv.name}.crt")
     before = installed(fabric)
     pinger = fabric.lab.spawn(a.vm_id, ["ping", "-i", "0.01", "-c", "400", "-W", "1", b.ip],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
 import ssl
 import stat
 from collections.abc import Coroutine
@@ -60,6 +61,49 @@ def test_reissue_rotates_key_and_serial_and_init_keeps_the_ca(tmp_path: Path) ->
     init_ca(tmp_path)  # again: must not orphan what was issued
     assert (tmp_path / "ca.crt").read_bytes() == ca_before
     assert not list(tmp_path.glob(".*tmp"))  # no temporary file left behind
+
+
+class _OvsKeyAndCert:
+    """Open vSwitch 3.1's rule for a key and certificate pair (stream_ssl_set_key_and_cert,
+    run on every trip through its main loop): reload both only when the key's mtime changed
+    and then the certificate's too; each look records what it compared."""
+
+    def __init__(self, key: Path, cert: Path) -> None:
+        self.key, self.cert = key, cert
+        self.seen = {key: key.stat().st_mtime_ns, cert: cert.stat().st_mtime_ns}
+        self.loaded = cert.read_bytes()
+
+    def _changed(self, path: Path) -> bool:
+        now = path.stat().st_mtime_ns
+        changed, self.seen[path] = now != self.seen[path], now
+        return changed
+
+    def look(self) -> None:
+        if self._changed(self.key) and self._changed(self.cert):
+            self.loaded = self.cert.read_bytes()
+
+
+def test_a_reissue_is_picked_up_by_open_vswitch_whenever_it_looks(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hypetunnel.pki import authority
+
+    init_ca(tmp_path)
+    crt, key = issue(tmp_path, "hv1")
+    ovs = _OvsKeyAndCert(key, crt)
+    real_write = authority._write_private
+    writes = iter(range(1, 100))
+
+    def write_then_look(path: Path, data: bytes, mode: int) -> None:
+        # Distinct mtimes even on a coarse clock: each write is a later tick.
+        real_write(path, data, mode)
+        t = ovs.seen[path] + next(writes) * 1_000_000
+        os.utime(path, ns=(t, t))
+        ovs.look()  # ovs-vswitchd runs between (and after) the two files' writes
+
+    monkeypatch.setattr(authority, "_write_private", write_then_look)
+    issue(tmp_path, "hv1")
+    ovs.look()
+    assert ovs.loaded == crt.read_bytes()
 
 
 @pytest.mark.parametrize(("kwargs", "says"), [

@@ -181,10 +181,16 @@ def issue(directory: Path, name: str, *, ips: Iterable[str] = (), dns: Iterable[
                 ca_key.public_key()), critical=False)
             .sign(ca_key, hashes.SHA256()))
     crt_path, key_path = directory / f"{name}.crt", directory / f"{name}.key"
-    # Key first: a reader that catches the moment between sees a new key with the old
-    # certificate, fails to pair them and retries, rather than trusting a mismatched pair.
-    _write_private(key_path, _key_pem(key), 0o600)
+    # Certificate first, key last. Open vSwitch (3.1's stream_ssl_set_key_and_cert, called on
+    # every trip through ovs-vswitchd's and ovsdb-server's main loops) reloads the pair only
+    # when the KEY's mtime changed and then the certificate's too: a look between a key-first
+    # pair of writes records the new key, finds the old certificate, loads nothing, and never
+    # looks at the certificate again, so the switch kept presenting the old one (CI of
+    # 3afda4f). With the key last, a look between finds the key unchanged and records nothing.
+    # A reader that pairs the files itself (reload.py) sees a new certificate with the old key
+    # in between, fails to pair them, and keeps its current pair.
     _write_private(crt_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    _write_private(key_path, _key_pem(key), 0o600)
     return crt_path, key_path
 
 
